@@ -1,0 +1,178 @@
+//! Runtimes own every process and container of a run, and nothing else does.
+//!
+//! A runtime takes a [`ServicePlan`] (derived from the learner's `grader.toml`), provides the
+//! dependencies (PostgreSQL, Redis), builds and starts the learner's service, waits for its health
+//! path, and hands back a [`RunningService`]. Teardown happens in [`RunningService::shutdown`], and
+//! as a last resort in `Drop` (panics) — so no process or temp dir outlives the run.
+//!
+//! INTERFACE CONTRACT (the engine and CLI depend on exactly this; keep it stable).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod local;
+
+/// What to run, fully resolved from the manifest (paths absolute, defaults applied).
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    /// Folder holding the learner's `grader.toml`.
+    pub service_dir: PathBuf,
+    /// Shell command (run with `sh -c`) that builds the service, if any.
+    pub build: Option<String>,
+    pub build_timeout: Duration,
+    /// Shell command (run with `sh -c`) that starts the service.
+    pub command: String,
+    /// Working directory of build and command.
+    pub workdir: PathBuf,
+    /// Extra environment for the service (manifest `[service.env]`). The grader's own environment
+    /// is inherited too.
+    pub env: Vec<(String, String)>,
+    /// Name of the env var that carries the port the service must listen on.
+    pub port_env: String,
+    /// Path polled with GET until it answers 2xx, e.g. `/healthz`.
+    pub health_path: String,
+    pub startup_timeout: Duration,
+    /// `Some(env var name)` when the service wants PostgreSQL, e.g. `DATABASE_URL`.
+    pub postgres_env: Option<String>,
+    /// `Some(env var name)` when the service wants Redis, e.g. `REDIS_URL`.
+    pub redis_env: Option<String>,
+    /// Directory for this run's artifacts: `service.log`, `build.log`, `postgres.log`.
+    pub artifacts_dir: PathBuf,
+}
+
+/// A phase of start-up, reported so the CLI can show progress and the report can give timings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Postgres,
+    Redis,
+    Build,
+    ServiceStart,
+    Teardown,
+}
+
+/// Receives progress while the runtime works. Implemented by the CLI (spinner) and by tests.
+pub trait ProgressSink: Send + Sync {
+    fn phase_started(&self, phase: Phase, what: &str);
+    fn phase_finished(&self, phase: Phase, elapsed: Duration);
+}
+
+/// Connection details of the grader-owned PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct PostgresInfo {
+    /// URL handed to the service (database `app`, superuser `postgres`, trust auth on 127.0.0.1).
+    pub url: String,
+    pub port: u16,
+    pub database: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisInfo {
+    pub url: String,
+    pub port: u16,
+}
+
+/// Whether the service process is still alive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceState {
+    Running,
+    /// Exited with a code, or was killed by a signal (`code` is None then).
+    Exited { code: Option<i32>, signal: Option<i32> },
+}
+
+/// Why start-up failed. The first two are the learner's to fix; the rest are the grader's.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the build command failed ({reason})")]
+    BuildFailed { reason: String, log_tail: Vec<String> },
+    #[error("{message}")]
+    ServiceDidNotStart { message: String, log_tail: Vec<String> },
+    #[error("{what} is not installed: {install_hint}")]
+    MissingBinary { what: String, install_hint: String },
+    #[error("{what} could not be started: {message}")]
+    Infrastructure { what: String, message: String, log_tail: Vec<String> },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// Timings of start-up, in the order they happened.
+#[derive(Debug, Clone, Default)]
+pub struct StartTimings {
+    pub postgres: Duration,
+    pub redis: Duration,
+    pub build: Duration,
+    pub service_start: Duration,
+}
+
+/// A started service and its dependencies. Dropping it without `shutdown` still kills everything
+/// (synchronously), so a panic leaves nothing behind; `shutdown` is the graceful path.
+pub struct RunningService {
+    /// Base URL of the service, always `http://127.0.0.1:<port>` for local runs.
+    pub base_url: url::Url,
+    pub postgres: Option<PostgresInfo>,
+    pub redis: Option<RedisInfo>,
+    pub timings: StartTimings,
+    /// `local` or `external`.
+    pub kind: &'static str,
+    backend: Backend,
+}
+
+enum Backend {
+    Local(Box<local::LocalEnvironment>),
+    External,
+}
+
+impl RunningService {
+    /// A service somebody else runs: no processes, no databases.
+    pub fn external(base_url: url::Url) -> Self {
+        RunningService {
+            base_url,
+            postgres: None,
+            redis: None,
+            timings: StartTimings::default(),
+            kind: "external",
+            backend: Backend::External,
+        }
+    }
+
+    /// Non-blocking: has the service process exited? External services are always `Running`.
+    pub fn state(&self) -> ServiceState {
+        match &self.backend {
+            Backend::Local(env) => env.service_state(),
+            Backend::External => ServiceState::Running,
+        }
+    }
+
+    /// Last `lines` lines of the service's combined stdout/stderr (empty for external).
+    pub fn log_tail(&self, lines: usize) -> Vec<String> {
+        match &self.backend {
+            Backend::Local(env) => env.service_log_tail(lines),
+            Backend::External => Vec::new(),
+        }
+    }
+
+    /// Stops the service (SIGTERM to its process group, SIGKILL after a grace period), then
+    /// Redis and PostgreSQL, and removes temp dirs. Returns how long teardown took.
+    pub async fn shutdown(self) -> Duration {
+        match self.backend {
+            Backend::Local(env) => env.shutdown().await,
+            Backend::External => Duration::ZERO,
+        }
+    }
+}
+
+/// Starts PostgreSQL/Redis as the plan asks, builds and starts the service, waits for health.
+/// On any error everything already started is torn down before returning.
+pub async fn start_local(
+    plan: &ServicePlan,
+    progress: &dyn ProgressSink,
+) -> Result<RunningService, StartError> {
+    let (env, postgres, redis, timings, base_url) = local::LocalEnvironment::start(plan, progress).await?;
+    Ok(RunningService {
+        base_url,
+        postgres,
+        redis,
+        timings,
+        kind: "local",
+        backend: Backend::Local(Box::new(env)),
+    })
+}
