@@ -3,5 +3,13 @@
 //! Data flows one way: [`manifest`] -> [`runtime`] -> [`engine`] -> [`scoring`] -> [`report`].
 //! See `docs/ARCHITECTURE.md`.
 
+pub mod cli;
+pub mod diagnostic;
+pub mod engine;
+pub mod exercise;
+pub mod manifest;
 pub mod outcome;
+pub mod progress;
+pub mod report;
 pub mod runtime;
+pub mod scoring;

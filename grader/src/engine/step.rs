@@ -1,0 +1,103 @@
+//! Declarative steps: render the request, send it, check expectations, capture values.
+
+use serde_json::Value;
+
+use super::assert::{self, Mismatch};
+use super::http::{OutgoingRequest, Response};
+use super::{CheckContext, FailInfo, Failure};
+use crate::exercise::template;
+use crate::exercise::{BodySpec, CaptureSpec, RequestSpec, Step};
+
+pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(), Failure> {
+    for step in steps {
+        let req = build_request(ctx, &step.request)?;
+        let summary = format!("{} {}", req.method, req.url.path());
+        let resp = ctx.send(&step.name, req).await?;
+        let mismatches = assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
+        if !mismatches.is_empty() {
+            return Err(Failure::Fail(describe(&step.name, &summary, &mismatches)));
+        }
+        capture(ctx, step, &resp)?;
+    }
+    Ok(())
+}
+
+/// Renders a request spec into a concrete request. A template error here means the exercise is
+/// broken (the loader checks variables statically), so it is the grader's error.
+pub fn build_request(ctx: &CheckContext<'_>, spec: &RequestSpec) -> Result<OutgoingRequest, Failure> {
+    let path = template::render(&spec.path, &ctx.scope).map_err(Failure::Error)?;
+    let url = ctx.url(&path)?;
+    let mut headers = Vec::new();
+    for (k, v) in &spec.headers {
+        headers.push((k.clone(), template::render(v, &ctx.scope).map_err(Failure::Error)?));
+    }
+    let has_content_type = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    let body = match &spec.body {
+        None => None,
+        Some(BodySpec::Json(v)) => {
+            let rendered = template::render_json(v, &ctx.scope).map_err(Failure::Error)?;
+            if !has_content_type {
+                headers.push(("Content-Type".into(), "application/json".into()));
+            }
+            Some(serde_json::to_vec(&rendered).map_err(|e| Failure::Error(e.to_string()))?)
+        }
+        Some(BodySpec::Raw(text)) => Some(template::render(text, &ctx.scope).map_err(Failure::Error)?.into_bytes()),
+    };
+    Ok(OutgoingRequest {
+        method: spec.method.clone(),
+        url,
+        headers,
+        body,
+    })
+}
+
+fn describe(step: &str, summary: &str, mismatches: &[Mismatch]) -> FailInfo {
+    let first = &mismatches[0];
+    let more = match mismatches.len() {
+        1 => String::new(),
+        n => format!(" (and {} more)", n - 1),
+    };
+    let line = |m: &Mismatch, s: &str| format!("{}: {}", m.subject, s);
+    FailInfo {
+        message: format!(
+            "{step} ({summary}): expected {} {}, got {}{more}",
+            first.subject, first.expected, first.actual
+        ),
+        expected: mismatches.iter().map(|m| line(m, &m.expected)).collect::<Vec<_>>().join("\n"),
+        actual: mismatches.iter().map(|m| line(m, &m.actual)).collect::<Vec<_>>().join("\n"),
+        ..Default::default()
+    }
+}
+
+fn capture(ctx: &mut CheckContext<'_>, step: &Step, resp: &Response) -> Result<(), Failure> {
+    for (name, spec) in &step.captures {
+        let value = match spec {
+            CaptureSpec::Header(h) => resp.header(h).map(Value::String),
+            CaptureSpec::Json(q) => serde_json::from_slice::<Value>(&resp.body)
+                .ok()
+                .and_then(|doc| q.path.query(&doc).at_most_one().ok().flatten().cloned()),
+        };
+        match value {
+            Some(v) => {
+                ctx.scope.insert(name.clone(), v);
+            }
+            None => {
+                let source = match spec {
+                    CaptureSpec::Header(h) => format!("a {h} header"),
+                    CaptureSpec::Json(q) => format!("a value at {} in a JSON body", q.text),
+                };
+                return Err(Failure::Fail(FailInfo {
+                    message: format!(
+                        "{}: the response has no {}, which the next steps need",
+                        step.name,
+                        source.trim_start_matches("a ")
+                    ),
+                    expected: source,
+                    actual: "absent".into(),
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+    Ok(())
+}

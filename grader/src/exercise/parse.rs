@@ -1,0 +1,701 @@
+//! Parsing and validation of `skills.toml` and `<exercise>/exercise.toml`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Range;
+use std::time::Duration;
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json_path::JsonPath;
+use toml::Spanned;
+
+use super::predicate::{self, template_strings};
+use super::{
+    probes, template, BodySpec, CaptureSpec, Catalog, Check, CheckBody, Exercise, ExerciseSource, Expect,
+    JsonQuery, RequestSpec, Skill, StatusSpec, Step, Task, VarGen,
+};
+use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, SourceFile};
+
+const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSkills {
+    skill: Vec<RawSkill>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSkill {
+    id: Spanned<String>,
+    title: String,
+    tier: Spanned<String>,
+    article: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExercise {
+    id: Spanned<String>,
+    title: String,
+    summary: String,
+    skills: Spanned<Vec<Spanned<String>>>,
+    difficulty: Spanned<i64>,
+    #[serde(default)]
+    prerequisites: Vec<Spanned<String>>,
+    #[serde(default)]
+    vars: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    #[serde(default)]
+    check: Vec<RawCheck>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    id: Spanned<String>,
+    title: String,
+    task: Option<Spanned<u32>>,
+    skill: Option<Spanned<String>>,
+    points: Option<Spanned<u32>>,
+    why: Spanned<String>,
+    hint: Spanned<String>,
+    #[serde(default)]
+    spec: Vec<String>,
+    #[serde(default)]
+    requires: Vec<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    step: Vec<RawStep>,
+    probe: Option<Spanned<String>>,
+    /// Not Spanned: toml 0.8 cannot span a table written with dotted keys (`params.x = 1`).
+    params: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    name: Option<String>,
+    request: RawRequest,
+    #[serde(default)]
+    expect: RawExpect,
+    #[serde(default)]
+    capture: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    method: Spanned<String>,
+    path: Spanned<String>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<String>>,
+    json: Option<Spanned<toml::Value>>,
+    body: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    status: Option<Spanned<toml::Value>>,
+    #[serde(default)]
+    headers: BTreeMap<String, Spanned<toml::Value>>,
+    #[serde(default)]
+    json: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    body: Option<Spanned<toml::Value>>,
+}
+
+
+/// Loads and validates the whole catalogue. All problems in all files are reported together.
+pub fn load_catalog(source: &ExerciseSource) -> Result<Catalog, Diagnostics> {
+    let mut diags = Diagnostics::default();
+    let skills = load_skills(source, &mut diags);
+    let dirs = source.exercise_dirs().map_err(|e| {
+        Diagnostics::from(Diagnostic::new(
+            &SourceFile::new(source.describe(), ""),
+            0..0,
+            format!("cannot list exercises: {e}"),
+        ))
+    })?;
+    let mut exercises = Vec::new();
+    for dir in &dirs {
+        if let Some(ex) = load_exercise(source, dir, &skills, &mut diags) {
+            exercises.push(ex);
+        }
+    }
+    // Prerequisites can only be checked once every exercise is known.
+    let ids: BTreeSet<String> = exercises.iter().map(|e| e.id.clone()).collect();
+    for ex in &exercises {
+        for p in &ex.prerequisites {
+            if !ids.contains(p) {
+                let span = find_span(&ex.file, &format!("\"{p}\""));
+                diags.push(
+                    Diagnostic::new(&ex.file, span, format!("unknown prerequisite \"{p}\""))
+                        .with_help(format!("known exercises: {}", ids.iter().cloned().collect::<Vec<_>>().join(", "))),
+                );
+            }
+        }
+    }
+    diags.into_result(Catalog { skills, exercises })
+}
+
+fn read(source: &ExerciseSource, rel: &str, diags: &mut Diagnostics) -> Option<SourceFile> {
+    let name = source.display_name(rel);
+    match source.read(rel) {
+        Ok(Some(text)) => Some(SourceFile::new(name, text)),
+        Ok(None) => {
+            diags.push(Diagnostic::new(&SourceFile::new(name, ""), 0..0, format!("{rel} is missing")));
+            None
+        }
+        Err(e) => {
+            diags.push(Diagnostic::new(&SourceFile::new(name, ""), 0..0, format!("cannot read {rel}: {e}")));
+            None
+        }
+    }
+}
+
+fn load_skills(source: &ExerciseSource, diags: &mut Diagnostics) -> Vec<Skill> {
+    let Some(file) = read(source, "skills.toml", diags) else {
+        return Vec::new();
+    };
+    let raw: RawSkills = match toml::from_str(&file.text) {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push(from_toml_error(&file, &e));
+            return Vec::new();
+        }
+    };
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for s in raw.skill {
+        if !is_kebab(s.id.get_ref()) {
+            diags.push(kebab_error(&file, &s.id, "skill id"));
+        }
+        if !seen.insert(s.id.get_ref().clone()) {
+            diags.push(Diagnostic::new(&file, s.id.span(), format!("duplicate skill id \"{}\"", s.id.get_ref())));
+        }
+        if !["core", "next"].contains(&s.tier.get_ref().as_str()) {
+            diags.push(
+                Diagnostic::new(&file, s.tier.span(), format!("unknown tier \"{}\"", s.tier.get_ref()))
+                    .with_help("use \"core\" (graded first) or \"next\""),
+            );
+        }
+        out.push(Skill {
+            id: s.id.into_inner(),
+            title: s.title,
+            tier: s.tier.into_inner(),
+            article: s.article,
+        });
+    }
+    out
+}
+
+fn load_exercise(source: &ExerciseSource, dir: &str, skills: &[Skill], diags: &mut Diagnostics) -> Option<Exercise> {
+    let file = read(source, &format!("{dir}/exercise.toml"), diags)?;
+    let readme = read(source, &format!("{dir}/README.md"), diags);
+    let raw: RawExercise = match toml::from_str(&file.text) {
+        Ok(r) => r,
+        Err(e) => {
+            diags.push(from_toml_error(&file, &e));
+            return None;
+        }
+    };
+    let before = diags.0.len();
+
+    if raw.id.get_ref() != dir {
+        diags.push(
+            Diagnostic::new(&file, raw.id.span(), format!("exercise id \"{}\" differs from its folder \"{dir}\"", raw.id.get_ref()))
+                .with_help(format!("set id = \"{dir}\" (ids are stable: they appear in reports and CI history)")),
+        );
+    }
+    let skill_ids: Vec<&str> = skills.iter().map(|s| s.id.as_str()).collect();
+    if raw.skills.get_ref().is_empty() {
+        diags.push(Diagnostic::new(&file, raw.skills.span(), "`skills` is empty").with_help("name the skill areas this exercise grades"));
+    }
+    for s in raw.skills.get_ref() {
+        if !skill_ids.contains(&s.get_ref().as_str()) {
+            diags.push(unknown_name(&file, s, "skill", &skill_ids, "skills.toml"));
+        }
+    }
+    let ex_skills: Vec<String> = raw.skills.get_ref().iter().map(|s| s.get_ref().clone()).collect();
+    if !(1..=10).contains(raw.difficulty.get_ref()) {
+        diags.push(Diagnostic::new(&file, raw.difficulty.span(), "`difficulty` must be from 1 (easiest) to 10"));
+    }
+
+    let tasks = readme.as_ref().map(|r| parse_tasks(&r.text)).unwrap_or_default();
+    if let Some(r) = &readme {
+        if tasks.is_empty() {
+            diags.push(
+                Diagnostic::new(r, 0..0, "the task statement has no numbered tasks")
+                    .with_help("write each task as a heading like `### 2. Create a product`; checks link to them with `task = 2`"),
+            );
+        }
+    }
+
+    let mut vars = Vec::new();
+    for (name, value) in raw.vars {
+        if !is_identifier(name.get_ref()) {
+            diags.push(Diagnostic::new(&file, name.span(), format!("\"{}\" is not a variable name", name.get_ref())).with_help("use letters, digits and _"));
+            continue;
+        }
+        match parse_var(value.get_ref()) {
+            Ok(g) => vars.push((name.into_inner(), g)),
+            Err(msg) => diags.push(Diagnostic::new(&file, value.span(), msg).with_help(VAR_HELP)),
+        }
+    }
+    let var_names: BTreeSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
+
+    let mut checks = Vec::new();
+    let mut check_ids: Vec<String> = Vec::new();
+    for c in raw.check {
+        // toml 0.8 cannot wrap a struct read from dotted keys in Spanned, so a check is located
+        // by its id.
+        let span = c.id.span();
+        if let Some(check) = parse_check(&file, c, span, &ex_skills, &tasks, &var_names, &check_ids, diags) {
+            check_ids.push(check.id.clone());
+            checks.push(check);
+        }
+    }
+    if checks.is_empty() && diags.0.len() == before {
+        diags.push(Diagnostic::new(&file, 0..0, "the exercise has no checks").with_help("add a [[check]] table"));
+    }
+
+    (diags.0.len() == before).then(|| Exercise {
+        id: raw.id.into_inner(),
+        title: raw.title,
+        summary: raw.summary,
+        skills: ex_skills,
+        difficulty: *raw.difficulty.get_ref() as u8,
+        prerequisites: raw.prerequisites.into_iter().map(Spanned::into_inner).collect(),
+        tasks,
+        vars,
+        checks,
+        file,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn parse_check(
+    file: &SourceFile,
+    c: RawCheck,
+    span: Range<usize>,
+    ex_skills: &[String],
+    tasks: &[Task],
+    vars: &BTreeSet<String>,
+    earlier: &[String],
+    diags: &mut Diagnostics,
+) -> Option<Check> {
+    let before = diags.0.len();
+    let id = c.id.get_ref().clone();
+    if !is_kebab(&id) {
+        diags.push(kebab_error(file, &c.id, "check id"));
+    }
+    if earlier.contains(&id) {
+        diags.push(Diagnostic::new(file, c.id.span(), format!("duplicate check id \"{id}\"")).with_help("check ids must be unique within an exercise"));
+    }
+    let skill = match &c.skill {
+        Some(s) if !ex_skills.contains(s.get_ref()) => {
+            let names: Vec<&str> = ex_skills.iter().map(String::as_str).collect();
+            diags.push(unknown_name(file, s, "skill", &names, "this exercise's `skills`"));
+            String::new()
+        }
+        Some(s) => s.get_ref().clone(),
+        None => ex_skills.first().cloned().unwrap_or_default(),
+    };
+    if let Some(t) = &c.task {
+        if !tasks.iter().any(|task| task.number == *t.get_ref()) {
+            let known: Vec<String> = tasks.iter().map(|t| t.number.to_string()).collect();
+            diags.push(
+                Diagnostic::new(file, t.span(), format!("task {} is not in the exercise README", t.get_ref()))
+                    .with_help(format!("the README's numbered tasks are: {}", known.join(", "))),
+            );
+        }
+    }
+    let points = match &c.points {
+        Some(p) if !(1..=100).contains(p.get_ref()) => {
+            diags.push(Diagnostic::new(file, p.span(), "`points` must be from 1 to 100"));
+            1
+        }
+        Some(p) => *p.get_ref(),
+        None => 1,
+    };
+    for (text, what) in [(&c.why, "why"), (&c.hint, "hint")] {
+        if text.get_ref().trim().is_empty() {
+            diags.push(Diagnostic::new(file, text.span(), format!("`{what}` is empty")).with_help("learners read this when the check fails: say it in one or two sentences"));
+        }
+    }
+    for r in &c.requires {
+        if !earlier.contains(r.get_ref()) {
+            diags.push(
+                Diagnostic::new(file, r.span(), format!("`requires` names \"{}\", which is not an earlier check of this exercise", r.get_ref()))
+                    .with_help("a check can only require checks defined above it"),
+            );
+        }
+    }
+    let timeout = match &c.timeout {
+        Some(t) => match humantime::parse_duration(t.get_ref()) {
+            Ok(d) if !d.is_zero() => d,
+            _ => {
+                diags.push(Diagnostic::new(file, t.span(), format!("`timeout` is not a duration: \"{}\"", t.get_ref())).with_help("write e.g. \"30s\""));
+                DEFAULT_CHECK_TIMEOUT
+            }
+        },
+        None => DEFAULT_CHECK_TIMEOUT,
+    };
+
+    let body = match (c.step.is_empty(), &c.probe) {
+        (false, Some(p)) => {
+            diags.push(Diagnostic::new(file, p.span(), "a check has either steps or a probe, not both").with_help("split it into two checks"));
+            None
+        }
+        (true, None) => {
+            diags.push(
+                Diagnostic::new(file, c.id.span(), format!("check \"{id}\" has neither steps nor a probe"))
+                    .with_help("add [[check.step]] tables, or probe = \"name\" with params"),
+            );
+            None
+        }
+        (true, Some(p)) => match probes::parse(p.get_ref(), c.params.as_ref()) {
+            Ok(call) => {
+                check_templates(file, span.clone(), call.template_strings().iter().map(String::as_str), vars, diags);
+                Some(CheckBody::Probe(call))
+            }
+            Err(msg) => {
+                diags.push(Diagnostic::new(file, p.span(), msg).with_help("probes and their params are listed in exercises/AUTHORING.md"));
+                None
+            }
+        },
+        (false, None) => {
+            if c.params.is_some() {
+                diags.push(Diagnostic::new(file, span.clone(), "`params` only goes with `probe`"));
+            }
+            let mut scope: BTreeSet<String> = vars.clone();
+            let mut steps = Vec::new();
+            for (i, raw) in c.step.into_iter().enumerate() {
+                if let Some(step) = parse_step(file, raw, i, &mut scope, diags) {
+                    steps.push(step);
+                }
+            }
+            Some(CheckBody::Steps(steps))
+        }
+    };
+
+    if diags.0.len() > before {
+        return None;
+    }
+    Some(Check {
+        id,
+        title: c.title,
+        task: c.task.map(Spanned::into_inner),
+        skill,
+        points,
+        why: c.why.into_inner(),
+        hint: c.hint.into_inner(),
+        spec: c.spec,
+        requires: c.requires.into_iter().map(Spanned::into_inner).collect(),
+        timeout,
+        body: body?,
+    })
+}
+
+fn parse_step(
+    file: &SourceFile,
+    s: RawStep,
+    index: usize,
+    scope: &mut BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Option<Step> {
+    let before = diags.0.len();
+    let r = s.request;
+
+    let method = r.method.get_ref().clone();
+    if !METHODS.contains(&method.as_str()) && !method.chars().all(|c| c.is_ascii_uppercase()) {
+        diags.push(
+            Diagnostic::new(file, r.method.span(), format!("\"{method}\" is not an HTTP method"))
+                .with_help(format!("use one of {} (or another upper-case token)", METHODS.join(", "))),
+        );
+    }
+    let path = r.path.get_ref().clone();
+    if !(path.starts_with('/') || path.starts_with("{{")) {
+        diags.push(Diagnostic::new(file, r.path.span(), "`path` must start with `/` (or be a captured URL like \"{{location}}\")"));
+    }
+    check_templates(file, r.path.span(), [path.as_str()], scope, diags);
+    let mut headers = Vec::new();
+    for (name, value) in r.headers {
+        check_templates(file, value.span(), [value.get_ref().as_str()], scope, diags);
+        headers.push((name, value.into_inner()));
+    }
+    let body = match (r.json, r.body) {
+        (Some(_), Some(b)) => {
+            diags.push(Diagnostic::new(file, b.span(), "a request has `json` or `body`, not both"));
+            None
+        }
+        (Some(j), None) => match predicate::to_json(j.get_ref()) {
+            Ok(v) => {
+                match template::variables_in_json(&v) {
+                    Ok(names) => report_unknown(file, j.span(), &names, scope, diags),
+                    Err(msg) => diags.push(Diagnostic::new(file, j.span(), msg)),
+                }
+                Some(BodySpec::Json(v))
+            }
+            Err(msg) => {
+                diags.push(Diagnostic::new(file, j.span(), msg));
+                None
+            }
+        },
+        (None, Some(b)) => {
+            check_templates(file, b.span(), [b.get_ref().as_str()], scope, diags);
+            Some(BodySpec::Raw(b.into_inner()))
+        }
+        (None, None) => None,
+    };
+
+    let expect = parse_expect(file, s.expect, scope, diags);
+    let mut captures = Vec::new();
+    for (name, cap) in s.capture {
+        if !is_identifier(name.get_ref()) {
+            diags.push(Diagnostic::new(file, name.span(), format!("\"{}\" is not a variable name", name.get_ref())));
+            continue;
+        }
+        let table = cap.get_ref().as_table();
+        let field = |k: &str| table.and_then(|t| t.get(k)).and_then(|v| v.as_str());
+        let spec = match (table.map(|t| t.len()), field("header"), field("json")) {
+            (Some(1), Some(h), None) => Some(CaptureSpec::Header(h.to_string())),
+            (Some(1), None, Some(j)) => json_query(file, cap.span(), j, diags).map(CaptureSpec::Json),
+            _ => {
+                diags.push(Diagnostic::new(file, cap.span(), "a capture takes exactly one of `header` or `json`").with_help("e.g. id = { json = \"$.id\" }"));
+                None
+            }
+        };
+        if let Some(spec) = spec {
+            scope.insert(name.get_ref().clone());
+            captures.push((name.into_inner(), spec));
+        }
+    }
+    if diags.0.len() > before {
+        return None;
+    }
+    Some(Step {
+        name: s.name.unwrap_or_else(|| format!("step {}", index + 1)),
+        request: RequestSpec { method, path, headers, body },
+        expect,
+        captures,
+    })
+}
+
+fn parse_expect(file: &SourceFile, e: RawExpect, scope: &BTreeSet<String>, diags: &mut Diagnostics) -> Expect {
+    let mut out = Expect::default();
+    if let Some(s) = e.status {
+        match parse_status(s.get_ref()) {
+            Ok(spec) => out.status = Some(spec),
+            Err(msg) => diags.push(Diagnostic::new(file, s.span(), msg).with_help("write 201, [200, 201] or \"4xx\"")),
+        }
+    }
+    for (name, value) in e.headers {
+        if let Some(p) = predicate_at(file, &value, scope, diags) {
+            out.headers.push((name.to_ascii_lowercase(), p));
+        }
+    }
+    for (path, value) in e.json {
+        let q = json_query(file, path.span(), path.get_ref(), diags);
+        let p = predicate_at(file, &value, scope, diags);
+        if let (Some(q), Some(p)) = (q, p) {
+            out.json.push((q, p));
+        }
+    }
+    if let Some(b) = e.body {
+        out.body = predicate_at(file, &b, scope, diags);
+    }
+    out
+}
+
+fn predicate_at(
+    file: &SourceFile,
+    value: &Spanned<toml::Value>,
+    scope: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Option<predicate::Predicate> {
+    match predicate::parse(value.get_ref()) {
+        Ok(p) => {
+            check_templates(file, value.span(), template_strings(&p), scope, diags);
+            Some(p)
+        }
+        Err(msg) => {
+            diags.push(Diagnostic::new(file, value.span(), msg));
+            None
+        }
+    }
+}
+
+fn parse_status(v: &toml::Value) -> Result<StatusSpec, String> {
+    let mut spec = StatusSpec { codes: Vec::new(), classes: Vec::new() };
+    let items: Vec<&toml::Value> = match v {
+        toml::Value::Array(a) => a.iter().collect(),
+        other => vec![other],
+    };
+    if items.is_empty() {
+        return Err("`status` is an empty list".into());
+    }
+    for item in items {
+        match item {
+            toml::Value::Integer(i) if (100..=599).contains(i) => spec.codes.push(*i as u16),
+            toml::Value::String(s) if s.len() == 3 && s.ends_with("xx") => match s[..1].parse::<u16>() {
+                Ok(c) if (1..=5).contains(&c) => spec.classes.push(c),
+                _ => return Err(format!("\"{s}\" is not a status class")),
+            },
+            other => return Err(format!("{other} is not a status code")),
+        }
+    }
+    Ok(spec)
+}
+
+fn json_query(file: &SourceFile, span: Range<usize>, text: &str, diags: &mut Diagnostics) -> Option<JsonQuery> {
+    match JsonPath::parse(text) {
+        Ok(path) => Some(JsonQuery { text: text.to_string(), path }),
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(file, span, format!("\"{text}\" is not a valid JSONPath: {e}"))
+                    .with_help("JSONPath (RFC 9535) starts with `$`, e.g. \"$.id\" or \"$.errors[0].pointer\""),
+            );
+            None
+        }
+    }
+}
+
+fn check_templates<'a>(
+    file: &SourceFile,
+    span: Range<usize>,
+    strings: impl IntoIterator<Item = &'a str>,
+    scope: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) {
+    for s in strings {
+        match template::variables(s) {
+            Ok(names) => report_unknown(file, span.clone(), &names, scope, diags),
+            Err(msg) => diags.push(Diagnostic::new(file, span.clone(), msg)),
+        }
+    }
+}
+
+fn report_unknown(file: &SourceFile, span: Range<usize>, names: &[String], scope: &BTreeSet<String>, diags: &mut Diagnostics) {
+    for n in names {
+        if !scope.contains(n) {
+            let help = match did_you_mean(n, scope.iter().map(String::as_str)) {
+                Some(s) => format!("did you mean `{{{{{s}}}}}`?"),
+                None => "define it under [vars], or capture it in an earlier step of this check".to_string(),
+            };
+            diags.push(Diagnostic::new(file, span.clone(), format!("variable `{n}` is not defined here")).with_help(help));
+        }
+    }
+}
+
+const VAR_HELP: &str = "write e.g. { gen = \"sku\" }, { gen = \"words\", count = 3 }, { gen = \"int\", min = 1, max = 100 }, { gen = \"uuid\" }, { gen = \"email\" }, { gen = \"slug\" } or { gen = \"pick\", values = [\"a\", \"b\"] }";
+
+fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
+    let t = v.as_table().ok_or("a variable is a table like { gen = \"sku\" }")?;
+    let gen = t.get("gen").and_then(|g| g.as_str()).ok_or("a variable needs `gen`")?;
+    let allowed: &[&str] = match gen {
+        "words" => &["gen", "count"],
+        "int" => &["gen", "min", "max"],
+        "pick" => &["gen", "values"],
+        _ => &["gen"],
+    };
+    if let Some(extra) = t.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(format!("`{extra}` does not apply to gen = \"{gen}\""));
+    }
+    let int = |k: &str| t.get(k).and_then(|v| v.as_integer());
+    Ok(match gen {
+        "sku" => VarGen::Sku,
+        "uuid" => VarGen::Uuid,
+        "email" => VarGen::Email,
+        "slug" => VarGen::Slug,
+        "words" => {
+            let count = int("count").unwrap_or(2);
+            if !(1..=20).contains(&count) {
+                return Err("`count` must be from 1 to 20".into());
+            }
+            VarGen::Words { count: count as usize }
+        }
+        "int" => {
+            let (Some(min), Some(max)) = (int("min"), int("max")) else {
+                return Err("gen = \"int\" needs integer `min` and `max`".into());
+            };
+            if min > max {
+                return Err(format!("`min` ({min}) is greater than `max` ({max})"));
+            }
+            VarGen::Int { min, max }
+        }
+        "pick" => {
+            let values: Vec<String> = t
+                .get("values")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            if values.is_empty() {
+                return Err("gen = \"pick\" needs a non-empty `values` array of strings".into());
+            }
+            VarGen::Pick(values)
+        }
+        other => return Err(format!("unknown generator \"{other}\"")),
+    })
+}
+
+fn parse_tasks(readme: &str) -> Vec<Task> {
+    let heading = Regex::new(r"^#{2,4}\s+(\d+)\.\s+(.+?)\s*$").expect("static regex");
+    readme
+        .lines()
+        .filter_map(|l| heading.captures(l))
+        .filter_map(|c| Some(Task { number: c[1].parse().ok()?, title: c[2].to_string() }))
+        .collect()
+}
+
+fn is_kebab(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn kebab_error(file: &SourceFile, s: &Spanned<String>, what: &str) -> Diagnostic {
+    Diagnostic::new(file, s.span(), format!("{what} \"{}\" is not kebab-case", s.get_ref()))
+        .with_help("use lower-case letters, digits and dashes, e.g. \"create-returns-201\"")
+}
+
+fn unknown_name(file: &SourceFile, s: &Spanned<String>, what: &str, known: &[&str], source: &str) -> Diagnostic {
+    let help = match did_you_mean(s.get_ref(), known.iter().copied()) {
+        Some(k) => format!("did you mean \"{k}\"?"),
+        None => format!("known in {source}: {}", known.join(", ")),
+    };
+    Diagnostic::new(file, s.span(), format!("unknown {what} \"{}\"", s.get_ref())).with_help(help)
+}
+
+fn find_span(file: &SourceFile, needle: &str) -> Range<usize> {
+    file.text.find(needle).map(|i| i..i + needle.len()).unwrap_or(0..0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_come_from_numbered_headings() {
+        let tasks = parse_tasks("# T\n### 1. Health\ntext\n### 12. HEAD\n## Notes\n");
+        assert_eq!(tasks.len(), 2);
+        assert_eq!(tasks[1].number, 12);
+        assert_eq!(tasks[1].title, "HEAD");
+    }
+
+    #[test]
+    fn status_specs() {
+        let s = parse_status(&toml::Value::Integer(201)).unwrap();
+        assert!(s.accepts(201) && !s.accepts(200));
+        let s = parse_status(&toml::Value::Array(vec![toml::Value::Integer(400), toml::Value::String("4xx".into())])).unwrap();
+        assert!(s.accepts(422));
+        assert_eq!(s.describe(), "400 or 4xx");
+        assert!(parse_status(&toml::Value::Integer(99)).is_err());
+    }
+}

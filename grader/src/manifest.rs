@@ -1,0 +1,430 @@
+//! The learner's `grader.toml`: how to build and start their service, and what it attempts.
+//!
+//! A minimal manifest is two lines:
+//!
+//! ```toml
+//! exercises = ["api-design"]
+//! service.command = "python3 app.py"
+//! ```
+//!
+//! Everything else has a default (see the README's manifest reference). Parsing never starts
+//! anything; it turns text into a [`Manifest`] or into located [`Diagnostics`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, SourceFile};
+use crate::runtime::ServicePlan;
+
+pub const MANIFEST_FILE: &str = "grader.toml";
+
+const DEFAULT_HEALTH_PATH: &str = "/healthz";
+const DEFAULT_STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+const DEFAULT_PORT_ENV: &str = "PORT";
+const DEFAULT_POSTGRES_ENV: &str = "DATABASE_URL";
+const DEFAULT_REDIS_ENV: &str = "REDIS_URL";
+
+/// A validated manifest. Spans are kept where later checks (against the exercise catalogue) may
+/// need to point back into the file.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    pub file: SourceFile,
+    pub exercises: Vec<Spanned<String>>,
+    pub service: ServiceSection,
+    /// Env var that receives the PostgreSQL URL; `None` when the service opts out.
+    pub postgres_env: Option<String>,
+    /// Env var that receives the Redis URL; `None` unless the service asks for Redis.
+    pub redis_env: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceSection {
+    /// Start command; required for the local runtime only.
+    pub command: Option<String>,
+    pub build: Option<String>,
+    /// Relative to the manifest's folder.
+    pub workdir: PathBuf,
+    pub health_path: String,
+    pub startup_timeout: Duration,
+    pub build_timeout: Duration,
+    pub port_env: String,
+    pub env: BTreeMap<String, String>,
+    /// Span of the `[service]` table (or of the file start), for "command is missing" errors.
+    pub span: std::ops::Range<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    exercises: Spanned<Vec<Spanned<String>>>,
+    service: Option<RawService>,
+    postgres: Option<RawDependency>,
+    redis: Option<RawDependency>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    command: Option<Spanned<String>>,
+    build: Option<Spanned<String>>,
+    workdir: Option<Spanned<String>>,
+    health_path: Option<Spanned<String>>,
+    startup_timeout: Option<Spanned<String>>,
+    build_timeout: Option<Spanned<String>>,
+    port_env: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<Spanned<String>, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDependency {
+    enabled: Option<bool>,
+    env: Option<Spanned<String>>,
+}
+
+impl Manifest {
+    /// Reads `<dir>/grader.toml`. A missing file is a diagnostic too, pointing at the fix.
+    pub fn load(dir: &Path) -> Result<Manifest, Diagnostics> {
+        let path = dir.join(MANIFEST_FILE);
+        let name = display_path(&path);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Manifest::parse(SourceFile::new(name, text)),
+            Err(err) => {
+                let file = SourceFile::new(name, "");
+                let help = if err.kind() == std::io::ErrorKind::NotFound {
+                    format!(
+                        "create {MANIFEST_FILE} in your service's folder, for example:\n\n    exercises = [\"api-design\"]\n    service.command = \"python3 app.py\"\n\n    or grade a running service with --runtime external --url URL --exercise ID"
+                    )
+                } else {
+                    "check the file's permissions".to_string()
+                };
+                Err(Diagnostic::new(&file, 0..0, format!("cannot read {MANIFEST_FILE}: {err}"))
+                    .with_help(help)
+                    .into())
+            }
+        }
+    }
+
+    pub fn parse(file: SourceFile) -> Result<Manifest, Diagnostics> {
+        let raw: RawManifest =
+            toml::from_str(&file.text).map_err(|e| Diagnostics::from(from_toml_error(&file, &e)))?;
+        let mut diags = Diagnostics::default();
+
+        if raw.exercises.get_ref().is_empty() {
+            diags.push(
+                Diagnostic::new(&file, raw.exercises.span(), "`exercises` is empty")
+                    .with_help("name at least one exercise, e.g. exercises = [\"api-design\"]; `grader exercises` lists them"),
+            );
+        }
+
+        // Spanned<RawService> would break dotted keys (`service.command = ...`) in toml 0.8, so
+        // the table's position is found in the text instead.
+        let service_span = ["[service]", "service."]
+            .iter()
+            .find_map(|needle| file.text.find(needle).map(|i| i..i + needle.len() - 1))
+            .unwrap_or(0..0);
+        let service = match raw.service {
+            Some(s) => parse_service(&file, s, service_span, &mut diags),
+            None => ServiceSection {
+                command: None,
+                build: None,
+                workdir: PathBuf::from("."),
+                health_path: DEFAULT_HEALTH_PATH.into(),
+                startup_timeout: DEFAULT_STARTUP_TIMEOUT,
+                build_timeout: DEFAULT_BUILD_TIMEOUT,
+                port_env: DEFAULT_PORT_ENV.into(),
+                env: BTreeMap::new(),
+                span: service_span,
+            },
+        };
+
+        let postgres_env = dependency_env(&file, raw.postgres, true, DEFAULT_POSTGRES_ENV, &mut diags);
+        let redis_env = dependency_env(&file, raw.redis, false, DEFAULT_REDIS_ENV, &mut diags);
+
+        diags.into_result(Manifest {
+            exercises: raw.exercises.into_inner(),
+            service,
+            postgres_env,
+            redis_env,
+            file,
+        })
+    }
+
+    /// Checks that every exercise named exists, pointing at the unknown name with a suggestion.
+    pub fn check_exercises<'a>(
+        &self,
+        known: impl Iterator<Item = &'a str> + Clone,
+    ) -> Result<(), Diagnostics> {
+        let mut diags = Diagnostics::default();
+        for ex in &self.exercises {
+            let name = ex.get_ref();
+            if !known.clone().any(|k| k == name) {
+                let all: Vec<&str> = known.clone().collect();
+                let help = match did_you_mean(name, all.iter().copied()) {
+                    Some(s) => format!("did you mean \"{s}\"?"),
+                    None => format!("known exercises: {}", all.join(", ")),
+                };
+                diags.push(
+                    Diagnostic::new(&self.file, ex.span(), format!("unknown exercise \"{name}\""))
+                        .with_help(help),
+                );
+            }
+        }
+        diags.into_result(())
+    }
+
+    /// The runtime's view of this manifest. `service_dir` is the manifest's folder.
+    pub fn service_plan(&self, service_dir: &Path, artifacts_dir: &Path) -> Result<ServicePlan, Diagnostics> {
+        let Some(command) = self.service.command.clone() else {
+            return Err(Diagnostic::new(
+                &self.file,
+                self.service.span.clone(),
+                "the local runtime needs a start command, and `service.command` is missing",
+            )
+            .with_help("add for example: service.command = \"python3 app.py\"  (it runs with sh -c in the service folder)")
+            .into());
+        };
+        let workdir = service_dir.join(&self.service.workdir);
+        Ok(ServicePlan {
+            service_dir: service_dir.to_path_buf(),
+            build: self.service.build.clone(),
+            build_timeout: self.service.build_timeout,
+            command,
+            workdir,
+            env: self.service.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            port_env: self.service.port_env.clone(),
+            health_path: self.service.health_path.clone(),
+            startup_timeout: self.service.startup_timeout,
+            postgres_env: self.postgres_env.clone(),
+            redis_env: self.redis_env.clone(),
+            artifacts_dir: artifacts_dir.to_path_buf(),
+        })
+    }
+
+    pub fn exercise_ids(&self) -> Vec<String> {
+        self.exercises.iter().map(|e| e.get_ref().clone()).collect()
+    }
+}
+
+fn parse_service(
+    file: &SourceFile,
+    s: RawService,
+    span: std::ops::Range<usize>,
+    diags: &mut Diagnostics,
+) -> ServiceSection {
+    let mut non_empty = |v: Option<Spanned<String>>, key: &str| -> Option<String> {
+        let v = v?;
+        if v.get_ref().trim().is_empty() {
+            diags.push(
+                Diagnostic::new(file, v.span(), format!("`service.{key}` is empty"))
+                    .with_help(format!("remove `{key}` or give it a shell command")),
+            );
+            None
+        } else {
+            Some(v.into_inner())
+        }
+    };
+    let command = non_empty(s.command, "command");
+    let build = non_empty(s.build, "build");
+
+    let health_path = match s.health_path {
+        Some(p) if !p.get_ref().starts_with('/') => {
+            diags.push(
+                Diagnostic::new(file, p.span(), "`health_path` must start with `/`")
+                    .with_help(format!("write \"/{}\"", p.get_ref().trim_start_matches('/'))),
+            );
+            DEFAULT_HEALTH_PATH.to_string()
+        }
+        Some(p) => p.into_inner(),
+        None => DEFAULT_HEALTH_PATH.to_string(),
+    };
+
+    let startup_timeout = duration(file, s.startup_timeout, "startup_timeout", DEFAULT_STARTUP_TIMEOUT, diags);
+    let build_timeout = duration(file, s.build_timeout, "build_timeout", DEFAULT_BUILD_TIMEOUT, diags);
+
+    let port_env = match s.port_env {
+        Some(v) => env_name(file, v, diags).unwrap_or_else(|| DEFAULT_PORT_ENV.into()),
+        None => DEFAULT_PORT_ENV.into(),
+    };
+
+    let mut env = BTreeMap::new();
+    for (k, v) in s.env {
+        if let Some(name) = env_name(file, k, diags) {
+            env.insert(name, v);
+        }
+    }
+
+    let workdir = match s.workdir {
+        Some(w) if Path::new(w.get_ref()).is_absolute() || w.get_ref().split('/').any(|c| c == "..") => {
+            // A workdir outside the service folder would make the docker runtime's build
+            // context disagree with the local runtime; keep both honest.
+            diags.push(
+                Diagnostic::new(file, w.span(), "`workdir` must be a path inside the service folder")
+                    .with_help("use a relative path such as \"server\" (or leave it out for the folder itself)"),
+            );
+            PathBuf::from(".")
+        }
+        Some(w) => PathBuf::from(w.into_inner()),
+        None => PathBuf::from("."),
+    };
+
+    ServiceSection {
+        command,
+        build,
+        workdir,
+        health_path,
+        startup_timeout,
+        build_timeout,
+        port_env,
+        env,
+        span,
+    }
+}
+
+fn duration(
+    file: &SourceFile,
+    value: Option<Spanned<String>>,
+    key: &str,
+    default: Duration,
+    diags: &mut Diagnostics,
+) -> Duration {
+    let Some(v) = value else { return default };
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if d.is_zero() => {
+            diags.push(Diagnostic::new(file, v.span(), format!("`{key}` must be longer than zero")));
+            default
+        }
+        Ok(d) => d,
+        Err(e) => {
+            diags.push(
+                Diagnostic::new(file, v.span(), format!("`{key}` is not a duration: {e}"))
+                    .with_help("write a number with a unit, such as \"30s\", \"2m\" or \"1m 30s\""),
+            );
+            default
+        }
+    }
+}
+
+fn env_name(file: &SourceFile, v: Spanned<String>, diags: &mut Diagnostics) -> Option<String> {
+    let name = v.get_ref();
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Some(v.into_inner())
+    } else {
+        diags.push(
+            Diagnostic::new(file, v.span(), format!("\"{name}\" is not a valid environment variable name"))
+                .with_help("use letters, digits and underscores, not starting with a digit (e.g. DATABASE_URL)"),
+        );
+        None
+    }
+}
+
+fn dependency_env(
+    file: &SourceFile,
+    raw: Option<RawDependency>,
+    enabled_by_default: bool,
+    default_env: &str,
+    diags: &mut Diagnostics,
+) -> Option<String> {
+    // Naming a table (`[redis]`) is asking for the dependency, unless it says `enabled = false`.
+    let enabled = match &raw {
+        Some(r) => r.enabled.unwrap_or(true),
+        None => enabled_by_default,
+    };
+    if !enabled {
+        return None;
+    }
+    match raw.and_then(|r| r.env) {
+        Some(v) => env_name(file, v, diags).or_else(|| Some(default_env.into())),
+        None => Some(default_env.into()),
+    }
+}
+
+/// A path relative to the current directory when it is below it, for shorter messages.
+pub fn display_path(path: &Path) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(rel) = path.strip_prefix(&cwd) {
+            return rel.display().to_string();
+        }
+    }
+    path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifest, Diagnostics> {
+        Manifest::parse(SourceFile::new("grader.toml", text))
+    }
+
+    #[test]
+    fn minimal_manifest_gets_defaults() {
+        let m = parse("exercises = [\"api-design\"]\nservice.command = \"python3 app.py\"\n").unwrap();
+        assert_eq!(m.exercise_ids(), vec!["api-design"]);
+        assert_eq!(m.service.command.as_deref(), Some("python3 app.py"));
+        assert_eq!(m.service.health_path, "/healthz");
+        assert_eq!(m.service.port_env, "PORT");
+        assert_eq!(m.postgres_env.as_deref(), Some("DATABASE_URL"));
+        assert_eq!(m.redis_env, None);
+    }
+
+    #[test]
+    fn redis_table_turns_redis_on_and_postgres_can_be_turned_off() {
+        let m = parse("exercises = [\"x\"]\n[redis]\n[postgres]\nenabled = false\n").unwrap();
+        assert_eq!(m.redis_env.as_deref(), Some("REDIS_URL"));
+        assert_eq!(m.postgres_env, None);
+    }
+
+    #[test]
+    fn misspelt_key_is_located_with_a_suggestion() {
+        let err = parse("exercises = [\"x\"]\n[service]\ncomand = \"run\"\n").unwrap_err();
+        let text = err.render(false);
+        assert!(text.starts_with("grader.toml:3:1: error: unknown field `comand`"), "{text}");
+        assert!(text.contains("did you mean `command`?"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_at_once() {
+        let err = parse(
+            "exercises = [\"x\"]\n[service]\nhealth_path = \"healthz\"\nstartup_timeout = \"soon\"\nport_env = \"1PORT\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.0.len(), 3, "{err}");
+        let text = err.render(false);
+        assert!(text.contains("grader.toml:3:15: error: `health_path` must start with `/`"), "{text}");
+        assert!(text.contains("grader.toml:4:19: error: `startup_timeout` is not a duration"), "{text}");
+        assert!(text.contains("grader.toml:5:12: error: \"1PORT\" is not a valid environment variable name"), "{text}");
+    }
+
+    #[test]
+    fn unknown_exercise_suggests_the_closest() {
+        let m = parse("exercises = [\"api-desing\"]\n").unwrap();
+        let err = m.check_exercises(["api-design", "pagination"].into_iter()).unwrap_err();
+        let text = err.render(false);
+        assert!(text.contains("grader.toml:1:14: error: unknown exercise \"api-desing\""), "{text}");
+        assert!(text.contains("did you mean \"api-design\"?"), "{text}");
+    }
+
+    #[test]
+    fn missing_command_is_reported_when_a_local_plan_is_needed() {
+        let m = parse("exercises = [\"x\"]\n").unwrap();
+        let err = m.service_plan(Path::new("/svc"), Path::new("/svc/.grader")).unwrap_err();
+        assert!(err.render(false).contains("`service.command` is missing"));
+    }
+
+    #[test]
+    fn toml_syntax_error_is_located() {
+        let err = parse("exercises = [\"x\"\n").unwrap_err();
+        let text = err.render(false);
+        assert!(text.starts_with("grader.toml:"), "{text}");
+    }
+}

@@ -1,0 +1,53 @@
+//! The JSON report: the versioned contract for CI and tools.
+//!
+//! The document is [`RunReport`] serialised as is; its shape is described in `docs/REPORT.md`
+//! and by the JSON Schema in `docs/report.schema.json` ([`schema`]). Any breaking change to the
+//! shape bumps [`crate::outcome::REPORT_VERSION`]; adding a field does not.
+
+use crate::outcome::RunReport;
+
+/// Renders the report as pretty-printed JSON, ending with a newline.
+pub fn render(report: &RunReport) -> String {
+    let mut json =
+        serde_json::to_string_pretty(report).expect("a RunReport always serialises to JSON");
+    json.push('\n');
+    json
+}
+
+/// The JSON Schema (draft 7) of the report, pretty-printed, ending with a newline. This is the
+/// content of `docs/report.schema.json`.
+pub fn schema() -> String {
+    let schema = schemars::schema_for!(RunReport);
+    let mut json =
+        serde_json::to_string_pretty(&schema).expect("a JSON Schema always serialises to JSON");
+    json.push('\n');
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::schema;
+
+    /// The committed schema must be the one the code generates.
+    #[test]
+    fn committed_schema_is_up_to_date() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/report.schema.json");
+        let generated = schema();
+        if std::env::var_os("UPDATE_SCHEMA").is_some_and(|v| v == "1") {
+            std::fs::write(&path, &generated)
+                .unwrap_or_else(|e| panic!("could not write {}: {e}", path.display()));
+            return;
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date with the result model in grader/src/outcome.rs.\n\
+             Regenerate it with:  UPDATE_SCHEMA=1 cargo test -p grader report::\n\
+             and review the diff: a breaking change needs a REPORT_VERSION bump and a note in \
+             docs/REPORT.md.",
+            path.display()
+        );
+    }
+}

@@ -1,0 +1,408 @@
+//! Snapshot tests: every renderer × every report state, plus the properties the snapshots can't
+//! show (colour doesn't change the text, escaping, round trips).
+
+use super::fixtures::{all_pass, mixed, service_did_not_start};
+use super::human::HumanStyle;
+use super::{body_excerpt, github, human, json, junit, render, sanitize, Counts, Format};
+use crate::outcome::{RecordedResponse, RunReport, Status};
+
+const PLAIN: HumanStyle = HumanStyle {
+    color: false,
+    verbose: false,
+};
+const VERBOSE: HumanStyle = HumanStyle {
+    color: false,
+    verbose: true,
+};
+const COLOR: HumanStyle = HumanStyle {
+    color: true,
+    verbose: false,
+};
+
+fn fixtures() -> Vec<(&'static str, RunReport)> {
+    vec![
+        ("mixed", mixed()),
+        ("service_did_not_start", service_did_not_start()),
+        ("all_pass", all_pass()),
+    ]
+}
+
+#[test]
+fn human_mixed() {
+    insta::assert_snapshot!(human::render(&mixed(), &PLAIN));
+}
+
+#[test]
+fn human_mixed_verbose() {
+    insta::assert_snapshot!(human::render(&mixed(), &VERBOSE));
+}
+
+#[test]
+fn human_service_did_not_start() {
+    insta::assert_snapshot!(human::render(&service_did_not_start(), &PLAIN));
+}
+
+#[test]
+fn human_all_pass() {
+    insta::assert_snapshot!(human::render(&all_pass(), &PLAIN));
+}
+
+#[test]
+fn json_mixed() {
+    insta::assert_snapshot!(json::render(&mixed()));
+}
+
+#[test]
+fn json_service_did_not_start() {
+    insta::assert_snapshot!(json::render(&service_did_not_start()));
+}
+
+#[test]
+fn json_all_pass() {
+    insta::assert_snapshot!(json::render(&all_pass()));
+}
+
+#[test]
+fn junit_mixed() {
+    insta::assert_snapshot!(junit::render(&mixed()));
+}
+
+#[test]
+fn junit_service_did_not_start() {
+    insta::assert_snapshot!(junit::render(&service_did_not_start()));
+}
+
+#[test]
+fn junit_all_pass() {
+    insta::assert_snapshot!(junit::render(&all_pass()));
+}
+
+#[test]
+fn github_mixed() {
+    insta::assert_snapshot!(github::render(&mixed()));
+}
+
+#[test]
+fn github_service_did_not_start() {
+    insta::assert_snapshot!(github::render(&service_did_not_start()));
+}
+
+#[test]
+fn github_all_pass() {
+    insta::assert_snapshot!(github::render(&all_pass()));
+}
+
+#[test]
+fn render_dispatches_on_format() {
+    let report = mixed();
+    assert_eq!(
+        render(&report, Format::Human, &PLAIN),
+        human::render(&report, &PLAIN)
+    );
+    assert_eq!(render(&report, Format::Json, &PLAIN), json::render(&report));
+    assert_eq!(
+        render(&report, Format::Junit, &PLAIN),
+        junit::render(&report)
+    );
+    assert_eq!(
+        render(&report, Format::Github, &PLAIN),
+        github::render(&report)
+    );
+}
+
+#[test]
+fn every_format_ends_with_one_newline() {
+    for (name, report) in fixtures() {
+        for format in [Format::Human, Format::Json, Format::Junit, Format::Github] {
+            let out = render(&report, format, &PLAIN);
+            assert!(
+                out.ends_with('\n') && !out.ends_with("\n\n"),
+                "{format:?} of {name} must end with exactly one newline"
+            );
+        }
+    }
+}
+
+#[test]
+fn colour_changes_nothing_but_colour() {
+    for (name, report) in fixtures() {
+        let coloured = human::render(&report, &COLOR);
+        assert!(coloured.contains("\u{1b}["), "{name}: no colour at all");
+        assert_eq!(
+            sanitize(&coloured),
+            human::render(&report, &PLAIN),
+            "{name}: text differs with colour on"
+        );
+        assert!(
+            !human::render(&report, &PLAIN).contains('\u{1b}'),
+            "{name}: escape codes with colour off"
+        );
+    }
+}
+
+#[test]
+fn human_report_ends_with_the_counts_line() {
+    let counts_line =
+        regex::Regex::new(r"^(\d+) passed, (\d+) failed, (\d+) errors?, (\d+) skipped$").unwrap();
+    for (name, report) in fixtures() {
+        let out = human::render(&report, &PLAIN);
+        let last = out.lines().last().unwrap();
+        assert!(counts_line.is_match(last), "{name}: last line is {last:?}");
+        assert_eq!(last, Counts::of(&report).line());
+    }
+    assert_eq!(
+        Counts::of(&mixed()).line(),
+        "4 passed, 2 failed, 1 error, 1 skipped"
+    );
+}
+
+#[test]
+fn json_round_trips() {
+    for (name, report) in fixtures() {
+        let rendered = json::render(&report);
+        let parsed: RunReport = serde_json::from_str(&rendered).unwrap();
+        assert_eq!(json::render(&parsed), rendered, "{name}");
+    }
+}
+
+#[test]
+fn junit_is_valid_and_counts_match() {
+    for (name, report) in fixtures() {
+        let xml = junit::render(&report);
+        let parsed = quick_junit::Report::deserialize_from_str(&xml)
+            .unwrap_or_else(|e| panic!("{name}: invalid JUnit: {e}"));
+        let counts = Counts::of(&report);
+        let problem_cases = usize::from(report.problem.is_some());
+        assert_eq!(parsed.tests, counts.total() + problem_cases, "{name}");
+        assert_eq!(
+            parsed.failures,
+            counts.failed
+                + usize::from(report.problem.as_ref().is_some_and(|p| matches!(
+                    p.kind,
+                    crate::outcome::ProblemKind::ServiceBuild
+                        | crate::outcome::ProblemKind::ServiceStart
+                ))),
+            "{name}"
+        );
+        for suite in &parsed.test_suites {
+            assert!(
+                suite
+                    .properties
+                    .iter()
+                    .any(|p| p.name.as_str() == "seed" && p.value.as_str() == "1234"),
+                "{name}: suite {} has no seed",
+                suite.name.as_str()
+            );
+        }
+    }
+}
+
+#[test]
+fn junit_failure_carries_the_teaching_detail() {
+    let xml = junit::render(&mixed());
+    for needle in [
+        "$ curl -i -X POST",
+        "HTTP 422 Unprocessable Content",
+        "expected: 201 Created",
+        "actual: 422 Unprocessable Content",
+        "hint: The product the grader sent is valid",
+        "spec: RFC 9110 §15.3.2",
+        "acquiring connection (5 of 5 in use)",
+    ] {
+        assert!(xml.contains(needle), "JUnit lacks {needle:?}");
+    }
+}
+
+/// A hostile service: its body, headers, logs and the messages quoting them try to break out of
+/// the Markdown and to issue workflow commands.
+fn hostile() -> RunReport {
+    let mut report = mixed();
+    let evil = "::set-output name=x::y | <script>alert(1)</script> `code` *bold* [link](http://x) @org/team";
+    let check = &mut report.checks[1];
+    check.message = Some(format!("answered {evil}"));
+    check.title = format!("title {evil}");
+    let detail = check.detail.as_mut().unwrap();
+    detail.actual = evil.to_string();
+    detail.evidence = vec![format!("line one\n::error::injected\n{evil}")];
+    detail.service_log_tail = vec![
+        "::add-mask::secret".into(),
+        "  ::stop-commands::token".into(),
+        "```".into(),
+        "</details><img src=x onerror=alert(1)>".into(),
+    ];
+    let response = detail.exchanges[0].response.as_mut().unwrap();
+    response.body = "````\n::warning::body\n</pre>".into();
+    response.body_bytes = response.body.len() as u64;
+    response
+        .headers
+        .push(("location".into(), "::debug::header".into()));
+    report
+}
+
+/// The lines of a Markdown document that are not inside a fenced code block.
+fn outside_code_blocks(md: &str) -> String {
+    let mut out = String::new();
+    let mut fence: Option<usize> = None;
+    for line in md.lines() {
+        let ticks = line.chars().take_while(|&c| c == '`').count();
+        match fence {
+            None if ticks >= 3 => fence = Some(ticks),
+            Some(open) if ticks >= open && line.trim_end().len() == ticks => fence = None,
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+            Some(_) => {}
+        }
+    }
+    assert!(fence.is_none(), "unclosed code block");
+    out
+}
+
+#[test]
+fn github_summary_escapes_learner_text() {
+    let md = github::render(&hostile());
+    for line in md.lines() {
+        assert!(
+            !line.trim_start().starts_with("::"),
+            "workflow command survived: {line:?}"
+        );
+    }
+    // Outside fenced code blocks (where text is literal), no learner HTML survives.
+    let outside = outside_code_blocks(&md);
+    assert!(
+        !outside.contains("<script"),
+        "raw HTML survived:\n{outside}"
+    );
+    assert!(!outside.contains("<img"), "raw HTML survived:\n{outside}");
+    assert!(!outside.contains("</pre>"), "raw HTML survived:\n{outside}");
+    assert_eq!(
+        outside.matches("<details>").count(),
+        outside.matches("</details>").count(),
+        "details opened or closed by learner text"
+    );
+    // Every table row keeps its column count: no `|` from learner text.
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        let cells = line.matches('|').count();
+        assert!(cells == 5 || cells == 6, "table row broken: {line:?}");
+    }
+    // Fences are longer than any backtick run inside them: the 4-backtick body can't close them.
+    assert!(md.contains("`````http\n"), "fence not lengthened:\n{md}");
+    insta::assert_snapshot!(md);
+}
+
+#[test]
+fn human_report_strips_terminal_escapes_from_learner_text() {
+    let mut report = mixed();
+    report.checks[5].detail.as_mut().unwrap().service_log_tail =
+        vec!["\u{1b}[31mERROR\u{1b}[0m boom\u{7}".into()];
+    let out = human::render(&report, &PLAIN);
+    assert!(out.contains("│ ERROR boom\u{fffd}"), "{out}");
+    assert!(!out.contains('\u{1b}'));
+}
+
+fn response(content_type: &str, body: &str, body_bytes: u64, truncated: bool) -> RecordedResponse {
+    RecordedResponse {
+        status: 200,
+        headers: vec![("content-type".into(), content_type.into())],
+        body: body.into(),
+        body_bytes,
+        body_truncated: truncated,
+    }
+}
+
+#[test]
+fn compact_json_bodies_are_reindented_in_order() {
+    let body = r#"{"z":1,"a":[],"b":{"c":"x,{y}:\"q\""},"d":[1,2]}"#;
+    let excerpt = body_excerpt(
+        &response("application/json", body, body.len() as u64, false),
+        false,
+    );
+    assert_eq!(
+        excerpt.text,
+        "{\n  \"z\": 1,\n  \"a\": [],\n  \"b\": {\n    \"c\": \"x,{y}:\\\"q\\\"\"\n  },\n  \"d\": [\n    1,\n    2\n  ]\n}"
+    );
+    assert_eq!(excerpt.more_bytes, 0);
+}
+
+#[test]
+fn long_bodies_are_cut_with_a_byte_count() {
+    let body: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    let excerpt = body_excerpt(
+        &response("text/plain", &body, body.len() as u64, false),
+        false,
+    );
+    assert_eq!(excerpt.text.lines().count(), 20);
+    let shown: usize = (0..20).map(|i| format!("line {i}\n").len()).sum();
+    assert_eq!(excerpt.more_bytes, (body.len() - shown) as u64);
+
+    let full = body_excerpt(
+        &response("text/plain", &body, body.len() as u64, false),
+        true,
+    );
+    assert_eq!(full.more_bytes, 0);
+
+    let one_line = "x".repeat(5000);
+    let excerpt = body_excerpt(&response("text/plain", &one_line, 9000, true), false);
+    assert_eq!(excerpt.text.len(), 2000);
+    assert_eq!(excerpt.more_bytes, 7000);
+}
+
+#[test]
+fn every_state_is_covered_by_the_fixtures() {
+    let all: Vec<Status> = fixtures()
+        .iter()
+        .flat_map(|(_, r)| r.checks.iter().map(|c| c.status))
+        .collect();
+    for status in [Status::Pass, Status::Fail, Status::Error, Status::Skip] {
+        assert!(all.contains(&status), "no fixture has a {status:?} check");
+    }
+}
+
+/// The example in docs/REPORT.md is a valid report and uses no field the model doesn't have.
+#[test]
+fn report_md_example_matches_the_model() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/REPORT.md");
+    let doc = std::fs::read_to_string(path).expect("docs/REPORT.md exists");
+    let example = doc
+        .split("## Example")
+        .nth(1)
+        .and_then(|s| s.split("```json\n").nth(1))
+        .and_then(|s| s.split("\n```").next())
+        .expect("docs/REPORT.md has a ```json block under ## Example");
+    let written: serde_json::Value = serde_json::from_str(example).expect("example is JSON");
+    let report: RunReport =
+        serde_json::from_value(written.clone()).expect("example is a RunReport");
+    assert_eq!(
+        serde_json::to_value(&report).unwrap(),
+        written,
+        "the example in docs/REPORT.md has fields the model doesn't (or misses some)"
+    );
+    let counts = Counts::of(&report);
+    assert_eq!(
+        (counts.passed, counts.failed, counts.errors, counts.skipped),
+        (1, 1, 1, 1)
+    );
+}
+
+/// Each kind of run problem gets its own heading, and the grader's own failures say they are not
+/// the learner's fault.
+#[test]
+fn every_problem_kind_is_explained() {
+    use crate::outcome::{ProblemKind, RunStatus};
+    for (kind, status, needle) in [
+        (ProblemKind::ServiceBuild, RunStatus::Fail, "did not build"),
+        (ProblemKind::ServiceStart, RunStatus::Fail, "did not start"),
+        (ProblemKind::Infrastructure, RunStatus::Error, "fault"),
+        (ProblemKind::Interrupted, RunStatus::Error, "interrupted"),
+    ] {
+        let mut report = service_did_not_start();
+        report.status = status;
+        report.problem.as_mut().unwrap().kind = kind;
+        let human = human::render(&report, &PLAIN);
+        let top = human.lines().nth(2).unwrap();
+        assert!(top.contains(needle), "{kind:?}: {top:?}");
+        assert!(github::render(&report).contains(needle), "{kind:?}");
+        assert!(junit::render(&report).contains("run/"), "{kind:?}");
+    }
+}

@@ -1,0 +1,204 @@
+//! End-to-end tests: the real `grader` binary against real services, as a user runs it.
+//!
+//! - the reference service scores 100%;
+//! - every known-bad variant (tests/reference-service/variants.toml) fails exactly its checks,
+//!   snapshotted as the JSON report with volatile fields redacted;
+//! - every check is caught by at least one variant;
+//! - broken manifests and exercise files give located errors;
+//! - crashing, hanging and lying services give failed checks with the cause, never a hang.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+use support::*;
+
+#[test]
+fn reference_service_scores_100_percent() {
+    let run = grade(&reference_dir(), &["--seed", "4242"], &[]);
+    assert_eq!(run.code, 0, "reference failed:\n{}", run.human_summary());
+    let report = run.json();
+    assert_eq!(report["score"]["percent"], 100.0, "{}", run.human_summary());
+    let checks = report["checks"].as_array().unwrap();
+    assert!(checks.len() >= 12, "api-design needs at least 12 checks, found {}", checks.len());
+    assert!(checks.iter().all(|c| c["status"] == "pass"));
+    assert_eq!(report["skills"][0]["id"], "api-design");
+    assert_eq!(report["skills"][0]["percent"], 100.0);
+    insta::assert_json_snapshot!("reference", redact(&report));
+}
+
+#[test]
+fn every_variant_fails_exactly_its_checks() {
+    let variants = variants();
+    // Two at a time: each run owns a PostgreSQL and a service, and the machine has two cores.
+    let runs = run_parallel(2, variants.iter().map(|v| v.bug.clone()).collect(), |bug| {
+        grade(&reference_dir(), &["--seed", "4242"], &[("REFSVC_BUG", bug.as_str())])
+    });
+    let mut problems = Vec::new();
+    for (variant, run) in variants.iter().zip(&runs) {
+        let report = run.json();
+        let failed: BTreeSet<String> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] != "pass")
+            .map(|c| c["id"].as_str().unwrap().to_string())
+            .collect();
+        let expected: BTreeSet<String> = variant.fails.iter().cloned().collect();
+        if failed != expected {
+            problems.push(format!(
+                "variant {}: expected to fail {:?}\n  but failed {:?}\n{}",
+                variant.bug,
+                expected,
+                failed,
+                run.human_summary()
+            ));
+        }
+        if run.code != 1 {
+            problems.push(format!("variant {}: exit code {} (expected 1)", variant.bug, run.code));
+        }
+        let errors: Vec<&Value> = report["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "error").collect();
+        if !errors.is_empty() {
+            problems.push(format!("variant {}: grader errors (never the service's fault): {errors:?}", variant.bug));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+    for (variant, run) in variants.iter().zip(&runs) {
+        insta::assert_json_snapshot!(format!("variant-{}", variant.bug), redact(&run.json()));
+    }
+}
+
+#[test]
+fn every_check_is_caught_by_some_variant() {
+    let caught: BTreeSet<String> = variants().into_iter().flat_map(|v| v.fails).collect();
+    let catalog = grader::exercise::load_catalog(&grader::exercise::ExerciseSource::Dir(repo_root().join("exercises")))
+        .expect("exercises load");
+    let manifest = grader::manifest::Manifest::load(&reference_dir()).expect("reference manifest");
+    let mut uncaught = Vec::new();
+    for id in manifest.exercise_ids() {
+        let ex = catalog.exercise(&id).unwrap();
+        for c in &ex.checks {
+            let full = format!("{}/{}", ex.id, c.id);
+            if !caught.contains(&full) {
+                uncaught.push(full);
+            }
+        }
+    }
+    assert!(uncaught.is_empty(), "checks no known-bad variant catches: {uncaught:?}");
+}
+
+#[test]
+fn same_seed_replays_the_same_data() {
+    // The seed must reproduce the run: the generated data (visible in the failing variant's
+    // messages and exchanges) is identical across two runs with the same seed.
+    let env = [("REFSVC_BUG", "duplicate-500")];
+    let a = grade(&reference_dir(), &["--seed", "99", "--only", "duplicate-sku-409"], &env).json();
+    let b = grade(&reference_dir(), &["--seed", "99", "--only", "duplicate-sku-409"], &env).json();
+    let body = |r: &Value| r["checks"][0]["detail"]["exchanges"][0]["request"]["body"].clone();
+    assert_eq!(body(&a), body(&b));
+    assert!(body(&a).as_str().unwrap().contains("SKU-"));
+    let c = grade(&reference_dir(), &["--seed", "100", "--only", "duplicate-sku-409"], &env).json();
+    assert_ne!(body(&a), body(&c));
+    assert_eq!(a["replay"].as_str().unwrap().split(' ').next_back(), Some("99"));
+}
+
+#[test]
+fn malformed_manifest_is_located_and_exits_2() {
+    let run = grade(&fixture("bad-manifest"), &[], &[]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    insta::assert_snapshot!("bad-manifest", normalise_paths(&run.stderr));
+}
+
+#[test]
+fn malformed_exercise_files_are_located_and_exit_2() {
+    let dir = fixture("bad-exercises");
+    let out = std::process::Command::new(grader_bin())
+        .args(["lint", "--exercises-dir"])
+        .arg(&dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    insta::assert_snapshot!("bad-exercises", normalise_paths(&stderr));
+}
+
+#[test]
+fn service_that_exits_early_fails_with_its_last_lines() {
+    let run = grade(&fixture("crash-on-start"), &["--seed", "1"], &[]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["status"], "fail");
+    assert_eq!(report["problem"]["kind"], "service_start");
+    let message = report["problem"]["message"].as_str().unwrap();
+    assert!(message.contains("exited with code 3 before it answered on /healthz"), "{message}");
+    let tail = report["problem"]["log_tail"].to_string();
+    assert!(tail.contains("config file app.yaml not found"), "{tail}");
+    assert!(report["checks"].as_array().unwrap().iter().all(|c| c["status"] == "skip"));
+    insta::assert_json_snapshot!("crash-on-start", redact(&report));
+}
+
+#[test]
+fn hostile_services_fail_checks_with_the_cause() {
+    let cases = [
+        ("hang", "no complete response within 10s"),
+        ("huge", "expected status 201, got 200"),
+        ("lie", "broke off"),
+        ("crash", "exited with code 139"),
+    ];
+    let runs = run_parallel(2, cases.iter().map(|(m, _)| m.to_string()).collect(), |mode| {
+        grade(
+            &fixture("hostile"),
+            &["--seed", "7", "--only", "create-returns-201", "--only", "unknown-route-404"],
+            &[("HOSTILE_MODE", mode.as_str())],
+        )
+    });
+    for ((mode, needle), run) in cases.iter().zip(&runs) {
+        assert_eq!(run.code, 1, "mode {mode}: {}", run.stderr);
+        let report = run.json();
+        let first = &report["checks"][0];
+        assert_eq!(first["status"], "fail", "mode {mode}: {first}");
+        let message = first["message"].as_str().unwrap();
+        assert!(message.contains(needle), "mode {mode}: {message}");
+        if *mode == "crash" {
+            // After the crash, later checks are skipped with the cause instead of failing.
+            let second = &report["checks"][1];
+            assert_eq!(second["status"], "skip", "{second}");
+            assert!(second["message"].as_str().unwrap().contains("exited with code 139"));
+            assert!(first["detail"]["service_log_tail"].to_string().contains("exiting"));
+        }
+    }
+}
+
+#[test]
+fn report_formats_agree() {
+    let env = [("REFSVC_BUG", "no-405")];
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("report.xml");
+    let run = grade(
+        &reference_dir(),
+        &["--seed", "5", "--format", "junit", "--output", junit.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(run.code, 1);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("<testcase").count(), 16, "{xml}");
+    assert_eq!(xml.matches("<failure").count(), 1, "{xml}");
+    assert!(xml.contains("method-not-allowed-405"));
+    // The human report went to stdout and ends with the counts line CI tools read.
+    assert!(run.stdout.contains("15 passed, 1 failed"), "{}", run.stdout);
+    // The JSON report is always kept with the run's artifacts, whatever the chosen format.
+    assert_eq!(run.json()["checks"].as_array().unwrap().len(), 16);
+}
+
+#[test]
+fn starter_scaffolds_run_and_fail_cleanly() {
+    let run = grade(&repo_root().join("scaffolds/python"), &["--seed", "11"], &[]);
+    assert_eq!(run.code, 1, "{}", run.human_summary());
+    let report = run.json();
+    assert_eq!(report["score"]["percent"], 0.0);
+    let statuses: BTreeSet<&str> =
+        report["checks"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, BTreeSet::from(["fail"]), "a starter must fail checks, never error or skip");
+}

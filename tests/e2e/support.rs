@@ -1,0 +1,197 @@
+//! Helpers for the end-to-end tests: run the real binary, read its reports, redact what varies.
+// Shared by two test binaries (e2e and e2e_interrupt); each uses only part of it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::LazyLock;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// A grader run can include a first build of the reference service; nothing should take longer.
+const RUN_TIMEOUT: Duration = Duration::from_secs(900);
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn reference_dir() -> PathBuf {
+    repo_root().join("tests/reference-service")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+pub fn grader_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_grader")
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub artifacts: tempfile::TempDir,
+}
+
+impl Run {
+    /// The JSON report the run kept in its artifacts folder.
+    pub fn json(&self) -> Value {
+        let path = self.artifacts.path().join("report.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("no report at {}: {e}\nstderr:\n{}", path.display(), self.stderr));
+        serde_json::from_str(&text).expect("report.json is JSON")
+    }
+
+    /// What a person would read, for assertion messages.
+    pub fn human_summary(&self) -> String {
+        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// `grader check <dir> --artifacts-dir <tmp> <args>` with extra environment, bounded in time.
+pub fn grade(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let artifacts = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(grader_bin());
+    cmd.arg("check")
+        .arg(dir)
+        .arg("--artifacts-dir")
+        .arg(artifacts.path())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .env_remove("GITHUB_STEP_SUMMARY")
+        .env_remove("REFSVC_BUG")
+        .env_remove("HOSTILE_MODE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("grader binary runs");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let deadline = Instant::now() + RUN_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("grader did not finish within {RUN_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        artifacts,
+    }
+}
+
+/// Runs `f` over `items` with at most `width` at once, keeping the input order.
+pub fn run_parallel<T: Send + 'static>(width: usize, items: Vec<String>, f: fn(String) -> T) -> Vec<T> {
+    let mut results: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
+    let queue = std::sync::Mutex::new(items.into_iter().enumerate().collect::<Vec<_>>());
+    let done = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..width {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap().pop();
+                let Some((i, item)) = next else { break };
+                let r = f(item);
+                done.lock().unwrap().push((i, r));
+            });
+        }
+    });
+    for (i, r) in done.into_inner().unwrap() {
+        results[i] = Some(r);
+    }
+    results.into_iter().map(|r| r.unwrap()).collect()
+}
+
+#[derive(Deserialize)]
+pub struct Variant {
+    pub bug: String,
+    pub fails: Vec<String>,
+}
+
+pub fn variants() -> Vec<Variant> {
+    #[derive(Deserialize)]
+    struct File {
+        variant: Vec<Variant>,
+    }
+    let text = std::fs::read_to_string(reference_dir().join("variants.toml")).unwrap();
+    toml::from_str::<File>(&text).unwrap().variant
+}
+
+static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
+    vec![
+        (Regex::new(r"127\.0\.0\.1:\d+").unwrap(), "127.0.0.1:[port]"),
+        (
+            Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap(),
+            "[uuid]",
+        ),
+        (
+            Regex::new(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?").unwrap(),
+            "[timestamp]",
+        ),
+    ]
+});
+
+fn scrub(s: &str) -> String {
+    VOLATILE.iter().fold(s.to_string(), |acc, (re, to)| re.replace_all(&acc, *to).into_owned())
+}
+
+/// The report with only what varies between runs replaced: times, ports, paths, generated ids.
+/// Exchanges are kept out of snapshots (their headers carry dates); their presence is asserted.
+pub fn redact(report: &Value) -> Value {
+    let mut r = report.clone();
+    for key in ["started_at", "duration_ms", "replay", "grader_version"] {
+        r[key] = Value::String(format!("[{key}]"));
+    }
+    r["timings"] = Value::String("[timings]".into());
+    r["runtime"]["service_url"] = Value::String("[service_url]".into());
+    r["runtime"]["service_dir"] = Value::String("[service_dir]".into());
+    r["runtime"]["artifacts_dir"] = Value::String("[artifacts_dir]".into());
+    if let Some(checks) = r["checks"].as_array_mut() {
+        for c in checks {
+            c["duration_ms"] = Value::from(0);
+            if let Some(detail) = c.get_mut("detail").and_then(Value::as_object_mut) {
+                let n = detail.get("exchanges").and_then(Value::as_array).map_or(0, Vec::len);
+                assert!(n > 0 || detail.contains_key("service_log_tail"), "a failure without evidence: {detail:?}");
+                detail.insert("exchanges".into(), Value::String(format!("[{n} exchanges]")));
+                if detail.contains_key("service_log_tail") {
+                    detail.insert("service_log_tail".into(), Value::String("[log tail]".into()));
+                }
+            }
+        }
+    }
+    if let Some(problem) = r.get_mut("problem").and_then(Value::as_object_mut) {
+        if problem.contains_key("log_tail") {
+            problem.insert("log_tail".into(), Value::String("[log tail]".into()));
+        }
+    }
+    scrub_all(&mut r);
+    r
+}
+
+fn scrub_all(v: &mut Value) {
+    match v {
+        Value::String(s) => *s = scrub(s),
+        Value::Array(a) => a.iter_mut().for_each(scrub_all),
+        Value::Object(o) => o.values_mut().for_each(scrub_all),
+        _ => {}
+    }
+}
+
+/// Error output with the machine's absolute paths made relative to the repository.
+pub fn normalise_paths(s: &str) -> String {
+    s.replace(&format!("{}/", repo_root().display()), "")
+}

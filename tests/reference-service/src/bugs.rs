@@ -1,0 +1,123 @@
+//! Planted bugs: known-bad variants of the service, for testing the grader itself.
+//!
+//! `REFSVC_BUG=<name>` turns on exactly one of them; unset (or empty) runs the correct service.
+//! Each bug is a single `if bugs::is(Bug::X)` at the place a real service would get it wrong, so
+//! a variant differs from the reference in that one behaviour and nothing else.
+//!
+//! The switch is process-global on purpose: it is read once at start-up and never changes, and
+//! threading it through every handler's state would spread test-only plumbing over the real code.
+
+use std::sync::OnceLock;
+
+/// The environment variable that selects a planted bug.
+pub const ENV_VAR: &str = "REFSVC_BUG";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bug {
+    /// `POST /products` answers 200 and sends no `Location`.
+    Create200NoLocation,
+    /// Every error response is `text/plain` with a sentence body.
+    PlainTextErrors,
+    /// Problem documents carry `"status": "404"` (a string).
+    ProblemStatusString,
+    /// A body that is not JSON answers a generic 500 instead of 400.
+    MalformedJson500,
+    /// Validation failures answer 422 "invalid input" without naming the field.
+    ValidationAnonymous,
+    /// `POST`/`PUT`/`PATCH` parse any `Content-Type` as JSON instead of answering 415.
+    IgnoreContentType,
+    /// A duplicate SKU answers 500: the unique violation is not mapped to 409.
+    Duplicate500,
+    /// `PUT` keeps omitted fields, like `PATCH`.
+    PutMerges,
+    /// `PATCH` resets omitted fields, like `PUT`.
+    PatchReplaces,
+    /// `DELETE` answers 200 `{"deleted": true}` and the product stays readable.
+    SoftDelete,
+    /// A wrong method on a known path answers 404 instead of 405.
+    No405,
+    /// `HEAD /products/{id}` answers 405.
+    HeadUnsupported,
+    /// Unknown routes answer 404 with an HTML body.
+    Html404,
+    /// Control characters in `name` reach the database, and database errors are sent to the client.
+    LeakDbErrors,
+    /// Timestamps look like `2026-11-28 15:04:05`: no `T`, no zone.
+    LocalTimestamps,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 15] = [
+        Bug::Create200NoLocation,
+        Bug::PlainTextErrors,
+        Bug::ProblemStatusString,
+        Bug::MalformedJson500,
+        Bug::ValidationAnonymous,
+        Bug::IgnoreContentType,
+        Bug::Duplicate500,
+        Bug::PutMerges,
+        Bug::PatchReplaces,
+        Bug::SoftDelete,
+        Bug::No405,
+        Bug::HeadUnsupported,
+        Bug::Html404,
+        Bug::LeakDbErrors,
+        Bug::LocalTimestamps,
+    ];
+
+    /// The value of `REFSVC_BUG` that selects this bug.
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::Create200NoLocation => "create-200-no-location",
+            Bug::PlainTextErrors => "plain-text-errors",
+            Bug::ProblemStatusString => "problem-status-string",
+            Bug::MalformedJson500 => "malformed-json-500",
+            Bug::ValidationAnonymous => "validation-anonymous",
+            Bug::IgnoreContentType => "ignore-content-type",
+            Bug::Duplicate500 => "duplicate-500",
+            Bug::PutMerges => "put-merges",
+            Bug::PatchReplaces => "patch-replaces",
+            Bug::SoftDelete => "soft-delete",
+            Bug::No405 => "no-405",
+            Bug::HeadUnsupported => "head-unsupported",
+            Bug::Html404 => "html-404",
+            Bug::LeakDbErrors => "leak-db-errors",
+            Bug::LocalTimestamps => "local-timestamps",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Bug> {
+        Bug::ALL.into_iter().find(|bug| bug.name() == name)
+    }
+}
+
+static ACTIVE: OnceLock<Option<Bug>> = OnceLock::new();
+
+/// Reads `REFSVC_BUG` and activates the bug it names. Call once, before serving.
+///
+/// Returns the active bug, or an error message listing the valid names.
+pub fn init_from_env() -> Result<Option<Bug>, String> {
+    let bug = match std::env::var(ENV_VAR) {
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(value)) => {
+            return Err(format!("{ENV_VAR}={value:?} is not valid UTF-8"))
+        }
+        Ok(value) if value.trim().is_empty() => None,
+        Ok(value) => Some(Bug::from_name(value.trim()).ok_or_else(|| {
+            let names: Vec<_> = Bug::ALL.iter().map(|bug| bug.name()).collect();
+            format!(
+                "unknown {ENV_VAR}={value:?}; valid values are: {}",
+                names.join(", ")
+            )
+        })?),
+    };
+    ACTIVE
+        .set(bug)
+        .map_err(|_| "planted bugs were initialised twice".to_string())?;
+    Ok(bug)
+}
+
+/// Whether `bug` is the active planted bug.
+pub fn is(bug: Bug) -> bool {
+    ACTIVE.get().copied().flatten() == Some(bug)
+}

@@ -1,0 +1,546 @@
+//! The product catalogue: exercise `api-design` (task statement: `exercises/api-design/README.md`).
+
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Serialize, Serializer};
+use serde_json::{json, Map, Value};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+use crate::bugs::{self, Bug};
+use crate::http::{allow, JsonBody, MergePatchBody};
+use crate::problem::{FieldError, Problem};
+use crate::AppState;
+
+pub const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS products (
+        id          uuid        PRIMARY KEY,
+        sku         text        NOT NULL,
+        name        text        NOT NULL,
+        description text,
+        price_cents integer     NOT NULL CHECK (price_cents BETWEEN 0 AND 100000000),
+        created_at  timestamptz NOT NULL DEFAULT now(),
+        updated_at  timestamptz NOT NULL DEFAULT now(),
+        CONSTRAINT products_sku_key UNIQUE (sku)
+    );
+";
+
+/// Duplicate SKUs are caught by this constraint, not by a look-up before the insert, which two
+/// concurrent requests could both pass.
+const SKU_CONSTRAINT: &str = "products_sku_key";
+
+const COLUMNS: &str = "id, sku, name, description, price_cents, created_at, updated_at";
+
+/// How many products `GET /products` returns at most (paging is a later exercise).
+const LIST_LIMIT: i64 = 100;
+
+const MAX_PRICE_CENTS: i64 = 100_000_000;
+
+pub fn router() -> Router<AppState> {
+    let mut item = get(read).put(replace).patch(update).delete(remove);
+    let item_methods = if bugs::is(Bug::HeadUnsupported) {
+        // As if the framework did not derive HEAD from GET and nobody added it by hand.
+        let without_head = "GET, PUT, PATCH, DELETE";
+        item = item.head(move |method: Method, uri: Uri| async move {
+            Problem::method_not_allowed(method.as_str(), uri.path(), without_head)
+        });
+        without_head
+    } else {
+        "GET, HEAD, PUT, PATCH, DELETE"
+    };
+    Router::new()
+        .route(
+            "/products",
+            allow(get(list).post(create), "GET, HEAD, POST"),
+        )
+        .route("/products/{id}", allow(item, item_methods))
+}
+
+/// A product as every response shows it.
+#[derive(Debug, Serialize)]
+struct Product {
+    id: Uuid,
+    sku: String,
+    name: String,
+    description: Option<String>,
+    price_cents: i32,
+    #[serde(serialize_with = "timestamp")]
+    created_at: DateTime<Utc>,
+    #[serde(serialize_with = "timestamp")]
+    updated_at: DateTime<Utc>,
+}
+
+impl Product {
+    /// Reads a row selected with [`COLUMNS`].
+    fn from_row(row: &Row) -> Self {
+        Self {
+            id: row.get("id"),
+            sku: row.get("sku"),
+            name: row.get("name"),
+            description: row.get("description"),
+            price_cents: row.get("price_cents"),
+            created_at: row.get("created_at"),
+            updated_at: row.get("updated_at"),
+        }
+    }
+
+    /// The fields a client can write, as the JSON document a merge patch applies to.
+    fn writable_fields(&self) -> Value {
+        json!({
+            "sku": self.sku,
+            "name": self.name,
+            "description": self.description,
+            "price_cents": self.price_cents,
+        })
+    }
+}
+
+/// RFC 3339 in UTC with microseconds (PostgreSQL's precision), e.g. `2026-11-28T15:04:05.123456Z`.
+fn timestamp<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    if bugs::is(Bug::LocalTimestamps) {
+        return serializer.collect_str(&at.format("%Y-%m-%d %H:%M:%S"));
+    }
+    serializer.collect_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
+}
+
+/// The client-writable fields of a product, validated.
+#[derive(Debug)]
+struct ProductInput {
+    sku: String,
+    name: String,
+    description: Option<String>,
+    price_cents: i32,
+}
+
+impl ProductInput {
+    /// Validates a whole representation (a create or a replace), reporting every bad field.
+    fn validate(body: &Value) -> Result<Self, Problem> {
+        let Some(fields) = body.as_object() else {
+            return Err(Problem::invalid(vec![FieldError::new(
+                "",
+                "must be a JSON object",
+            )]));
+        };
+        let mut errors = Vec::new();
+        let sku = check(&mut errors, "sku", sku(fields));
+        let name = check(&mut errors, "name", name(fields));
+        let description = check(&mut errors, "description", description(fields));
+        let price_cents = check(&mut errors, "price_cents", price_cents(fields));
+        match (sku, name, description, price_cents) {
+            (Some(sku), Some(name), Some(description), Some(price_cents)) => Ok(Self {
+                sku,
+                name,
+                description,
+                price_cents,
+            }),
+            _ => Err(Problem::invalid(errors)),
+        }
+    }
+}
+
+/// Records a failed field check under the field's JSON Pointer.
+fn check<T>(errors: &mut Vec<FieldError>, field: &str, result: Result<T, String>) -> Option<T> {
+    result
+        .map_err(|detail| errors.push(FieldError::new(format!("/{field}"), detail)))
+        .ok()
+}
+
+/// A required string field; `null` counts as missing.
+fn required_string<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {
+    match fields.get(field) {
+        None | Some(Value::Null) => Err("is required".into()),
+        Some(Value::String(value)) => Ok(value),
+        Some(_) => Err("must be a string".into()),
+    }
+}
+
+fn sku(fields: &Map<String, Value>) -> Result<String, String> {
+    let sku = required_string(fields, "sku")?;
+    if !(3..=64).contains(&sku.chars().count()) {
+        return Err("must be 3 to 64 characters long".into());
+    }
+    if !sku
+        .chars()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err("may contain only A-Z, 0-9 and -".into());
+    }
+    Ok(sku.to_owned())
+}
+
+fn name(fields: &Map<String, Value>) -> Result<String, String> {
+    let name = required_string(fields, "name")?;
+    if !(1..=200).contains(&name.chars().count()) {
+        return Err("must be 1 to 200 characters long".into());
+    }
+    // Besides being against the rules, U+0000 cannot be stored in a PostgreSQL text column.
+    if !bugs::is(Bug::LeakDbErrors) && name.chars().any(char::is_control) {
+        return Err("must not contain control characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+fn description(fields: &Map<String, Value>) -> Result<Option<String>, String> {
+    match fields.get("description") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(description)) => {
+            if description.chars().count() > 2000 {
+                return Err("must be at most 2000 characters long".into());
+            }
+            // Descriptions may hold line breaks and tabs, but PostgreSQL cannot store U+0000.
+            if description.contains('\0') {
+                return Err("must not contain the NUL character (U+0000)".into());
+            }
+            Ok(Some(description.clone()))
+        }
+        Some(_) => Err("must be a string or null".into()),
+    }
+}
+
+/// An integer in range. A JSON number with an exponent or a zero fraction (`1e3`, `990.0`) is
+/// still an integer, as in JSON Schema; `12.5` is not.
+fn price_cents(fields: &Map<String, Value>) -> Result<i32, String> {
+    let number = match fields.get("price_cents") {
+        None | Some(Value::Null) => return Err("is required".into()),
+        Some(Value::Number(number)) => number,
+        Some(_) => return Err("must be an integer".into()),
+    };
+    let value = if let Some(value) = number.as_i64() {
+        value
+    } else if number.is_u64() {
+        i64::MAX // above i64::MAX: out of range, whatever the exact value
+    } else {
+        let value = number.as_f64().unwrap_or(f64::NAN);
+        if value.fract() != 0.0 {
+            return Err("must be an integer".into());
+        }
+        // Saturates for huge values such as 1e30, which the range check below then rejects.
+        value as i64
+    };
+    if value < 0 {
+        return Err("must be at least 0".into());
+    }
+    if value > MAX_PRICE_CENTS {
+        return Err(format!("must be at most {MAX_PRICE_CENTS}"));
+    }
+    Ok(i32::try_from(value).expect("range checked above"))
+}
+
+/// The `{id}` of `/products/{id}`. An id this service could not have issued answers 404, like one
+/// that does not exist: ids are opaque to clients.
+struct ProductId(Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for ProductId {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| Problem::not_found("There is no product with this id."))?;
+        // Only the exact form handed out in `id` and `Location` names a product, so a product
+        // has one URL (not also its upper-case or un-hyphenated spellings).
+        match Uuid::try_parse(&raw) {
+            Ok(id) if id.hyphenated().to_string() == raw => Ok(Self(id)),
+            _ => Err(not_found(&raw)),
+        }
+    }
+}
+
+fn not_found(id: impl std::fmt::Display) -> Problem {
+    Problem::not_found(format!("There is no product with id {id}."))
+}
+
+/// Maps a unique violation on the SKU to 409; any other database error is a 500.
+fn sku_taken(error: tokio_postgres::Error, sku: &str) -> Problem {
+    let duplicate = error.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(SKU_CONSTRAINT)
+    });
+    if duplicate && !bugs::is(Bug::Duplicate500) {
+        return Problem::new(
+            StatusCode::CONFLICT,
+            format!("A product with sku {sku} already exists."),
+        );
+    }
+    error.into()
+}
+
+#[derive(Serialize)]
+struct ProductList {
+    items: Vec<Product>,
+}
+
+/// `GET /products`: the newest products first.
+async fn list(State(state): State<AppState>) -> Result<Json<ProductList>, Problem> {
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM products ORDER BY created_at DESC, id DESC LIMIT $1"
+        ))
+        .await?;
+    let rows = client.query(&statement, &[&LIST_LIMIT]).await?;
+    let items = rows.iter().map(Product::from_row).collect();
+    Ok(Json(ProductList { items }))
+}
+
+/// `POST /products`: 201 with `Location`.
+async fn create(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let input = ProductInput::validate(&body)?;
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "INSERT INTO products (id, sku, name, description, price_cents)
+             VALUES ($1, $2, $3, $4, $5)
+             RETURNING {COLUMNS}"
+        ))
+        .await?;
+    let row = client
+        .query_one(
+            &statement,
+            &[
+                &Uuid::new_v4(),
+                &input.sku,
+                &input.name,
+                &input.description,
+                &input.price_cents,
+            ],
+        )
+        .await
+        .map_err(|error| sku_taken(error, &input.sku))?;
+    let product = Product::from_row(&row);
+    if bugs::is(Bug::Create200NoLocation) {
+        return Ok(Json(product).into_response());
+    }
+    let location = format!("/products/{}", product.id);
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(product),
+    )
+        .into_response())
+}
+
+/// `GET /products/{id}` (and, through axum, `HEAD`).
+async fn read(
+    State(state): State<AppState>,
+    ProductId(id): ProductId,
+) -> Result<Json<Product>, Problem> {
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!("SELECT {COLUMNS} FROM products WHERE id = $1"))
+        .await?;
+    let row = client.query_opt(&statement, &[&id]).await?;
+    row.map(|row| Json(Product::from_row(&row)))
+        .ok_or_else(|| not_found(id))
+}
+
+/// `PUT /products/{id}`: a full replacement.
+async fn replace(
+    State(state): State<AppState>,
+    ProductId(id): ProductId,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Product>, Problem> {
+    if bugs::is(Bug::PutMerges) {
+        return merge(&state, id, &body).await;
+    }
+    overwrite(&state, id, &body).await
+}
+
+/// `PATCH /products/{id}`: a JSON merge patch.
+async fn update(
+    State(state): State<AppState>,
+    ProductId(id): ProductId,
+    MergePatchBody(patch): MergePatchBody,
+) -> Result<Json<Product>, Problem> {
+    if bugs::is(Bug::PatchReplaces) {
+        return overwrite(&state, id, &patch).await;
+    }
+    merge(&state, id, &patch).await
+}
+
+/// Replaces every writable field with `body`'s.
+async fn overwrite(state: &AppState, id: Uuid, body: &Value) -> Result<Json<Product>, Problem> {
+    let input = ProductInput::validate(body)?;
+    let client = state.pool.get().await?;
+    let statement = client
+        .prepare_cached(&format!(
+            "UPDATE products
+             SET sku = $2, name = $3, description = $4, price_cents = $5, updated_at = now()
+             WHERE id = $1
+             RETURNING {COLUMNS}"
+        ))
+        .await?;
+    let row = client
+        .query_opt(
+            &statement,
+            &[
+                &id,
+                &input.sku,
+                &input.name,
+                &input.description,
+                &input.price_cents,
+            ],
+        )
+        .await
+        .map_err(|error| sku_taken(error, &input.sku))?;
+    row.map(|row| Json(Product::from_row(&row)))
+        .ok_or_else(|| not_found(id))
+}
+
+/// Applies `patch` to the stored product and validates the result as a whole.
+async fn merge(state: &AppState, id: Uuid, patch: &Value) -> Result<Json<Product>, Problem> {
+    let mut client = state.pool.get().await?;
+    // Read, merge and write in one transaction, the row locked, so that two concurrent patches
+    // to different fields cannot undo each other.
+    let transaction = client.transaction().await?;
+    let select = transaction
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM products WHERE id = $1 FOR UPDATE"
+        ))
+        .await?;
+    let Some(row) = transaction.query_opt(&select, &[&id]).await? else {
+        return Err(not_found(id));
+    };
+    let mut fields = Product::from_row(&row).writable_fields();
+    merge_patch(&mut fields, patch);
+    let input = ProductInput::validate(&fields)?;
+
+    let update = transaction
+        .prepare_cached(&format!(
+            "UPDATE products
+             SET sku = $2, name = $3, description = $4, price_cents = $5, updated_at = now()
+             WHERE id = $1
+             RETURNING {COLUMNS}"
+        ))
+        .await?;
+    let row = transaction
+        .query_one(
+            &update,
+            &[
+                &id,
+                &input.sku,
+                &input.name,
+                &input.description,
+                &input.price_cents,
+            ],
+        )
+        .await
+        .map_err(|error| sku_taken(error, &input.sku))?;
+    transaction.commit().await?;
+    Ok(Json(Product::from_row(&row)))
+}
+
+/// RFC 7396 §2: `null` removes a member, an object merges recursively, anything else replaces.
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(patch) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = Value::Object(Map::new());
+    }
+    let Value::Object(target) = target else {
+        unreachable!("made an object above");
+    };
+    for (key, value) in patch {
+        if value.is_null() {
+            target.remove(key);
+        } else {
+            merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
+        }
+    }
+}
+
+/// `DELETE /products/{id}`: 204, and the product is gone.
+async fn remove(
+    State(state): State<AppState>,
+    ProductId(id): ProductId,
+) -> Result<Response, Problem> {
+    let client = state.pool.get().await?;
+    if bugs::is(Bug::SoftDelete) {
+        // A "soft delete" whose flag nothing ever reads: the product stays visible.
+        let statement = client
+            .prepare_cached("SELECT 1 FROM products WHERE id = $1")
+            .await?;
+        return match client.query_opt(&statement, &[&id]).await? {
+            Some(_) => Ok(Json(json!({ "deleted": true })).into_response()),
+            None => Err(not_found(id)),
+        };
+    }
+    let statement = client
+        .prepare_cached("DELETE FROM products WHERE id = $1")
+        .await?;
+    match client.execute(&statement, &[&id]).await? {
+        0 => Err(not_found(id)),
+        _ => Ok(StatusCode::NO_CONTENT.into_response()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid() -> Value {
+        json!({"sku": "SKU-7F3A21", "name": "Blue enamel mug", "price_cents": 1250})
+    }
+
+    fn error_pointers(body: Value) -> Vec<String> {
+        let problem = ProductInput::validate(&body).unwrap_err();
+        assert_eq!(problem.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        problem.pointers()
+    }
+
+    #[test]
+    fn accepts_a_valid_product() {
+        let input = ProductInput::validate(&valid()).unwrap();
+        assert_eq!(input.sku, "SKU-7F3A21");
+        assert_eq!(input.description, None);
+        assert_eq!(input.price_cents, 1250);
+    }
+
+    #[test]
+    fn prices_must_be_integers_in_range() {
+        for (price, ok) in [
+            (json!(0), true),
+            (json!(100_000_000), true),
+            (json!(990.0), true),
+            (json!(-1), false),
+            (json!(100_000_001), false),
+            (json!(12.5), false),
+            (json!(1e30), false),
+            (json!(u64::MAX), false),
+            (json!("1250"), false),
+        ] {
+            let mut body = valid();
+            body["price_cents"] = price.clone();
+            assert_eq!(ProductInput::validate(&body).is_ok(), ok, "{price}");
+        }
+    }
+
+    #[test]
+    fn names_every_bad_field() {
+        let body = json!({"sku": "lower", "name": "a\u{0}b", "description": 5});
+        assert_eq!(
+            error_pointers(body),
+            ["/sku", "/name", "/description", "/price_cents"]
+        );
+        assert_eq!(error_pointers(json!([1, 2])), [""]);
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut target, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(target, json!({"a": "z", "c": {"d": "e"}}));
+        merge_patch(&mut target, &json!(["x"]));
+        assert_eq!(target, json!(["x"]));
+    }
+}
