@@ -111,7 +111,11 @@ pub async fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { exit::USAGE } else { exit::OK };
+            return if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
         }
     };
     match cli.command {
@@ -196,7 +200,10 @@ fn explain(id: &str, source: &SourceArgs) -> i32 {
     };
     println!("{}/{}  {}", ex.id, c.id, c.title);
     if let Some(t) = c.task.and_then(|n| ex.tasks.iter().find(|t| t.number == n)) {
-        println!("task {}. {}  (exercises/{}/README.md)", t.number, t.title, ex.id);
+        println!(
+            "task {}. {}  (exercises/{}/README.md)",
+            t.number, t.title, ex.id
+        );
     }
     println!("skill: {}   points: {}", c.skill, c.points);
     println!("\nwhy:  {}\nhint: {}", c.why, c.hint);
@@ -217,7 +224,10 @@ struct Plan<'a> {
 
 fn plan<'a>(args: &CheckArgs, catalog: &'a Catalog) -> Result<Plan<'a>, i32> {
     let service_dir = std::fs::canonicalize(&args.path).map_err(|e| {
-        eprintln!("grader: cannot open the service folder {}: {e}", args.path.display());
+        eprintln!(
+            "grader: cannot open the service folder {}: {e}",
+            args.path.display()
+        );
         exit::USAGE
     })?;
     let has_manifest = service_dir.join(MANIFEST_FILE).is_file();
@@ -249,7 +259,10 @@ fn plan<'a>(args: &CheckArgs, catalog: &'a Catalog) -> Result<Plan<'a>, i32> {
         })?;
         m.exercise_ids()
     } else {
-        eprintln!("grader: no {MANIFEST_FILE} in {}; name the exercises with --exercise ID", display_path(&service_dir));
+        eprintln!(
+            "grader: no {MANIFEST_FILE} in {}; name the exercises with --exercise ID",
+            display_path(&service_dir)
+        );
         return Err(exit::USAGE);
     };
     if args.runtime == RuntimeKind::External && args.url.is_none() {
@@ -264,7 +277,9 @@ fn plan<'a>(args: &CheckArgs, catalog: &'a Catalog) -> Result<Plan<'a>, i32> {
     }
     let exercises: Vec<&Exercise> = ids.iter().filter_map(|id| catalog.exercise(id)).collect();
     for only in &args.only {
-        let exists = exercises.iter().any(|ex| ex.checks.iter().any(|c| options_match(only, &ex.id, &c.id)));
+        let exists = exercises
+            .iter()
+            .any(|ex| ex.checks.iter().any(|c| options_match(only, &ex.id, &c.id)));
         if !exists {
             eprintln!("grader: --only {only} matches no check of the selected exercises; `grader exercises` lists them");
             return Err(exit::USAGE);
@@ -284,15 +299,27 @@ fn plan<'a>(args: &CheckArgs, catalog: &'a Catalog) -> Result<Plan<'a>, i32> {
         }
     }
     replay.push_str(&format!(" --seed {seed}"));
-    Ok(Plan { exercises, service_dir, manifest, seed, replay })
+    Ok(Plan {
+        exercises,
+        service_dir,
+        manifest,
+        seed,
+        replay,
+    })
 }
 
 fn options_match(only: &str, exercise: &str, check: &str) -> bool {
-    RunOptions { seed: 0, only: vec![only.to_string()] }.selects(exercise, check)
+    RunOptions {
+        seed: 0,
+        only: vec![only.to_string()],
+    }
+    .selects(exercise, check)
 }
 
 fn shell_word(s: &str) -> String {
-    shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| s.to_string())
+    shlex::try_quote(s)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| s.to_string())
 }
 
 async fn check(args: CheckArgs) -> i32 {
@@ -304,7 +331,10 @@ async fn check(args: CheckArgs) -> i32 {
         Err(code) => return code,
     };
     let default_artifacts = plan.service_dir.join(".grader").join("last-run");
-    let artifacts_dir = args.artifacts_dir.clone().unwrap_or_else(|| default_artifacts.clone());
+    let artifacts_dir = args
+        .artifacts_dir
+        .clone()
+        .unwrap_or_else(|| default_artifacts.clone());
     let service_plan = match (&plan.manifest, args.runtime) {
         (Some(m), RuntimeKind::Local) => match m.service_plan(&plan.service_dir, &artifacts_dir) {
             Ok(p) => Some(p),
@@ -328,7 +358,11 @@ async fn check(args: CheckArgs) -> i32 {
         "grader {} · seed {} · exercises: {}",
         env!("CARGO_PKG_VERSION"),
         plan.seed,
-        plan.exercises.iter().map(|e| e.id.as_str()).collect::<Vec<_>>().join(", ")
+        plan.exercises
+            .iter()
+            .map(|e| e.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     ));
 
     let mut interrupt = Interrupt::new();
@@ -365,7 +399,10 @@ async fn check(args: CheckArgs) -> i32 {
         timings.build_ms = ms(service.timings.build);
         timings.service_start_ms = ms(service.timings.service_start);
         service_url = service.base_url.to_string();
-        let options = RunOptions { seed: plan.seed, only: args.only.clone() };
+        let options = RunOptions {
+            seed: plan.seed,
+            only: args.only.clone(),
+        };
         let checks_clock = Instant::now();
         tokio::select! {
             r = engine::run(&plan.exercises, &service, &options, &progress) => match r {
@@ -428,7 +465,13 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Files a run writes to its artifacts folder.
-const ARTIFACT_FILES: &[&str] = &["report.json", "service.log", "build.log", "postgres.log", "redis.log"];
+const ARTIFACT_FILES: &[&str] = &[
+    "report.json",
+    "service.log",
+    "build.log",
+    "postgres.log",
+    "redis.log",
+];
 
 /// Removes the previous run's files (only the grader's own), so logs always belong to this run.
 fn prepare_artifacts(dir: &Path, is_default: bool) -> std::io::Result<()> {
@@ -486,13 +529,26 @@ fn start_problem(e: StartError) -> RunProblem {
     }
 }
 
-fn fill_unrun(results: &mut Vec<CheckResult>, exercises: &[&Exercise], only: &[String], problem: Option<&RunProblem>) {
-    let options = RunOptions { seed: 0, only: only.to_vec() };
+fn fill_unrun(
+    results: &mut Vec<CheckResult>,
+    exercises: &[&Exercise],
+    only: &[String],
+    problem: Option<&RunProblem>,
+) {
+    let options = RunOptions {
+        seed: 0,
+        only: only.to_vec(),
+    };
     let (status, message) = match problem.map(|p| p.kind) {
-        Some(ProblemKind::Infrastructure) => (Status::Error, "not run: the grader could not provide what the service needs (see above)"),
+        Some(ProblemKind::Infrastructure) => (
+            Status::Error,
+            "not run: the grader could not provide what the service needs (see above)",
+        ),
         Some(ProblemKind::Interrupted) => (Status::Skip, "not run: interrupted"),
         Some(ProblemKind::ServiceBuild) => (Status::Skip, "not run: the service did not build"),
-        Some(ProblemKind::ServiceStart) | None => (Status::Skip, "not run: the service did not start"),
+        Some(ProblemKind::ServiceStart) | None => {
+            (Status::Skip, "not run: the service did not start")
+        }
     };
     for ex in exercises {
         for c in &ex.checks {
@@ -518,12 +574,26 @@ fn fill_unrun(results: &mut Vec<CheckResult>, exercises: &[&Exercise], only: &[S
 }
 
 fn write_reports(args: &CheckArgs, report: &RunReport, artifacts_dir: &Path) -> Result<(), String> {
-    let json = report::render(report, Format::Json, &HumanStyle { color: false, verbose: false });
+    let json = report::render(
+        report,
+        Format::Json,
+        &HumanStyle {
+            color: false,
+            verbose: false,
+        },
+    );
     // The JSON report is always kept with the run's logs, whatever was asked on stdout.
     let _ = std::fs::write(artifacts_dir.join("report.json"), &json);
     if let Ok(summary) = std::env::var("GITHUB_STEP_SUMMARY") {
         if !summary.is_empty() {
-            let md = report::render(report, Format::Github, &HumanStyle { color: false, verbose: false });
+            let md = report::render(
+                report,
+                Format::Github,
+                &HumanStyle {
+                    color: false,
+                    verbose: false,
+                },
+            );
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -532,19 +602,44 @@ fn write_reports(args: &CheckArgs, report: &RunReport, artifacts_dir: &Path) -> 
             let _ = f.write_all(md.as_bytes());
         }
     }
-    let stdout_color = anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
-    let human = |color| report::render(report, Format::Human, &HumanStyle { color, verbose: args.verbose });
+    let stdout_color =
+        anstream::AutoStream::choice(&std::io::stdout()) != anstream::ColorChoice::Never;
+    let human = |color| {
+        report::render(
+            report,
+            Format::Human,
+            &HumanStyle {
+                color,
+                verbose: args.verbose,
+            },
+        )
+    };
     match &args.output {
         Some(path) => {
-            let text = report::render(report, args.format, &HumanStyle { color: false, verbose: args.verbose });
-            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            let text = report::render(
+                report,
+                args.format,
+                &HumanStyle {
+                    color: false,
+                    verbose: args.verbose,
+                },
+            );
+            std::fs::write(path, text)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             let _ = write!(anstream::stdout(), "{}", human(stdout_color));
         }
         None if args.format == Format::Human => {
             let _ = write!(anstream::stdout(), "{}", human(stdout_color));
         }
         None => {
-            let text = report::render(report, args.format, &HumanStyle { color: false, verbose: args.verbose });
+            let text = report::render(
+                report,
+                args.format,
+                &HumanStyle {
+                    color: false,
+                    verbose: args.verbose,
+                },
+            );
             let _ = std::io::stdout().write_all(text.as_bytes());
         }
     }

@@ -92,7 +92,10 @@ impl Diagnostic {
         if term::emit(&mut buffer, &config, &file, &diag).is_ok() {
             let rendered = String::from_utf8_lossy(buffer.as_slice()).into_owned();
             // codespan starts with an empty "error" header line; our own header replaces it.
-            let body = rendered.split_once('\n').map(|(_, rest)| rest).unwrap_or("");
+            let body = rendered
+                .split_once('\n')
+                .map(|(_, rest)| rest)
+                .unwrap_or("");
             out.push_str(body.trim_end());
             out.push('\n');
         } else if let Some(help) = &self.help {
@@ -204,7 +207,10 @@ fn unknown_field_help(message: &str) -> Option<String> {
 }
 
 /// The closest of `candidates` to `word`, if any is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (strsim::jaro_winkler(word, c), c))

@@ -104,16 +104,18 @@ impl Manifest {
                 } else {
                     "check the file's permissions".to_string()
                 };
-                Err(Diagnostic::new(&file, 0..0, format!("cannot read {MANIFEST_FILE}: {err}"))
-                    .with_help(help)
-                    .into())
+                Err(
+                    Diagnostic::new(&file, 0..0, format!("cannot read {MANIFEST_FILE}: {err}"))
+                        .with_help(help)
+                        .into(),
+                )
             }
         }
     }
 
     pub fn parse(file: SourceFile) -> Result<Manifest, Diagnostics> {
-        let raw: RawManifest =
-            toml::from_str(&file.text).map_err(|e| Diagnostics::from(from_toml_error(&file, &e)))?;
+        let raw: RawManifest = toml::from_str(&file.text)
+            .map_err(|e| Diagnostics::from(from_toml_error(&file, &e)))?;
         let mut diags = Diagnostics::default();
 
         if raw.exercises.get_ref().is_empty() {
@@ -144,7 +146,8 @@ impl Manifest {
             },
         };
 
-        let postgres_env = dependency_env(&file, raw.postgres, true, DEFAULT_POSTGRES_ENV, &mut diags);
+        let postgres_env =
+            dependency_env(&file, raw.postgres, true, DEFAULT_POSTGRES_ENV, &mut diags);
         let redis_env = dependency_env(&file, raw.redis, false, DEFAULT_REDIS_ENV, &mut diags);
 
         diags.into_result(Manifest {
@@ -171,8 +174,12 @@ impl Manifest {
                     None => format!("known exercises: {}", all.join(", ")),
                 };
                 diags.push(
-                    Diagnostic::new(&self.file, ex.span(), format!("unknown exercise \"{name}\""))
-                        .with_help(help),
+                    Diagnostic::new(
+                        &self.file,
+                        ex.span(),
+                        format!("unknown exercise \"{name}\""),
+                    )
+                    .with_help(help),
                 );
             }
         }
@@ -180,7 +187,11 @@ impl Manifest {
     }
 
     /// The runtime's view of this manifest. `service_dir` is the manifest's folder.
-    pub fn service_plan(&self, service_dir: &Path, artifacts_dir: &Path) -> Result<ServicePlan, Diagnostics> {
+    pub fn service_plan(
+        &self,
+        service_dir: &Path,
+        artifacts_dir: &Path,
+    ) -> Result<ServicePlan, Diagnostics> {
         let Some(command) = self.service.command.clone() else {
             return Err(Diagnostic::new(
                 &self.file,
@@ -197,7 +208,12 @@ impl Manifest {
             build_timeout: self.service.build_timeout,
             command,
             workdir,
-            env: self.service.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            env: self
+                .service
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             port_env: self.service.port_env.clone(),
             health_path: self.service.health_path.clone(),
             startup_timeout: self.service.startup_timeout,
@@ -236,8 +252,9 @@ fn parse_service(
     let health_path = match s.health_path {
         Some(p) if !p.get_ref().starts_with('/') => {
             diags.push(
-                Diagnostic::new(file, p.span(), "`health_path` must start with `/`")
-                    .with_help(format!("write \"/{}\"", p.get_ref().trim_start_matches('/'))),
+                Diagnostic::new(file, p.span(), "`health_path` must start with `/`").with_help(
+                    format!("write \"/{}\"", p.get_ref().trim_start_matches('/')),
+                ),
             );
             DEFAULT_HEALTH_PATH.to_string()
         }
@@ -245,8 +262,20 @@ fn parse_service(
         None => DEFAULT_HEALTH_PATH.to_string(),
     };
 
-    let startup_timeout = duration(file, s.startup_timeout, "startup_timeout", DEFAULT_STARTUP_TIMEOUT, diags);
-    let build_timeout = duration(file, s.build_timeout, "build_timeout", DEFAULT_BUILD_TIMEOUT, diags);
+    let startup_timeout = duration(
+        file,
+        s.startup_timeout,
+        "startup_timeout",
+        DEFAULT_STARTUP_TIMEOUT,
+        diags,
+    );
+    let build_timeout = duration(
+        file,
+        s.build_timeout,
+        "build_timeout",
+        DEFAULT_BUILD_TIMEOUT,
+        diags,
+    );
 
     let port_env = match s.port_env {
         Some(v) => env_name(file, v, diags).unwrap_or_else(|| DEFAULT_PORT_ENV.into()),
@@ -261,7 +290,10 @@ fn parse_service(
     }
 
     let workdir = match s.workdir {
-        Some(w) if Path::new(w.get_ref()).is_absolute() || w.get_ref().split('/').any(|c| c == "..") => {
+        Some(w)
+            if Path::new(w.get_ref()).is_absolute()
+                || w.get_ref().split('/').any(|c| c == "..") =>
+        {
             // A workdir outside the service folder would make the docker runtime's build
             // context disagree with the local runtime; keep both honest.
             diags.push(
@@ -297,7 +329,11 @@ fn duration(
     let Some(v) = value else { return default };
     match humantime::parse_duration(v.get_ref()) {
         Ok(d) if d.is_zero() => {
-            diags.push(Diagnostic::new(file, v.span(), format!("`{key}` must be longer than zero")));
+            diags.push(Diagnostic::new(
+                file,
+                v.span(),
+                format!("`{key}` must be longer than zero"),
+            ));
             default
         }
         Ok(d) => d,
@@ -368,7 +404,8 @@ mod tests {
 
     #[test]
     fn minimal_manifest_gets_defaults() {
-        let m = parse("exercises = [\"api-design\"]\nservice.command = \"python3 app.py\"\n").unwrap();
+        let m =
+            parse("exercises = [\"api-design\"]\nservice.command = \"python3 app.py\"\n").unwrap();
         assert_eq!(m.exercise_ids(), vec!["api-design"]);
         assert_eq!(m.service.command.as_deref(), Some("python3 app.py"));
         assert_eq!(m.service.health_path, "/healthz");
@@ -388,7 +425,10 @@ mod tests {
     fn misspelt_key_is_located_with_a_suggestion() {
         let err = parse("exercises = [\"x\"]\n[service]\ncomand = \"run\"\n").unwrap_err();
         let text = err.render(false);
-        assert!(text.starts_with("grader.toml:3:1: error: unknown field `comand`"), "{text}");
+        assert!(
+            text.starts_with("grader.toml:3:1: error: unknown field `comand`"),
+            "{text}"
+        );
         assert!(text.contains("did you mean `command`?"), "{text}");
     }
 
@@ -400,24 +440,42 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.0.len(), 3, "{err}");
         let text = err.render(false);
-        assert!(text.contains("grader.toml:3:15: error: `health_path` must start with `/`"), "{text}");
-        assert!(text.contains("grader.toml:4:19: error: `startup_timeout` is not a duration"), "{text}");
-        assert!(text.contains("grader.toml:5:12: error: \"1PORT\" is not a valid environment variable name"), "{text}");
+        assert!(
+            text.contains("grader.toml:3:15: error: `health_path` must start with `/`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("grader.toml:4:19: error: `startup_timeout` is not a duration"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "grader.toml:5:12: error: \"1PORT\" is not a valid environment variable name"
+            ),
+            "{text}"
+        );
     }
 
     #[test]
     fn unknown_exercise_suggests_the_closest() {
         let m = parse("exercises = [\"api-desing\"]\n").unwrap();
-        let err = m.check_exercises(["api-design", "pagination"].into_iter()).unwrap_err();
+        let err = m
+            .check_exercises(["api-design", "pagination"].into_iter())
+            .unwrap_err();
         let text = err.render(false);
-        assert!(text.contains("grader.toml:1:14: error: unknown exercise \"api-desing\""), "{text}");
+        assert!(
+            text.contains("grader.toml:1:14: error: unknown exercise \"api-desing\""),
+            "{text}"
+        );
         assert!(text.contains("did you mean \"api-design\"?"), "{text}");
     }
 
     #[test]
     fn missing_command_is_reported_when_a_local_plan_is_needed() {
         let m = parse("exercises = [\"x\"]\n").unwrap();
-        let err = m.service_plan(Path::new("/svc"), Path::new("/svc/.grader")).unwrap_err();
+        let err = m
+            .service_plan(Path::new("/svc"), Path::new("/svc/.grader"))
+            .unwrap_err();
         assert!(err.render(false).contains("`service.command` is missing"));
     }
 

@@ -44,6 +44,8 @@ pub struct RunReport {
     pub version: u32,
     /// Version of the grader that produced the report.
     pub grader_version: String,
+    /// `pass` (every check passed), `fail` (the service has something to fix) or `error` (the
+    /// grader could not complete the run; never the service's fault).
     pub status: RunStatus,
     /// Seed of the run's random data; `--seed <seed>` replays it.
     pub seed: u64,
@@ -53,9 +55,11 @@ pub struct RunReport {
     pub started_at: String,
     /// Wall time of the whole run in milliseconds.
     pub duration_ms: u64,
+    /// Where the service ran.
     pub runtime: RuntimeInfo,
     /// Where the wall time went.
     pub timings: Timings,
+    /// Points over every check of the selected exercises.
     pub score: Score,
     /// One entry per skill area touched by the selected exercises, in taxonomy order.
     pub skills: Vec<SkillScore>,
@@ -84,18 +88,26 @@ pub struct RuntimeInfo {
 /// Wall-time breakdown, in milliseconds. A phase that did not happen is 0.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct Timings {
+    /// Running the manifest's build command.
     pub build_ms: u64,
+    /// initdb plus server start-up until a connection succeeds.
     pub postgres_ms: u64,
+    /// redis-server start-up until PING answers.
     pub redis_ms: u64,
+    /// Starting the service until its health path answered 2xx.
     pub service_start_ms: u64,
+    /// Running every check.
     pub checks_ms: u64,
+    /// Stopping the service and dependencies, removing temp dirs.
     pub teardown_ms: u64,
 }
 
 /// Points earned out of points possible.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Score {
+    /// Points of the checks that passed.
     pub earned: u32,
+    /// Points of every check, whatever its status.
     pub possible: u32,
     /// `earned / possible * 100`, rounded to one decimal; 0 when nothing was possible.
     pub percent: f64,
@@ -105,22 +117,34 @@ pub struct Score {
 pub struct SkillScore {
     /// Skill id from `exercises/skills.toml`, e.g. `api-design`.
     pub id: String,
+    /// Display title from the taxonomy.
     pub title: String,
+    /// Points earned in this skill.
     pub earned: u32,
+    /// Points possible in this skill.
     pub possible: u32,
+    /// `earned / possible * 100`, one decimal.
     pub percent: f64,
+    /// Checks of this skill that passed.
     pub passed: u32,
+    /// Checks of this skill that were selected.
     pub total: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ExerciseScore {
+    /// Exercise id (its folder in `exercises/`).
     pub id: String,
     pub title: String,
+    /// Points earned in this exercise.
     pub earned: u32,
+    /// Points possible in this exercise.
     pub possible: u32,
+    /// `earned / possible * 100`, one decimal.
     pub percent: f64,
+    /// Checks that passed.
     pub passed: u32,
+    /// Checks that were selected.
     pub total: u32,
 }
 

@@ -96,7 +96,11 @@ impl ProgressSink for Progress {
         if phase == Phase::Teardown {
             return;
         }
-        self.line(&format!("  {:<11} ready in {:.1}s", phase_name(phase), elapsed.as_secs_f64()));
+        self.line(&format!(
+            "  {:<11} ready in {:.1}s",
+            phase_name(phase),
+            elapsed.as_secs_f64()
+        ));
     }
 }
 

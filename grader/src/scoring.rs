@@ -2,7 +2,9 @@
 //! run's status and exit code. Pure functions over the result model.
 
 use crate::exercise::{Catalog, Exercise};
-use crate::outcome::{CheckResult, ExerciseScore, ProblemKind, RunProblem, RunStatus, Score, SkillScore, Status};
+use crate::outcome::{
+    CheckResult, ExerciseScore, ProblemKind, RunProblem, RunStatus, Score, SkillScore, Status,
+};
 
 /// Exit codes, documented in the README and docs/REPORT.md.
 pub mod exit {
@@ -28,7 +30,11 @@ pub fn percent(earned: u32, possible: u32) -> f64 {
 pub fn overall(results: &[CheckResult]) -> Score {
     let earned = results.iter().map(|r| r.earned).sum();
     let possible = results.iter().map(|r| r.points).sum();
-    Score { earned, possible, percent: percent(earned, possible) }
+    Score {
+        earned,
+        possible,
+        percent: percent(earned, possible),
+    }
 }
 
 /// One entry per skill that has at least one check in `results`, in taxonomy order.
@@ -37,7 +43,8 @@ pub fn by_skill(results: &[CheckResult], catalog: &Catalog) -> Vec<SkillScore> {
         .skills
         .iter()
         .filter_map(|skill| {
-            let checks: Vec<&CheckResult> = results.iter().filter(|r| r.skill == skill.id).collect();
+            let checks: Vec<&CheckResult> =
+                results.iter().filter(|r| r.skill == skill.id).collect();
             if checks.is_empty() {
                 return None;
             }
@@ -60,7 +67,8 @@ pub fn by_exercise(results: &[CheckResult], exercises: &[&Exercise]) -> Vec<Exer
     exercises
         .iter()
         .map(|ex| {
-            let checks: Vec<&CheckResult> = results.iter().filter(|r| r.exercise == ex.id).collect();
+            let checks: Vec<&CheckResult> =
+                results.iter().filter(|r| r.exercise == ex.id).collect();
             let earned = checks.iter().map(|r| r.earned).sum();
             let possible = checks.iter().map(|r| r.points).sum();
             ExerciseScore {
@@ -78,7 +86,12 @@ pub fn by_exercise(results: &[CheckResult], exercises: &[&Exercise]) -> Vec<Exer
 
 /// Error beats fail beats pass: an incomplete run must never look like a verdict on the service.
 pub fn run_status(results: &[CheckResult], problem: Option<&RunProblem>) -> RunStatus {
-    let infra = problem.is_some_and(|p| matches!(p.kind, ProblemKind::Infrastructure | ProblemKind::Interrupted));
+    let infra = problem.is_some_and(|p| {
+        matches!(
+            p.kind,
+            ProblemKind::Infrastructure | ProblemKind::Interrupted
+        )
+    });
     if infra || results.iter().any(|r| r.status == Status::Error) {
         RunStatus::Error
     } else if problem.is_some() || results.iter().any(|r| r.status != Status::Pass) {
@@ -89,7 +102,12 @@ pub fn run_status(results: &[CheckResult], problem: Option<&RunProblem>) -> RunS
 }
 
 /// The process exit code for a finished run.
-pub fn exit_code(status: RunStatus, score: &Score, min_score: Option<f64>, interrupted: bool) -> i32 {
+pub fn exit_code(
+    status: RunStatus,
+    score: &Score,
+    min_score: Option<f64>,
+    interrupted: bool,
+) -> i32 {
     if interrupted {
         return exit::INTERRUPTED;
     }
@@ -139,11 +157,17 @@ mod tests {
         assert_eq!(score.percent, 75.0);
         assert_eq!(exit_code(status, &score, None, false), exit::CHECKS_FAILED);
         assert_eq!(exit_code(status, &score, Some(70.0), false), exit::OK);
-        assert_eq!(exit_code(status, &score, Some(80.0), false), exit::CHECKS_FAILED);
+        assert_eq!(
+            exit_code(status, &score, Some(80.0), false),
+            exit::CHECKS_FAILED
+        );
 
         let with_error = vec![result("a", Status::Pass, 3), result("a", Status::Error, 1)];
         let status = run_status(&with_error, None);
         assert_eq!(status, RunStatus::Error);
-        assert_eq!(exit_code(status, &overall(&with_error), Some(0.0), false), exit::INFRASTRUCTURE);
+        assert_eq!(
+            exit_code(status, &overall(&with_error), Some(0.0), false),
+            exit::INFRASTRUCTURE
+        );
     }
 }

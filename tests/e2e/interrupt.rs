@@ -35,7 +35,10 @@ fn leftovers(marker: &str, dirs: &BTreeSet<String>) -> Vec<String> {
             continue;
         }
         let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&std::fs::read(entry.path().join("cmdline")).unwrap_or_default()).replace('\0', " ");
+        let cmdline = String::from_utf8_lossy(
+            &std::fs::read(entry.path().join("cmdline")).unwrap_or_default(),
+        )
+        .replace('\0', " ");
         let has_marker = String::from_utf8_lossy(&environ).contains(marker);
         let names_dir = dirs.iter().any(|d| cmdline.contains(d.as_str()));
         if has_marker || names_dir {
@@ -76,29 +79,47 @@ fn interrupt_mid_run(signal: Signal) {
             break;
         }
     }
-    assert!(!during_run.is_empty(), "the run made no temp dir, or never got ready: {seen:?}");
+    assert!(
+        !during_run.is_empty(),
+        "the run made no temp dir, or never got ready: {seen:?}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "grader did not stop within 60s of {signal:?}");
+        assert!(
+            Instant::now() < deadline,
+            "grader did not stop within 60s of {signal:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert_eq!(status.code(), Some(130), "{signal:?} should exit 130");
     let left_dirs: Vec<String> = grader_temp_dirs().difference(&before).cloned().collect();
-    assert!(left_dirs.is_empty(), "temp dirs left after {signal:?}: {left_dirs:?}");
+    assert!(
+        left_dirs.is_empty(),
+        "temp dirs left after {signal:?}: {left_dirs:?}"
+    );
     let procs = leftovers(&marker, &during_run);
-    assert!(procs.is_empty(), "processes left after {signal:?}: {procs:?}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(artifacts.path().join("report.json")).unwrap()).unwrap();
+    assert!(
+        procs.is_empty(),
+        "processes left after {signal:?}: {procs:?}"
+    );
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(artifacts.path().join("report.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(report["problem"]["kind"], "interrupted");
 }
 
 #[test]
 fn sigint_and_sigterm_leave_nothing_behind() {
     // Build the reference service first, so the interrupt lands on a running service.
-    let warm = grade(&reference_dir(), &["--seed", "1", "--only", "unknown-route-404"], &[]);
+    let warm = grade(
+        &reference_dir(),
+        &["--seed", "1", "--only", "unknown-route-404"],
+        &[],
+    );
     assert_eq!(warm.code, 0, "{}", warm.human_summary());
     interrupt_mid_run(Signal::SIGINT);
     interrupt_mid_run(Signal::SIGTERM);

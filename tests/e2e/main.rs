@@ -21,7 +21,11 @@ fn reference_service_scores_100_percent() {
     let report = run.json();
     assert_eq!(report["score"]["percent"], 100.0, "{}", run.human_summary());
     let checks = report["checks"].as_array().unwrap();
-    assert!(checks.len() >= 12, "api-design needs at least 12 checks, found {}", checks.len());
+    assert!(
+        checks.len() >= 12,
+        "api-design needs at least 12 checks, found {}",
+        checks.len()
+    );
     assert!(checks.iter().all(|c| c["status"] == "pass"));
     assert_eq!(report["skills"][0]["id"], "api-design");
     assert_eq!(report["skills"][0]["percent"], 100.0);
@@ -33,7 +37,11 @@ fn every_variant_fails_exactly_its_checks() {
     let variants = variants();
     // Two at a time: each run owns a PostgreSQL and a service, and the machine has two cores.
     let runs = run_parallel(2, variants.iter().map(|v| v.bug.clone()).collect(), |bug| {
-        grade(&reference_dir(), &["--seed", "4242"], &[("REFSVC_BUG", bug.as_str())])
+        grade(
+            &reference_dir(),
+            &["--seed", "4242"],
+            &[("REFSVC_BUG", bug.as_str())],
+        )
     });
     let mut problems = Vec::new();
     for (variant, run) in variants.iter().zip(&runs) {
@@ -56,11 +64,22 @@ fn every_variant_fails_exactly_its_checks() {
             ));
         }
         if run.code != 1 {
-            problems.push(format!("variant {}: exit code {} (expected 1)", variant.bug, run.code));
+            problems.push(format!(
+                "variant {}: exit code {} (expected 1)",
+                variant.bug, run.code
+            ));
         }
-        let errors: Vec<&Value> = report["checks"].as_array().unwrap().iter().filter(|c| c["status"] == "error").collect();
+        let errors: Vec<&Value> = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == "error")
+            .collect();
         if !errors.is_empty() {
-            problems.push(format!("variant {}: grader errors (never the service's fault): {errors:?}", variant.bug));
+            problems.push(format!(
+                "variant {}: grader errors (never the service's fault): {errors:?}",
+                variant.bug
+            ));
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
@@ -72,8 +91,10 @@ fn every_variant_fails_exactly_its_checks() {
 #[test]
 fn every_check_is_caught_by_some_variant() {
     let caught: BTreeSet<String> = variants().into_iter().flat_map(|v| v.fails).collect();
-    let catalog = grader::exercise::load_catalog(&grader::exercise::ExerciseSource::Dir(repo_root().join("exercises")))
-        .expect("exercises load");
+    let catalog = grader::exercise::load_catalog(&grader::exercise::ExerciseSource::Dir(
+        repo_root().join("exercises"),
+    ))
+    .expect("exercises load");
     let manifest = grader::manifest::Manifest::load(&reference_dir()).expect("reference manifest");
     let mut uncaught = Vec::new();
     for id in manifest.exercise_ids() {
@@ -85,7 +106,10 @@ fn every_check_is_caught_by_some_variant() {
             }
         }
     }
-    assert!(uncaught.is_empty(), "checks no known-bad variant catches: {uncaught:?}");
+    assert!(
+        uncaught.is_empty(),
+        "checks no known-bad variant catches: {uncaught:?}"
+    );
 }
 
 #[test]
@@ -93,14 +117,32 @@ fn same_seed_replays_the_same_data() {
     // The seed must reproduce the run: the generated data (visible in the failing variant's
     // messages and exchanges) is identical across two runs with the same seed.
     let env = [("REFSVC_BUG", "duplicate-500")];
-    let a = grade(&reference_dir(), &["--seed", "99", "--only", "duplicate-sku-409"], &env).json();
-    let b = grade(&reference_dir(), &["--seed", "99", "--only", "duplicate-sku-409"], &env).json();
+    let a = grade(
+        &reference_dir(),
+        &["--seed", "99", "--only", "duplicate-sku-409"],
+        &env,
+    )
+    .json();
+    let b = grade(
+        &reference_dir(),
+        &["--seed", "99", "--only", "duplicate-sku-409"],
+        &env,
+    )
+    .json();
     let body = |r: &Value| r["checks"][0]["detail"]["exchanges"][0]["request"]["body"].clone();
     assert_eq!(body(&a), body(&b));
     assert!(body(&a).as_str().unwrap().contains("SKU-"));
-    let c = grade(&reference_dir(), &["--seed", "100", "--only", "duplicate-sku-409"], &env).json();
+    let c = grade(
+        &reference_dir(),
+        &["--seed", "100", "--only", "duplicate-sku-409"],
+        &env,
+    )
+    .json();
     assert_ne!(body(&a), body(&c));
-    assert_eq!(a["replay"].as_str().unwrap().split(' ').next_back(), Some("99"));
+    assert_eq!(
+        a["replay"].as_str().unwrap().split(' ').next_back(),
+        Some("99")
+    );
 }
 
 #[test]
@@ -132,10 +174,17 @@ fn service_that_exits_early_fails_with_its_last_lines() {
     assert_eq!(report["status"], "fail");
     assert_eq!(report["problem"]["kind"], "service_start");
     let message = report["problem"]["message"].as_str().unwrap();
-    assert!(message.contains("exited with code 3 before it answered on /healthz"), "{message}");
+    assert!(
+        message.contains("exited with code 3 before it answered on /healthz"),
+        "{message}"
+    );
     let tail = report["problem"]["log_tail"].to_string();
     assert!(tail.contains("config file app.yaml not found"), "{tail}");
-    assert!(report["checks"].as_array().unwrap().iter().all(|c| c["status"] == "skip"));
+    assert!(report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["status"] == "skip"));
     insta::assert_json_snapshot!("crash-on-start", redact(&report));
 }
 
@@ -147,13 +196,24 @@ fn hostile_services_fail_checks_with_the_cause() {
         ("lie", "broke off"),
         ("crash", "exited with code 139"),
     ];
-    let runs = run_parallel(2, cases.iter().map(|(m, _)| m.to_string()).collect(), |mode| {
-        grade(
-            &fixture("hostile"),
-            &["--seed", "7", "--only", "create-returns-201", "--only", "unknown-route-404"],
-            &[("HOSTILE_MODE", mode.as_str())],
-        )
-    });
+    let runs = run_parallel(
+        2,
+        cases.iter().map(|(m, _)| m.to_string()).collect(),
+        |mode| {
+            grade(
+                &fixture("hostile"),
+                &[
+                    "--seed",
+                    "7",
+                    "--only",
+                    "create-returns-201",
+                    "--only",
+                    "unknown-route-404",
+                ],
+                &[("HOSTILE_MODE", mode.as_str())],
+            )
+        },
+    );
     for ((mode, needle), run) in cases.iter().zip(&runs) {
         assert_eq!(run.code, 1, "mode {mode}: {}", run.stderr);
         let report = run.json();
@@ -165,8 +225,13 @@ fn hostile_services_fail_checks_with_the_cause() {
             // After the crash, later checks are skipped with the cause instead of failing.
             let second = &report["checks"][1];
             assert_eq!(second["status"], "skip", "{second}");
-            assert!(second["message"].as_str().unwrap().contains("exited with code 139"));
-            assert!(first["detail"]["service_log_tail"].to_string().contains("exiting"));
+            assert!(second["message"]
+                .as_str()
+                .unwrap()
+                .contains("exited with code 139"));
+            assert!(first["detail"]["service_log_tail"]
+                .to_string()
+                .contains("exiting"));
         }
     }
 }
@@ -178,7 +243,14 @@ fn report_formats_agree() {
     let junit = dir.path().join("report.xml");
     let run = grade(
         &reference_dir(),
-        &["--seed", "5", "--format", "junit", "--output", junit.to_str().unwrap()],
+        &[
+            "--seed",
+            "5",
+            "--format",
+            "junit",
+            "--output",
+            junit.to_str().unwrap(),
+        ],
         &env,
     );
     assert_eq!(run.code, 1);
@@ -194,11 +266,23 @@ fn report_formats_agree() {
 
 #[test]
 fn starter_scaffolds_run_and_fail_cleanly() {
-    let run = grade(&repo_root().join("scaffolds/python"), &["--seed", "11"], &[]);
+    let run = grade(
+        &repo_root().join("scaffolds/python"),
+        &["--seed", "11"],
+        &[],
+    );
     assert_eq!(run.code, 1, "{}", run.human_summary());
     let report = run.json();
     assert_eq!(report["score"]["percent"], 0.0);
-    let statuses: BTreeSet<&str> =
-        report["checks"].as_array().unwrap().iter().map(|c| c["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, BTreeSet::from(["fail"]), "a starter must fail checks, never error or skip");
+    let statuses: BTreeSet<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["fail"]),
+        "a starter must fail checks, never error or skip"
+    );
 }

@@ -15,7 +15,10 @@ use serde_json::Value;
 const RUN_TIMEOUT: Duration = Duration::from_secs(900);
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn reference_dir() -> PathBuf {
@@ -41,14 +44,22 @@ impl Run {
     /// The JSON report the run kept in its artifacts folder.
     pub fn json(&self) -> Value {
         let path = self.artifacts.path().join("report.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("no report at {}: {e}\nstderr:\n{}", path.display(), self.stderr));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "no report at {}: {e}\nstderr:\n{}",
+                path.display(),
+                self.stderr
+            )
+        });
         serde_json::from_str(&text).expect("report.json is JSON")
     }
 
     /// What a person would read, for assertion messages.
     pub fn human_summary(&self) -> String {
-        format!("--- stdout ---\n{}\n--- stderr ---\n{}", self.stdout, self.stderr)
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.stdout, self.stderr
+        )
     }
 }
 
@@ -96,7 +107,11 @@ pub fn grade(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// Runs `f` over `items` with at most `width` at once, keeping the input order.
-pub fn run_parallel<T: Send + 'static>(width: usize, items: Vec<String>, f: fn(String) -> T) -> Vec<T> {
+pub fn run_parallel<T: Send + 'static>(
+    width: usize,
+    items: Vec<String>,
+    f: fn(String) -> T,
+) -> Vec<T> {
     let mut results: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
     let queue = std::sync::Mutex::new(items.into_iter().enumerate().collect::<Vec<_>>());
     let done = std::sync::Mutex::new(Vec::new());
@@ -139,14 +154,17 @@ static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             "[uuid]",
         ),
         (
-            Regex::new(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?").unwrap(),
+            Regex::new(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:?\d{2})?")
+                .unwrap(),
             "[timestamp]",
         ),
     ]
 });
 
 fn scrub(s: &str) -> String {
-    VOLATILE.iter().fold(s.to_string(), |acc, (re, to)| re.replace_all(&acc, *to).into_owned())
+    VOLATILE.iter().fold(s.to_string(), |acc, (re, to)| {
+        re.replace_all(&acc, *to).into_owned()
+    })
 }
 
 /// The report with only what varies between runs replaced: times, ports, paths, generated ids.
@@ -164,11 +182,23 @@ pub fn redact(report: &Value) -> Value {
         for c in checks {
             c["duration_ms"] = Value::from(0);
             if let Some(detail) = c.get_mut("detail").and_then(Value::as_object_mut) {
-                let n = detail.get("exchanges").and_then(Value::as_array).map_or(0, Vec::len);
-                assert!(n > 0 || detail.contains_key("service_log_tail"), "a failure without evidence: {detail:?}");
-                detail.insert("exchanges".into(), Value::String(format!("[{n} exchanges]")));
+                let n = detail
+                    .get("exchanges")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
+                assert!(
+                    n > 0 || detail.contains_key("service_log_tail"),
+                    "a failure without evidence: {detail:?}"
+                );
+                detail.insert(
+                    "exchanges".into(),
+                    Value::String(format!("[{n} exchanges]")),
+                );
                 if detail.contains_key("service_log_tail") {
-                    detail.insert("service_log_tail".into(), Value::String("[log tail]".into()));
+                    detail.insert(
+                        "service_log_tail".into(),
+                        Value::String("[log tail]".into()),
+                    );
                 }
             }
         }

@@ -36,7 +36,11 @@ impl Actual {
 }
 
 /// Checks every expectation of a step; an empty result means the response is as expected.
-pub fn check_expect(expect: &Expect, resp: &Response, scope: &Scope) -> Result<Vec<Mismatch>, String> {
+pub fn check_expect(
+    expect: &Expect,
+    resp: &Response,
+    scope: &Scope,
+) -> Result<Vec<Mismatch>, String> {
     let mut out = Vec::new();
     if let Some(status) = &expect.status {
         if !status.accepts(resp.status) {
@@ -48,12 +52,19 @@ pub fn check_expect(expect: &Expect, resp: &Response, scope: &Scope) -> Result<V
         }
     }
     for (name, pred) in &expect.headers {
-        let actual = resp.header(name).map(Actual::Text).unwrap_or(Actual::Missing);
-        out.extend(check(pred, &actual, scope)?.into_iter().map(|(expected, actual)| Mismatch {
-            subject: format!("header {}", display_header(name)),
-            expected,
-            actual,
-        }));
+        let actual = resp
+            .header(name)
+            .map(Actual::Text)
+            .unwrap_or(Actual::Missing);
+        out.extend(
+            check(pred, &actual, scope)?
+                .into_iter()
+                .map(|(expected, actual)| Mismatch {
+                    subject: format!("header {}", display_header(name)),
+                    expected,
+                    actual,
+                }),
+        );
     }
     if !expect.json.is_empty() {
         match serde_json::from_slice::<Value>(&resp.body) {
@@ -64,16 +75,18 @@ pub fn check_expect(expect: &Expect, resp: &Response, scope: &Scope) -> Result<V
                         Ok(None) => Actual::Missing,
                         Err(_) => {
                             return Err(format!(
-                                "JSONPath {} matched several values; the exercise should select one",
-                                query.text
-                            ))
+                            "JSONPath {} matched several values; the exercise should select one",
+                            query.text
+                        ))
                         }
                     };
-                    out.extend(check(pred, &actual, scope)?.into_iter().map(|(expected, actual)| Mismatch {
-                        subject: query.text.clone(),
-                        expected,
-                        actual,
-                    }));
+                    out.extend(check(pred, &actual, scope)?.into_iter().map(
+                        |(expected, actual)| Mismatch {
+                            subject: query.text.clone(),
+                            expected,
+                            actual,
+                        },
+                    ));
                 }
             }
             Err(e) => out.push(Mismatch {
@@ -84,7 +97,8 @@ pub fn check_expect(expect: &Expect, resp: &Response, scope: &Scope) -> Result<V
                 } else {
                     format!(
                         "text that is not JSON ({e}), Content-Type {}: \"{}\"",
-                        resp.header("content-type").unwrap_or_else(|| "absent".into()),
+                        resp.header("content-type")
+                            .unwrap_or_else(|| "absent".into()),
                         shorten(&resp.text(), 120)
                     )
                 },
@@ -93,18 +107,26 @@ pub fn check_expect(expect: &Expect, resp: &Response, scope: &Scope) -> Result<V
     }
     if let Some(pred) = &expect.body {
         let actual = Actual::Text(resp.text());
-        out.extend(check(pred, &actual, scope)?.into_iter().map(|(expected, actual)| Mismatch {
-            subject: "body".into(),
-            expected,
-            actual,
-        }));
+        out.extend(
+            check(pred, &actual, scope)?
+                .into_iter()
+                .map(|(expected, actual)| Mismatch {
+                    subject: "body".into(),
+                    expected,
+                    actual,
+                }),
+        );
     }
     Ok(out)
 }
 
 /// Evaluates a predicate; returns (expected, actual) for each operator that failed.
 /// `Err` means the exercise itself is broken (a template referring to nothing).
-pub fn check(pred: &Predicate, actual: &Actual, scope: &Scope) -> Result<Vec<(String, String)>, String> {
+pub fn check(
+    pred: &Predicate,
+    actual: &Actual,
+    scope: &Scope,
+) -> Result<Vec<(String, String)>, String> {
     let mut failures = Vec::new();
     for op in &pred.ops {
         if let Some(expected) = failed(op, actual, scope)? {
@@ -134,16 +156,16 @@ fn failed(op: &PredicateOp, actual: &Actual, scope: &Scope) -> Result<Option<Str
         }
         PredicateOp::Exists(true) => matches!(actual, Actual::Missing).then(|| "present".into()),
         PredicateOp::Exists(false) => (!matches!(actual, Actual::Missing)).then(|| "absent".into()),
-        PredicateOp::Matches(p) => {
-            (!text.as_deref().is_some_and(|t| p.regex.is_match(t))).then(|| format!("matching /{}/", p.text))
-        }
+        PredicateOp::Matches(p) => (!text.as_deref().is_some_and(|t| p.regex.is_match(t)))
+            .then(|| format!("matching /{}/", p.text)),
         PredicateOp::NotMatches(p) => text
             .as_deref()
             .is_some_and(|t| p.regex.is_match(t))
             .then(|| format!("not matching /{}/", p.text)),
         PredicateOp::Contains(s) => {
             let s = render(s)?;
-            (!text.as_deref().is_some_and(|t| t.contains(&s))).then(|| format!("containing \"{s}\""))
+            (!text.as_deref().is_some_and(|t| t.contains(&s)))
+                .then(|| format!("containing \"{s}\""))
         }
         PredicateOp::NotContains(s) => {
             let s = render(s)?;
@@ -153,7 +175,8 @@ fn failed(op: &PredicateOp, actual: &Actual, scope: &Scope) -> Result<Option<Str
         }
         PredicateOp::StartsWith(s) => {
             let s = render(s)?;
-            (!text.as_deref().is_some_and(|t| t.starts_with(&s))).then(|| format!("starting with \"{s}\""))
+            (!text.as_deref().is_some_and(|t| t.starts_with(&s)))
+                .then(|| format!("starting with \"{s}\""))
         }
         PredicateOp::OneOf(values) => {
             let wants = values
@@ -161,7 +184,14 @@ fn failed(op: &PredicateOp, actual: &Actual, scope: &Scope) -> Result<Option<Str
                 .map(|v| template::render_json(v, scope))
                 .collect::<Result<Vec<_>, _>>()?;
             (!wants.iter().any(|w| equals(actual, w))).then(|| {
-                format!("one of {}", wants.iter().map(describe_json).collect::<Vec<_>>().join(", "))
+                format!(
+                    "one of {}",
+                    wants
+                        .iter()
+                        .map(describe_json)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
             })
         }
         PredicateOp::Type(t) => (!has_type(actual, t)).then(|| format!("a JSON {t}")),
@@ -174,13 +204,23 @@ fn failed(op: &PredicateOp, actual: &Actual, scope: &Scope) -> Result<Option<Str
                 Actual::Json(Value::Object(o)) => o.is_empty(),
                 Actual::Json(_) => false,
             };
-            (empty != *want_empty).then(|| if *want_empty { "empty".into() } else { "not empty".into() })
+            (empty != *want_empty).then(|| {
+                if *want_empty {
+                    "empty".into()
+                } else {
+                    "not empty".into()
+                }
+            })
         }
         PredicateOp::MediaType(want) => {
             let want = render(want)?;
-            let got = text
-                .as_deref()
-                .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+            let got = text.as_deref().map(|t| {
+                t.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
             (got.as_deref() != Some(want.as_str())).then(|| format!("media type {want}"))
         }
         PredicateOp::ListContains(items) => {
@@ -200,7 +240,11 @@ fn failed(op: &PredicateOp, actual: &Actual, scope: &Scope) -> Result<Option<Str
             (!missing.is_empty()).then(|| {
                 format!(
                     "a list including {}",
-                    items.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+                    items
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             })
         }
@@ -292,16 +336,27 @@ mod tests {
     #[test]
     fn numbers_compare_by_value_and_strings_do_not_equal_numbers() {
         let scope = Scope::new();
-        assert!(check(&pred("404"), &Actual::Json(json!(404)), &scope).unwrap().is_empty());
+        assert!(check(&pred("404"), &Actual::Json(json!(404)), &scope)
+            .unwrap()
+            .is_empty());
         let fails = check(&pred("404"), &Actual::Json(json!("404")), &scope).unwrap();
-        assert_eq!(fails, vec![("404".to_string(), "\"404\" (a string)".to_string())]);
+        assert_eq!(
+            fails,
+            vec![("404".to_string(), "\"404\" (a string)".to_string())]
+        );
     }
 
     #[test]
     fn media_type_ignores_parameters_and_case() {
         let scope = Scope::new();
         let p = pred(r#"{ media_type = "application/problem+json" }"#);
-        assert!(check(&p, &Actual::Text("Application/Problem+JSON; charset=utf-8".into()), &scope).unwrap().is_empty());
+        assert!(check(
+            &p,
+            &Actual::Text("Application/Problem+JSON; charset=utf-8".into()),
+            &scope
+        )
+        .unwrap()
+        .is_empty());
         assert_eq!(check(&p, &Actual::Missing, &scope).unwrap().len(), 1);
     }
 
@@ -309,15 +364,26 @@ mod tests {
     fn list_contains_reads_comma_separated_tokens() {
         let scope = Scope::new();
         let p = pred(r#"{ list_contains = ["GET", "POST"] }"#);
-        assert!(check(&p, &Actual::Text("GET, HEAD,POST".into()), &scope).unwrap().is_empty());
-        assert_eq!(check(&p, &Actual::Text("GET, HEAD".into()), &scope).unwrap().len(), 1);
+        assert!(check(&p, &Actual::Text("GET, HEAD,POST".into()), &scope)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            check(&p, &Actual::Text("GET, HEAD".into()), &scope)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn templates_render_in_expectations() {
         let mut scope = Scope::new();
         scope.insert("price".into(), json!(990));
-        assert!(check(&pred(r#""{{price}}""#), &Actual::Json(json!(990)), &scope).unwrap().is_empty());
+        assert!(
+            check(&pred(r#""{{price}}""#), &Actual::Json(json!(990)), &scope)
+                .unwrap()
+                .is_empty()
+        );
         assert!(check(&pred(r#""{{nope}}""#), &Actual::Json(json!(1)), &scope).is_err());
     }
 }

@@ -93,7 +93,10 @@ impl HttpClient {
             method: req.method.clone(),
             url: req.url.to_string(),
             headers: req.headers.clone(),
-            body: req.body.as_ref().map(|b| String::from_utf8_lossy(b).into_owned()),
+            body: req
+                .body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned()),
         };
         let curl = curl_command(&req);
         let response = match tokio::time::timeout(self.timeout, self.send_inner(req)).await {
@@ -118,15 +121,23 @@ impl HttpClient {
             .map_err(|_| format!("\"{}\" is not a valid HTTP method", req.method))?;
         let mut headers = HeaderMap::new();
         for (k, v) in &req.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| format!("invalid header name {k:?}"))?;
-            let value = HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
+            let name = HeaderName::from_bytes(k.as_bytes())
+                .map_err(|_| format!("invalid header name {k:?}"))?;
+            let value =
+                HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k}"))?;
             headers.append(name, value);
         }
-        let mut builder = self.client.request(method, req.url.clone()).headers(headers);
+        let mut builder = self
+            .client
+            .request(method, req.url.clone())
+            .headers(headers);
         if let Some(body) = req.body {
             builder = builder.body(body);
         }
-        let mut resp = builder.send().await.map_err(|e| describe_error(&e, &req.url))?;
+        let mut resp = builder
+            .send()
+            .await
+            .map_err(|e| describe_error(&e, &req.url))?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let mut body = Vec::new();
@@ -162,7 +173,11 @@ impl HttpClient {
 }
 
 fn describe_error(e: &reqwest::Error, url: &Url) -> String {
-    let addr = format!("{}:{}", url.host_str().unwrap_or("?"), url.port_or_known_default().unwrap_or(0));
+    let addr = format!(
+        "{}:{}",
+        url.host_str().unwrap_or("?"),
+        url.port_or_known_default().unwrap_or(0)
+    );
     if e.is_connect() {
         format!("could not connect to {addr}: {}", error_chain(e))
     } else if e.is_timeout() {
@@ -195,7 +210,12 @@ fn record_response(r: &Response) -> RecordedResponse {
         headers: r
             .headers
             .iter()
-            .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect(),
         body: shown,
         body_bytes: r.body.len() as u64,
@@ -205,7 +225,11 @@ fn record_response(r: &Response) -> RecordedResponse {
 
 /// The request as a curl command a learner can paste into a shell.
 pub fn curl_command(req: &OutgoingRequest) -> String {
-    let q = |s: &str| shlex::try_quote(s).map(|c| c.into_owned()).unwrap_or_else(|_| format!("'{}'", s.replace('\0', "\\0")));
+    let q = |s: &str| {
+        shlex::try_quote(s)
+            .map(|c| c.into_owned())
+            .unwrap_or_else(|_| format!("'{}'", s.replace('\0', "\\0")))
+    };
     let mut parts = vec!["curl".to_string(), "-i".to_string()];
     match req.method.as_str() {
         "HEAD" => parts[1] = "-I".to_string(),
@@ -229,9 +253,20 @@ pub fn curl_command(req: &OutgoingRequest) -> String {
             _ => {
                 // Bodies that do not survive a shell argument (NUL, invalid UTF-8, huge) are
                 // written with printf escapes so the command still reproduces them exactly.
-                let escaped: String = body.iter().take(4096).map(|b| format!("\\x{b:02x}")).collect();
-                let note = if body.len() > 4096 { " # body cut to 4096 bytes" } else { "" };
-                return format!("printf '{escaped}' | {} --data-binary @-{note}", parts.join(" "));
+                let escaped: String = body
+                    .iter()
+                    .take(4096)
+                    .map(|b| format!("\\x{b:02x}"))
+                    .collect();
+                let note = if body.len() > 4096 {
+                    " # body cut to 4096 bytes"
+                } else {
+                    ""
+                };
+                return format!(
+                    "printf '{escaped}' | {} --data-binary @-{note}",
+                    parts.join(" ")
+                );
             }
         }
     }

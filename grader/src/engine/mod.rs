@@ -100,8 +100,12 @@ impl CheckContext<'_> {
     pub fn url(&self, path: &str) -> Result<Url, Failure> {
         let base = &self.service.base_url;
         if path.starts_with("http://") || path.starts_with("https://") {
-            let url = Url::parse(path).map_err(|e| fail_simple(format!("\"{path}\" is not a valid URL: {e}")))?;
-            let local = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0"));
+            let url = Url::parse(path)
+                .map_err(|e| fail_simple(format!("\"{path}\" is not a valid URL: {e}")))?;
+            let local = matches!(
+                url.host_str(),
+                Some("127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0")
+            );
             if !local {
                 return Err(fail_simple(format!(
                     "the URL \"{path}\" points at another host; the service's own URLs must lead back to it (use a path like /products/1, or your own host)"
@@ -131,9 +135,14 @@ impl CheckContext<'_> {
                 ..Default::default()
             };
             if let ServiceState::Exited { code, signal } = self.service.state() {
-                info.message = format!("{step}: your service {} while handling {summary}", exit_words(code, signal));
+                info.message = format!(
+                    "{step}: your service {} while handling {summary}",
+                    exit_words(code, signal)
+                );
                 info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
-            } else if info.actual.contains("timeout") || info.actual.contains("no complete response") {
+            } else if info.actual.contains("timeout")
+                || info.actual.contains("no complete response")
+            {
                 info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
             }
             Failure::Fail(info)
@@ -184,7 +193,13 @@ pub async fn run(
             } else {
                 run_one(exercise, check, service, &http, options.seed).await
             };
-            let result = to_result(exercise, check, &id, outcome, started.elapsed().as_millis() as u64);
+            let result = to_result(
+                exercise,
+                check,
+                &id,
+                outcome,
+                started.elapsed().as_millis() as u64,
+            );
             if service_gone.is_none() {
                 if let ServiceState::Exited { code, signal } = service.state() {
                     service_gone = Some(format!("{} during {id}", exit_words(code, signal)));
@@ -206,7 +221,9 @@ enum Outcome {
 fn unmet_requirement(check: &Check, exercise: &str, results: &[CheckResult]) -> Option<String> {
     check.requires.iter().find_map(|r| {
         let full = format!("{exercise}/{r}");
-        let passed = results.iter().any(|res| res.id == full && res.status == Status::Pass);
+        let passed = results
+            .iter()
+            .any(|res| res.id == full && res.status == Status::Pass);
         (!passed).then_some(full)
     })
 }
@@ -240,7 +257,10 @@ async fn run_one(
         Ok(Ok(Ok(()))) => return Outcome::Pass,
         Ok(Ok(Err(failure))) => failure,
         Ok(Err(_elapsed)) => Failure::Fail(FailInfo {
-            message: format!("the check did not finish within {}s", check.timeout.as_secs()),
+            message: format!(
+                "the check did not finish within {}s",
+                check.timeout.as_secs()
+            ),
             expected: format!("the check to finish within {}s", check.timeout.as_secs()),
             actual: "the service kept the grader waiting (slow or hanging responses)".into(),
             log_tail: service.log_tail(LOG_TAIL_LINES),
@@ -258,7 +278,13 @@ async fn run_one(
     Outcome::Failed(outcome, ctx.exchanges)
 }
 
-fn to_result(exercise: &Exercise, check: &Check, id: &str, outcome: Outcome, duration_ms: u64) -> CheckResult {
+fn to_result(
+    exercise: &Exercise,
+    check: &Check,
+    id: &str,
+    outcome: Outcome,
+    duration_ms: u64,
+) -> CheckResult {
     let mut result = CheckResult {
         id: id.to_string(),
         exercise: exercise.id.clone(),
@@ -272,16 +298,17 @@ fn to_result(exercise: &Exercise, check: &Check, id: &str, outcome: Outcome, dur
         message: None,
         detail: None,
     };
-    let teaching = |expected: String, actual: String, evidence, exchanges, service_log_tail| FailureDetail {
-        expected,
-        actual,
-        why: check.why.clone(),
-        hint: check.hint.clone(),
-        spec: check.spec.clone(),
-        evidence,
-        exchanges,
-        service_log_tail,
-    };
+    let teaching =
+        |expected: String, actual: String, evidence, exchanges, service_log_tail| FailureDetail {
+            expected,
+            actual,
+            why: check.why.clone(),
+            hint: check.hint.clone(),
+            spec: check.spec.clone(),
+            evidence,
+            exchanges,
+            service_log_tail,
+        };
     match outcome {
         Outcome::Pass => result.earned = check.points,
         Outcome::Skip(reason) => {
@@ -291,7 +318,13 @@ fn to_result(exercise: &Exercise, check: &Check, id: &str, outcome: Outcome, dur
         Outcome::Failed(Failure::Fail(info), exchanges) => {
             result.status = Status::Fail;
             result.message = Some(info.message);
-            result.detail = Some(teaching(info.expected, info.actual, info.evidence, exchanges, info.log_tail));
+            result.detail = Some(teaching(
+                info.expected,
+                info.actual,
+                info.evidence,
+                exchanges,
+                info.log_tail,
+            ));
         }
         Outcome::Failed(Failure::Error(reason), exchanges) => {
             result.status = Status::Error;

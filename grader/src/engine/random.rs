@@ -67,7 +67,12 @@ fn value(gen: &VarGen, rng: &mut ChaCha8Rng) -> Value {
             word(rng),
             rng.gen_range(10..100)
         )),
-        VarGen::Slug => Value::String(format!("{}-{}-{}", word(rng), word(rng), rng.gen_range(10..100))),
+        VarGen::Slug => Value::String(format!(
+            "{}-{}-{}",
+            word(rng),
+            word(rng),
+            rng.gen_range(10..100)
+        )),
         VarGen::Pick(values) => Value::String(values[rng.gen_range(0..values.len())].clone()),
     }
 }

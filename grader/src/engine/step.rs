@@ -13,7 +13,8 @@ pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(),
         let req = build_request(ctx, &step.request)?;
         let summary = format!("{} {}", req.method, req.url.path());
         let resp = ctx.send(&step.name, req).await?;
-        let mismatches = assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
+        let mismatches =
+            assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
         if !mismatches.is_empty() {
             return Err(Failure::Fail(describe(&step.name, &summary, &mismatches)));
         }
@@ -24,14 +25,22 @@ pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(),
 
 /// Renders a request spec into a concrete request. A template error here means the exercise is
 /// broken (the loader checks variables statically), so it is the grader's error.
-pub fn build_request(ctx: &CheckContext<'_>, spec: &RequestSpec) -> Result<OutgoingRequest, Failure> {
+pub fn build_request(
+    ctx: &CheckContext<'_>,
+    spec: &RequestSpec,
+) -> Result<OutgoingRequest, Failure> {
     let path = template::render(&spec.path, &ctx.scope).map_err(Failure::Error)?;
     let url = ctx.url(&path)?;
     let mut headers = Vec::new();
     for (k, v) in &spec.headers {
-        headers.push((k.clone(), template::render(v, &ctx.scope).map_err(Failure::Error)?));
+        headers.push((
+            k.clone(),
+            template::render(v, &ctx.scope).map_err(Failure::Error)?,
+        ));
     }
-    let has_content_type = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
+    let has_content_type = headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("content-type"));
     let body = match &spec.body {
         None => None,
         Some(BodySpec::Json(v)) => {
@@ -41,7 +50,11 @@ pub fn build_request(ctx: &CheckContext<'_>, spec: &RequestSpec) -> Result<Outgo
             }
             Some(serde_json::to_vec(&rendered).map_err(|e| Failure::Error(e.to_string()))?)
         }
-        Some(BodySpec::Raw(text)) => Some(template::render(text, &ctx.scope).map_err(Failure::Error)?.into_bytes()),
+        Some(BodySpec::Raw(text)) => Some(
+            template::render(text, &ctx.scope)
+                .map_err(Failure::Error)?
+                .into_bytes(),
+        ),
     };
     Ok(OutgoingRequest {
         method: spec.method.clone(),
@@ -63,8 +76,16 @@ fn describe(step: &str, summary: &str, mismatches: &[Mismatch]) -> FailInfo {
             "{step} ({summary}): expected {} {}, got {}{more}",
             first.subject, first.expected, first.actual
         ),
-        expected: mismatches.iter().map(|m| line(m, &m.expected)).collect::<Vec<_>>().join("\n"),
-        actual: mismatches.iter().map(|m| line(m, &m.actual)).collect::<Vec<_>>().join("\n"),
+        expected: mismatches
+            .iter()
+            .map(|m| line(m, &m.expected))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        actual: mismatches
+            .iter()
+            .map(|m| line(m, &m.actual))
+            .collect::<Vec<_>>()
+            .join("\n"),
         ..Default::default()
     }
 }

@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::predicate::{self, template_strings};
 use super::{
-    probes, template, BodySpec, CaptureSpec, Catalog, Check, CheckBody, Exercise, ExerciseSource, Expect,
-    JsonQuery, RequestSpec, Skill, StatusSpec, Step, Task, VarGen,
+    probes, template, BodySpec, CaptureSpec, Catalog, Check, CheckBody, Exercise, ExerciseSource,
+    Expect, JsonQuery, RequestSpec, Skill, StatusSpec, Step, Task, VarGen,
 };
 use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, SourceFile};
 
@@ -105,7 +105,6 @@ struct RawExpect {
     body: Option<Spanned<toml::Value>>,
 }
 
-
 /// Loads and validates the whole catalogue. All problems in all files are reported together.
 pub fn load_catalog(source: &ExerciseSource) -> Result<Catalog, Diagnostics> {
     let mut diags = Diagnostics::default();
@@ -131,7 +130,10 @@ pub fn load_catalog(source: &ExerciseSource) -> Result<Catalog, Diagnostics> {
                 let span = find_span(&ex.file, &format!("\"{p}\""));
                 diags.push(
                     Diagnostic::new(&ex.file, span, format!("unknown prerequisite \"{p}\""))
-                        .with_help(format!("known exercises: {}", ids.iter().cloned().collect::<Vec<_>>().join(", "))),
+                        .with_help(format!(
+                            "known exercises: {}",
+                            ids.iter().cloned().collect::<Vec<_>>().join(", ")
+                        )),
                 );
             }
         }
@@ -144,11 +146,19 @@ fn read(source: &ExerciseSource, rel: &str, diags: &mut Diagnostics) -> Option<S
     match source.read(rel) {
         Ok(Some(text)) => Some(SourceFile::new(name, text)),
         Ok(None) => {
-            diags.push(Diagnostic::new(&SourceFile::new(name, ""), 0..0, format!("{rel} is missing")));
+            diags.push(Diagnostic::new(
+                &SourceFile::new(name, ""),
+                0..0,
+                format!("{rel} is missing"),
+            ));
             None
         }
         Err(e) => {
-            diags.push(Diagnostic::new(&SourceFile::new(name, ""), 0..0, format!("cannot read {rel}: {e}")));
+            diags.push(Diagnostic::new(
+                &SourceFile::new(name, ""),
+                0..0,
+                format!("cannot read {rel}: {e}"),
+            ));
             None
         }
     }
@@ -172,12 +182,20 @@ fn load_skills(source: &ExerciseSource, diags: &mut Diagnostics) -> Vec<Skill> {
             diags.push(kebab_error(&file, &s.id, "skill id"));
         }
         if !seen.insert(s.id.get_ref().clone()) {
-            diags.push(Diagnostic::new(&file, s.id.span(), format!("duplicate skill id \"{}\"", s.id.get_ref())));
+            diags.push(Diagnostic::new(
+                &file,
+                s.id.span(),
+                format!("duplicate skill id \"{}\"", s.id.get_ref()),
+            ));
         }
         if !["core", "next"].contains(&s.tier.get_ref().as_str()) {
             diags.push(
-                Diagnostic::new(&file, s.tier.span(), format!("unknown tier \"{}\"", s.tier.get_ref()))
-                    .with_help("use \"core\" (graded first) or \"next\""),
+                Diagnostic::new(
+                    &file,
+                    s.tier.span(),
+                    format!("unknown tier \"{}\"", s.tier.get_ref()),
+                )
+                .with_help("use \"core\" (graded first) or \"next\""),
             );
         }
         out.push(Skill {
@@ -190,7 +208,12 @@ fn load_skills(source: &ExerciseSource, diags: &mut Diagnostics) -> Vec<Skill> {
     out
 }
 
-fn load_exercise(source: &ExerciseSource, dir: &str, skills: &[Skill], diags: &mut Diagnostics) -> Option<Exercise> {
+fn load_exercise(
+    source: &ExerciseSource,
+    dir: &str,
+    skills: &[Skill],
+    diags: &mut Diagnostics,
+) -> Option<Exercise> {
     let file = read(source, &format!("{dir}/exercise.toml"), diags)?;
     let readme = read(source, &format!("{dir}/README.md"), diags);
     let raw: RawExercise = match toml::from_str(&file.text) {
@@ -204,25 +227,49 @@ fn load_exercise(source: &ExerciseSource, dir: &str, skills: &[Skill], diags: &m
 
     if raw.id.get_ref() != dir {
         diags.push(
-            Diagnostic::new(&file, raw.id.span(), format!("exercise id \"{}\" differs from its folder \"{dir}\"", raw.id.get_ref()))
-                .with_help(format!("set id = \"{dir}\" (ids are stable: they appear in reports and CI history)")),
+            Diagnostic::new(
+                &file,
+                raw.id.span(),
+                format!(
+                    "exercise id \"{}\" differs from its folder \"{dir}\"",
+                    raw.id.get_ref()
+                ),
+            )
+            .with_help(format!(
+                "set id = \"{dir}\" (ids are stable: they appear in reports and CI history)"
+            )),
         );
     }
     let skill_ids: Vec<&str> = skills.iter().map(|s| s.id.as_str()).collect();
     if raw.skills.get_ref().is_empty() {
-        diags.push(Diagnostic::new(&file, raw.skills.span(), "`skills` is empty").with_help("name the skill areas this exercise grades"));
+        diags.push(
+            Diagnostic::new(&file, raw.skills.span(), "`skills` is empty")
+                .with_help("name the skill areas this exercise grades"),
+        );
     }
     for s in raw.skills.get_ref() {
         if !skill_ids.contains(&s.get_ref().as_str()) {
             diags.push(unknown_name(&file, s, "skill", &skill_ids, "skills.toml"));
         }
     }
-    let ex_skills: Vec<String> = raw.skills.get_ref().iter().map(|s| s.get_ref().clone()).collect();
+    let ex_skills: Vec<String> = raw
+        .skills
+        .get_ref()
+        .iter()
+        .map(|s| s.get_ref().clone())
+        .collect();
     if !(1..=10).contains(raw.difficulty.get_ref()) {
-        diags.push(Diagnostic::new(&file, raw.difficulty.span(), "`difficulty` must be from 1 (easiest) to 10"));
+        diags.push(Diagnostic::new(
+            &file,
+            raw.difficulty.span(),
+            "`difficulty` must be from 1 (easiest) to 10",
+        ));
     }
 
-    let tasks = readme.as_ref().map(|r| parse_tasks(&r.text)).unwrap_or_default();
+    let tasks = readme
+        .as_ref()
+        .map(|r| parse_tasks(&r.text))
+        .unwrap_or_default();
     if let Some(r) = &readme {
         if tasks.is_empty() {
             diags.push(
@@ -235,7 +282,14 @@ fn load_exercise(source: &ExerciseSource, dir: &str, skills: &[Skill], diags: &m
     let mut vars = Vec::new();
     for (name, value) in raw.vars {
         if !is_identifier(name.get_ref()) {
-            diags.push(Diagnostic::new(&file, name.span(), format!("\"{}\" is not a variable name", name.get_ref())).with_help("use letters, digits and _"));
+            diags.push(
+                Diagnostic::new(
+                    &file,
+                    name.span(),
+                    format!("\"{}\" is not a variable name", name.get_ref()),
+                )
+                .with_help("use letters, digits and _"),
+            );
             continue;
         }
         match parse_var(value.get_ref()) {
@@ -251,13 +305,18 @@ fn load_exercise(source: &ExerciseSource, dir: &str, skills: &[Skill], diags: &m
         // toml 0.8 cannot wrap a struct read from dotted keys in Spanned, so a check is located
         // by its id.
         let span = c.id.span();
-        if let Some(check) = parse_check(&file, c, span, &ex_skills, &tasks, &var_names, &check_ids, diags) {
+        if let Some(check) = parse_check(
+            &file, c, span, &ex_skills, &tasks, &var_names, &check_ids, diags,
+        ) {
             check_ids.push(check.id.clone());
             checks.push(check);
         }
     }
     if checks.is_empty() && diags.0.len() == before {
-        diags.push(Diagnostic::new(&file, 0..0, "the exercise has no checks").with_help("add a [[check]] table"));
+        diags.push(
+            Diagnostic::new(&file, 0..0, "the exercise has no checks")
+                .with_help("add a [[check]] table"),
+        );
     }
 
     (diags.0.len() == before).then(|| Exercise {
@@ -266,7 +325,11 @@ fn load_exercise(source: &ExerciseSource, dir: &str, skills: &[Skill], diags: &m
         summary: raw.summary,
         skills: ex_skills,
         difficulty: *raw.difficulty.get_ref() as u8,
-        prerequisites: raw.prerequisites.into_iter().map(Spanned::into_inner).collect(),
+        prerequisites: raw
+            .prerequisites
+            .into_iter()
+            .map(Spanned::into_inner)
+            .collect(),
         tasks,
         vars,
         checks,
@@ -291,12 +354,21 @@ fn parse_check(
         diags.push(kebab_error(file, &c.id, "check id"));
     }
     if earlier.contains(&id) {
-        diags.push(Diagnostic::new(file, c.id.span(), format!("duplicate check id \"{id}\"")).with_help("check ids must be unique within an exercise"));
+        diags.push(
+            Diagnostic::new(file, c.id.span(), format!("duplicate check id \"{id}\""))
+                .with_help("check ids must be unique within an exercise"),
+        );
     }
     let skill = match &c.skill {
         Some(s) if !ex_skills.contains(s.get_ref()) => {
             let names: Vec<&str> = ex_skills.iter().map(String::as_str).collect();
-            diags.push(unknown_name(file, s, "skill", &names, "this exercise's `skills`"));
+            diags.push(unknown_name(
+                file,
+                s,
+                "skill",
+                &names,
+                "this exercise's `skills`",
+            ));
             String::new()
         }
         Some(s) => s.get_ref().clone(),
@@ -306,14 +378,25 @@ fn parse_check(
         if !tasks.iter().any(|task| task.number == *t.get_ref()) {
             let known: Vec<String> = tasks.iter().map(|t| t.number.to_string()).collect();
             diags.push(
-                Diagnostic::new(file, t.span(), format!("task {} is not in the exercise README", t.get_ref()))
-                    .with_help(format!("the README's numbered tasks are: {}", known.join(", "))),
+                Diagnostic::new(
+                    file,
+                    t.span(),
+                    format!("task {} is not in the exercise README", t.get_ref()),
+                )
+                .with_help(format!(
+                    "the README's numbered tasks are: {}",
+                    known.join(", ")
+                )),
             );
         }
     }
     let points = match &c.points {
         Some(p) if !(1..=100).contains(p.get_ref()) => {
-            diags.push(Diagnostic::new(file, p.span(), "`points` must be from 1 to 100"));
+            diags.push(Diagnostic::new(
+                file,
+                p.span(),
+                "`points` must be from 1 to 100",
+            ));
             1
         }
         Some(p) => *p.get_ref(),
@@ -321,14 +404,25 @@ fn parse_check(
     };
     for (text, what) in [(&c.why, "why"), (&c.hint, "hint")] {
         if text.get_ref().trim().is_empty() {
-            diags.push(Diagnostic::new(file, text.span(), format!("`{what}` is empty")).with_help("learners read this when the check fails: say it in one or two sentences"));
+            diags.push(
+                Diagnostic::new(file, text.span(), format!("`{what}` is empty")).with_help(
+                    "learners read this when the check fails: say it in one or two sentences",
+                ),
+            );
         }
     }
     for r in &c.requires {
         if !earlier.contains(r.get_ref()) {
             diags.push(
-                Diagnostic::new(file, r.span(), format!("`requires` names \"{}\", which is not an earlier check of this exercise", r.get_ref()))
-                    .with_help("a check can only require checks defined above it"),
+                Diagnostic::new(
+                    file,
+                    r.span(),
+                    format!(
+                        "`requires` names \"{}\", which is not an earlier check of this exercise",
+                        r.get_ref()
+                    ),
+                )
+                .with_help("a check can only require checks defined above it"),
             );
         }
     }
@@ -336,7 +430,14 @@ fn parse_check(
         Some(t) => match humantime::parse_duration(t.get_ref()) {
             Ok(d) if !d.is_zero() => d,
             _ => {
-                diags.push(Diagnostic::new(file, t.span(), format!("`timeout` is not a duration: \"{}\"", t.get_ref())).with_help("write e.g. \"30s\""));
+                diags.push(
+                    Diagnostic::new(
+                        file,
+                        t.span(),
+                        format!("`timeout` is not a duration: \"{}\"", t.get_ref()),
+                    )
+                    .with_help("write e.g. \"30s\""),
+                );
                 DEFAULT_CHECK_TIMEOUT
             }
         },
@@ -345,29 +446,53 @@ fn parse_check(
 
     let body = match (c.step.is_empty(), &c.probe) {
         (false, Some(p)) => {
-            diags.push(Diagnostic::new(file, p.span(), "a check has either steps or a probe, not both").with_help("split it into two checks"));
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    p.span(),
+                    "a check has either steps or a probe, not both",
+                )
+                .with_help("split it into two checks"),
+            );
             None
         }
         (true, None) => {
             diags.push(
-                Diagnostic::new(file, c.id.span(), format!("check \"{id}\" has neither steps nor a probe"))
-                    .with_help("add [[check.step]] tables, or probe = \"name\" with params"),
+                Diagnostic::new(
+                    file,
+                    c.id.span(),
+                    format!("check \"{id}\" has neither steps nor a probe"),
+                )
+                .with_help("add [[check.step]] tables, or probe = \"name\" with params"),
             );
             None
         }
         (true, Some(p)) => match probes::parse(p.get_ref(), c.params.as_ref()) {
             Ok(call) => {
-                check_templates(file, span.clone(), call.template_strings().iter().map(String::as_str), vars, diags);
+                check_templates(
+                    file,
+                    span.clone(),
+                    call.template_strings().iter().map(String::as_str),
+                    vars,
+                    diags,
+                );
                 Some(CheckBody::Probe(call))
             }
             Err(msg) => {
-                diags.push(Diagnostic::new(file, p.span(), msg).with_help("probes and their params are listed in exercises/AUTHORING.md"));
+                diags.push(
+                    Diagnostic::new(file, p.span(), msg)
+                        .with_help("probes and their params are listed in exercises/AUTHORING.md"),
+                );
                 None
             }
         },
         (false, None) => {
             if c.params.is_some() {
-                diags.push(Diagnostic::new(file, span.clone(), "`params` only goes with `probe`"));
+                diags.push(Diagnostic::new(
+                    file,
+                    span.clone(),
+                    "`params` only goes with `probe`",
+                ));
             }
             let mut scope: BTreeSet<String> = vars.clone();
             let mut steps = Vec::new();
@@ -411,13 +536,24 @@ fn parse_step(
     let method = r.method.get_ref().clone();
     if !METHODS.contains(&method.as_str()) && !method.chars().all(|c| c.is_ascii_uppercase()) {
         diags.push(
-            Diagnostic::new(file, r.method.span(), format!("\"{method}\" is not an HTTP method"))
-                .with_help(format!("use one of {} (or another upper-case token)", METHODS.join(", "))),
+            Diagnostic::new(
+                file,
+                r.method.span(),
+                format!("\"{method}\" is not an HTTP method"),
+            )
+            .with_help(format!(
+                "use one of {} (or another upper-case token)",
+                METHODS.join(", ")
+            )),
         );
     }
     let path = r.path.get_ref().clone();
     if !(path.starts_with('/') || path.starts_with("{{")) {
-        diags.push(Diagnostic::new(file, r.path.span(), "`path` must start with `/` (or be a captured URL like \"{{location}}\")"));
+        diags.push(Diagnostic::new(
+            file,
+            r.path.span(),
+            "`path` must start with `/` (or be a captured URL like \"{{location}}\")",
+        ));
     }
     check_templates(file, r.path.span(), [path.as_str()], scope, diags);
     let mut headers = Vec::new();
@@ -427,7 +563,11 @@ fn parse_step(
     }
     let body = match (r.json, r.body) {
         (Some(_), Some(b)) => {
-            diags.push(Diagnostic::new(file, b.span(), "a request has `json` or `body`, not both"));
+            diags.push(Diagnostic::new(
+                file,
+                b.span(),
+                "a request has `json` or `body`, not both",
+            ));
             None
         }
         (Some(j), None) => match predicate::to_json(j.get_ref()) {
@@ -454,16 +594,29 @@ fn parse_step(
     let mut captures = Vec::new();
     for (name, cap) in s.capture {
         if !is_identifier(name.get_ref()) {
-            diags.push(Diagnostic::new(file, name.span(), format!("\"{}\" is not a variable name", name.get_ref())));
+            diags.push(Diagnostic::new(
+                file,
+                name.span(),
+                format!("\"{}\" is not a variable name", name.get_ref()),
+            ));
             continue;
         }
         let table = cap.get_ref().as_table();
         let field = |k: &str| table.and_then(|t| t.get(k)).and_then(|v| v.as_str());
         let spec = match (table.map(|t| t.len()), field("header"), field("json")) {
             (Some(1), Some(h), None) => Some(CaptureSpec::Header(h.to_string())),
-            (Some(1), None, Some(j)) => json_query(file, cap.span(), j, diags).map(CaptureSpec::Json),
+            (Some(1), None, Some(j)) => {
+                json_query(file, cap.span(), j, diags).map(CaptureSpec::Json)
+            }
             _ => {
-                diags.push(Diagnostic::new(file, cap.span(), "a capture takes exactly one of `header` or `json`").with_help("e.g. id = { json = \"$.id\" }"));
+                diags.push(
+                    Diagnostic::new(
+                        file,
+                        cap.span(),
+                        "a capture takes exactly one of `header` or `json`",
+                    )
+                    .with_help("e.g. id = { json = \"$.id\" }"),
+                );
                 None
             }
         };
@@ -477,18 +630,30 @@ fn parse_step(
     }
     Some(Step {
         name: s.name.unwrap_or_else(|| format!("step {}", index + 1)),
-        request: RequestSpec { method, path, headers, body },
+        request: RequestSpec {
+            method,
+            path,
+            headers,
+            body,
+        },
         expect,
         captures,
     })
 }
 
-fn parse_expect(file: &SourceFile, e: RawExpect, scope: &BTreeSet<String>, diags: &mut Diagnostics) -> Expect {
+fn parse_expect(
+    file: &SourceFile,
+    e: RawExpect,
+    scope: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Expect {
     let mut out = Expect::default();
     if let Some(s) = e.status {
         match parse_status(s.get_ref()) {
             Ok(spec) => out.status = Some(spec),
-            Err(msg) => diags.push(Diagnostic::new(file, s.span(), msg).with_help("write 201, [200, 201] or \"4xx\"")),
+            Err(msg) => diags.push(
+                Diagnostic::new(file, s.span(), msg).with_help("write 201, [200, 201] or \"4xx\""),
+            ),
         }
     }
     for (name, value) in e.headers {
@@ -528,7 +693,10 @@ fn predicate_at(
 }
 
 fn parse_status(v: &toml::Value) -> Result<StatusSpec, String> {
-    let mut spec = StatusSpec { codes: Vec::new(), classes: Vec::new() };
+    let mut spec = StatusSpec {
+        codes: Vec::new(),
+        classes: Vec::new(),
+    };
     let items: Vec<&toml::Value> = match v {
         toml::Value::Array(a) => a.iter().collect(),
         other => vec![other],
@@ -539,23 +707,39 @@ fn parse_status(v: &toml::Value) -> Result<StatusSpec, String> {
     for item in items {
         match item {
             toml::Value::Integer(i) if (100..=599).contains(i) => spec.codes.push(*i as u16),
-            toml::Value::String(s) if s.len() == 3 && s.ends_with("xx") => match s[..1].parse::<u16>() {
-                Ok(c) if (1..=5).contains(&c) => spec.classes.push(c),
-                _ => return Err(format!("\"{s}\" is not a status class")),
-            },
+            toml::Value::String(s) if s.len() == 3 && s.ends_with("xx") => {
+                match s[..1].parse::<u16>() {
+                    Ok(c) if (1..=5).contains(&c) => spec.classes.push(c),
+                    _ => return Err(format!("\"{s}\" is not a status class")),
+                }
+            }
             other => return Err(format!("{other} is not a status code")),
         }
     }
     Ok(spec)
 }
 
-fn json_query(file: &SourceFile, span: Range<usize>, text: &str, diags: &mut Diagnostics) -> Option<JsonQuery> {
+fn json_query(
+    file: &SourceFile,
+    span: Range<usize>,
+    text: &str,
+    diags: &mut Diagnostics,
+) -> Option<JsonQuery> {
     match JsonPath::parse(text) {
-        Ok(path) => Some(JsonQuery { text: text.to_string(), path }),
+        Ok(path) => Some(JsonQuery {
+            text: text.to_string(),
+            path,
+        }),
         Err(e) => {
             diags.push(
-                Diagnostic::new(file, span, format!("\"{text}\" is not a valid JSONPath: {e}"))
-                    .with_help("JSONPath (RFC 9535) starts with `$`, e.g. \"$.id\" or \"$.errors[0].pointer\""),
+                Diagnostic::new(
+                    file,
+                    span,
+                    format!("\"{text}\" is not a valid JSONPath: {e}"),
+                )
+                .with_help(
+                    "JSONPath (RFC 9535) starts with `$`, e.g. \"$.id\" or \"$.errors[0].pointer\"",
+                ),
             );
             None
         }
@@ -577,14 +761,28 @@ fn check_templates<'a>(
     }
 }
 
-fn report_unknown(file: &SourceFile, span: Range<usize>, names: &[String], scope: &BTreeSet<String>, diags: &mut Diagnostics) {
+fn report_unknown(
+    file: &SourceFile,
+    span: Range<usize>,
+    names: &[String],
+    scope: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) {
     for n in names {
         if !scope.contains(n) {
             let help = match did_you_mean(n, scope.iter().map(String::as_str)) {
                 Some(s) => format!("did you mean `{{{{{s}}}}}`?"),
-                None => "define it under [vars], or capture it in an earlier step of this check".to_string(),
+                None => "define it under [vars], or capture it in an earlier step of this check"
+                    .to_string(),
             };
-            diags.push(Diagnostic::new(file, span.clone(), format!("variable `{n}` is not defined here")).with_help(help));
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    span.clone(),
+                    format!("variable `{n}` is not defined here"),
+                )
+                .with_help(help),
+            );
         }
     }
 }
@@ -592,8 +790,13 @@ fn report_unknown(file: &SourceFile, span: Range<usize>, names: &[String], scope
 const VAR_HELP: &str = "write e.g. { gen = \"sku\" }, { gen = \"words\", count = 3 }, { gen = \"int\", min = 1, max = 100 }, { gen = \"uuid\" }, { gen = \"email\" }, { gen = \"slug\" } or { gen = \"pick\", values = [\"a\", \"b\"] }";
 
 fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
-    let t = v.as_table().ok_or("a variable is a table like { gen = \"sku\" }")?;
-    let gen = t.get("gen").and_then(|g| g.as_str()).ok_or("a variable needs `gen`")?;
+    let t = v
+        .as_table()
+        .ok_or("a variable is a table like { gen = \"sku\" }")?;
+    let gen = t
+        .get("gen")
+        .and_then(|g| g.as_str())
+        .ok_or("a variable needs `gen`")?;
     let allowed: &[&str] = match gen {
         "words" => &["gen", "count"],
         "int" => &["gen", "min", "max"],
@@ -614,7 +817,9 @@ fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
             if !(1..=20).contains(&count) {
                 return Err("`count` must be from 1 to 20".into());
             }
-            VarGen::Words { count: count as usize }
+            VarGen::Words {
+                count: count as usize,
+            }
         }
         "int" => {
             let (Some(min), Some(max)) = (int("min"), int("max")) else {
@@ -629,7 +834,11 @@ fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
             let values: Vec<String> = t
                 .get("values")
                 .and_then(|v| v.as_array())
-                .map(|a| a.iter().filter_map(|i| i.as_str().map(str::to_string)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|i| i.as_str().map(str::to_string))
+                        .collect()
+                })
                 .unwrap_or_default();
             if values.is_empty() {
                 return Err("gen = \"pick\" needs a non-empty `values` array of strings".into());
@@ -645,36 +854,62 @@ fn parse_tasks(readme: &str) -> Vec<Task> {
     readme
         .lines()
         .filter_map(|l| heading.captures(l))
-        .filter_map(|c| Some(Task { number: c[1].parse().ok()?, title: c[2].to_string() }))
+        .filter_map(|c| {
+            Some(Task {
+                number: c[1].parse().ok()?,
+                title: c[2].to_string(),
+            })
+        })
         .collect()
 }
 
 fn is_kebab(s: &str) -> bool {
     !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 fn is_identifier(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !s.starts_with(|c: char| c.is_ascii_digit())
+    !s.is_empty()
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
 fn kebab_error(file: &SourceFile, s: &Spanned<String>, what: &str) -> Diagnostic {
-    Diagnostic::new(file, s.span(), format!("{what} \"{}\" is not kebab-case", s.get_ref()))
-        .with_help("use lower-case letters, digits and dashes, e.g. \"create-returns-201\"")
+    Diagnostic::new(
+        file,
+        s.span(),
+        format!("{what} \"{}\" is not kebab-case", s.get_ref()),
+    )
+    .with_help("use lower-case letters, digits and dashes, e.g. \"create-returns-201\"")
 }
 
-fn unknown_name(file: &SourceFile, s: &Spanned<String>, what: &str, known: &[&str], source: &str) -> Diagnostic {
+fn unknown_name(
+    file: &SourceFile,
+    s: &Spanned<String>,
+    what: &str,
+    known: &[&str],
+    source: &str,
+) -> Diagnostic {
     let help = match did_you_mean(s.get_ref(), known.iter().copied()) {
         Some(k) => format!("did you mean \"{k}\"?"),
         None => format!("known in {source}: {}", known.join(", ")),
     };
-    Diagnostic::new(file, s.span(), format!("unknown {what} \"{}\"", s.get_ref())).with_help(help)
+    Diagnostic::new(
+        file,
+        s.span(),
+        format!("unknown {what} \"{}\"", s.get_ref()),
+    )
+    .with_help(help)
 }
 
 fn find_span(file: &SourceFile, needle: &str) -> Range<usize> {
-    file.text.find(needle).map(|i| i..i + needle.len()).unwrap_or(0..0)
+    file.text
+        .find(needle)
+        .map(|i| i..i + needle.len())
+        .unwrap_or(0..0)
 }
 
 #[cfg(test)]
@@ -693,7 +928,11 @@ mod tests {
     fn status_specs() {
         let s = parse_status(&toml::Value::Integer(201)).unwrap();
         assert!(s.accepts(201) && !s.accepts(200));
-        let s = parse_status(&toml::Value::Array(vec![toml::Value::Integer(400), toml::Value::String("4xx".into())])).unwrap();
+        let s = parse_status(&toml::Value::Array(vec![
+            toml::Value::Integer(400),
+            toml::Value::String("4xx".into()),
+        ]))
+        .unwrap();
         assert!(s.accepts(422));
         assert_eq!(s.describe(), "400 or 4xx");
         assert!(parse_status(&toml::Value::Integer(99)).is_err());

@@ -37,7 +37,9 @@ pub enum PredicateOp {
     ListContains(Vec<String>),
 }
 
-pub const JSON_TYPES: &[&str] = &["string", "number", "integer", "boolean", "object", "array", "null"];
+pub const JSON_TYPES: &[&str] = &[
+    "string", "number", "integer", "boolean", "object", "array", "null",
+];
 
 pub const OPERATORS: &[&str] = &[
     "equals",

@@ -47,26 +47,38 @@ fn default_health() -> String {
 
 /// Parses `probe = NAME` with its `params`. Errors are plain messages; the caller locates them.
 pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, String> {
-    let params = params.cloned().unwrap_or(toml::Value::Table(Default::default()));
+    let params = params
+        .cloned()
+        .unwrap_or(toml::Value::Table(Default::default()));
     match name {
         "no_internals_leak" => {
-            let p: NoInternalsLeak = params
-                .try_into()
-                .map_err(|e: toml::de::Error| format!("params of `no_internals_leak`: {}", e.message()))?;
+            let p: NoInternalsLeak = params.try_into().map_err(|e: toml::de::Error| {
+                format!("params of `no_internals_leak`: {}", e.message())
+            })?;
             if !p.body.is_object() {
-                return Err("params.body of `no_internals_leak` must be a table (a valid JSON object body)".into());
+                return Err(
+                    "params.body of `no_internals_leak` must be a table (a valid JSON object body)"
+                        .into(),
+                );
             }
             for f in p.string_fields.iter().chain(&p.number_fields) {
                 if p.body.get(f).is_none() {
-                    return Err(format!("field `{f}` is listed but not present in params.body"));
+                    return Err(format!(
+                        "field `{f}` is listed but not present in params.body"
+                    ));
                 }
             }
             Ok(ProbeCall::NoInternalsLeak(p))
         }
-        other => Err(match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
-            Some(s) => format!("unknown probe `{other}`; did you mean `{s}`?"),
-            None => format!("unknown probe `{other}`; known probes: {}", PROBE_NAMES.join(", ")),
-        }),
+        other => Err(
+            match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
+                Some(s) => format!("unknown probe `{other}`; did you mean `{s}`?"),
+                None => format!(
+                    "unknown probe `{other}`; known probes: {}",
+                    PROBE_NAMES.join(", ")
+                ),
+            },
+        ),
     }
 }
 

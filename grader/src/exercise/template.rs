@@ -174,7 +174,9 @@ mod tests {
             "variable `id` is not defined"
         );
         assert!(variables("/p/{{id").unwrap_err().contains("unclosed"));
-        assert!(variables("{{a-b}}").unwrap_err().contains("not a variable name"));
+        assert!(variables("{{a-b}}")
+            .unwrap_err()
+            .contains("not a variable name"));
         assert_eq!(variables("{{a}}/{{b}}").unwrap(), vec!["a", "b"]);
     }
 }

@@ -60,8 +60,13 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
     let resp = ctx.send(&label, valid).await?;
     if !(200..300).contains(&resp.status) {
         return Err(Failure::Fail(FailInfo {
-            message: format!("{label} answered {}, so awkward input cannot be judged yet", resp.status),
-            expected: "a 2xx for a valid request (awkward input is judged against a working endpoint)".into(),
+            message: format!(
+                "{label} answered {}, so awkward input cannot be judged yet",
+                resp.status
+            ),
+            expected:
+                "a 2xx for a valid request (awkward input is judged against a working endpoint)"
+                    .into(),
             actual: format!("status {}", resp.status),
             ..Default::default()
         }));
@@ -88,7 +93,12 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
         if let Some(ct) = case.content_type {
             headers.push(("Content-Type".to_string(), ct.to_string()));
         }
-        let req = OutgoingRequest { method: case.method.clone(), url, headers, body: case.body };
+        let req = OutgoingRequest {
+            method: case.method.clone(),
+            url,
+            headers,
+            body: case.body,
+        };
         let sent = ctx.http.send(&case.label, req).await;
         match &sent.response {
             Ok(resp) => {
@@ -120,7 +130,9 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
                             crate::engine::exit_words(code, signal),
                             case.label
                         ),
-                        expected: "the service to survive any input and answer 4xx (or a plain 500)".into(),
+                        expected:
+                            "the service to survive any input and answer 4xx (or a plain 500)"
+                                .into(),
                         actual: format!("it crashed: {transport}"),
                         evidence,
                         log_tail: ctx.service.log_tail(30),
@@ -136,12 +148,23 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
     let health_url = ctx.url(&p.health_path)?;
     let health = ctx
         .http
-        .send("check health afterwards", OutgoingRequest { method: "GET".into(), url: health_url, headers: vec![], body: None })
+        .send(
+            "check health afterwards",
+            OutgoingRequest {
+                method: "GET".into(),
+                url: health_url,
+                headers: vec![],
+                body: None,
+            },
+        )
         .await;
     let healthy = matches!(&health.response, Ok(r) if (200..300).contains(&r.status));
     if !healthy {
         ctx.exchanges.push(health.exchange);
-        evidence.push(format!("{} stopped answering 2xx after the awkward input", p.health_path));
+        evidence.push(format!(
+            "{} stopped answering 2xx after the awkward input",
+            p.health_path
+        ));
     }
 
     if evidence.is_empty() {
@@ -151,8 +174,14 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
         ctx.exchanges.insert(0, ex);
     }
     Err(Failure::Fail(FailInfo {
-        message: format!("{} of {total} awkward requests revealed internals or got no answer; first: {}", evidence.len(), evidence[0]),
-        expected: "4xx problem details (or a plain 500) that reveal nothing about the implementation".into(),
+        message: format!(
+            "{} of {total} awkward requests revealed internals or got no answer; first: {}",
+            evidence.len(),
+            evidence[0]
+        ),
+        expected:
+            "4xx problem details (or a plain 500) that reveal nothing about the implementation"
+                .into(),
         actual: evidence[0].clone(),
         evidence,
         log_tail: Vec::new(),
@@ -160,8 +189,17 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
 }
 
 fn context_around(text: &str, start: usize, end: usize) -> String {
-    let from = text[..start].char_indices().rev().nth(40).map(|(i, _)| i).unwrap_or(0);
-    let to = text[end..].char_indices().nth(60).map(|(i, _)| end + i).unwrap_or(text.len());
+    let from = text[..start]
+        .char_indices()
+        .rev()
+        .nth(40)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    let to = text[end..]
+        .char_indices()
+        .nth(60)
+        .map(|(i, _)| end + i)
+        .unwrap_or(text.len());
     text[from..to].replace('\n', " ")
 }
 
@@ -195,12 +233,21 @@ fn cases(p: &NoInternalsLeak, bodies: &[Value], path: &str) -> Vec<Case> {
     let mut base = || bodies.next().cloned().unwrap_or(Value::Null);
     let mut out = Vec::new();
     let mut body_case = |label: String, body: Vec<u8>| {
-        out.push(Case { label, method: p.method.clone(), path: path.to_string(), body: Some(body), content_type: json });
+        out.push(Case {
+            label,
+            method: p.method.clone(),
+            path: path.to_string(),
+            body: Some(body),
+            content_type: json,
+        });
     };
     let long = "x".repeat(100_000);
     let strings: [(&str, String); STRING_CASES] = [
         ("a NUL character", "\"abc\\u0000def\"".into()),
-        ("control characters", "\"bell\\u0007 \\u001b[31mred\"".into()),
+        (
+            "control characters",
+            "\"bell\\u0007 \\u001b[31mred\"".into(),
+        ),
         ("a right-to-left override", "\"\\u202egnp.exe\"".into()),
         ("100,000 characters", format!("\"{long}\"")),
         ("an SQL fragment", "\"x'); DROP TABLE products; --\"".into()),
@@ -210,7 +257,10 @@ fn cases(p: &NoInternalsLeak, bodies: &[Value], path: &str) -> Vec<Case> {
     ];
     for field in &p.string_fields {
         for (what, raw) in &strings {
-            body_case(format!("{} {} with {what} in `{field}`", p.method, path), with_field(&base(), field, raw));
+            body_case(
+                format!("{} {} with {what} in `{field}`", p.method, path),
+                with_field(&base(), field, raw),
+            );
         }
     }
     let numbers: [(&str, &str); NUMBER_CASES] = [
@@ -224,7 +274,10 @@ fn cases(p: &NoInternalsLeak, bodies: &[Value], path: &str) -> Vec<Case> {
     ];
     for field in &p.number_fields {
         for (what, raw) in &numbers {
-            body_case(format!("{} {} with {what} in `{field}`", p.method, path), with_field(&base(), field, raw));
+            body_case(
+                format!("{} {} with {what} in `{field}`", p.method, path),
+                with_field(&base(), field, raw),
+            );
         }
     }
     let nested = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -265,18 +318,43 @@ mod tests {
     use super::*;
 
     fn leaks(text: &str) -> Option<&'static str> {
-        SIGNATURES.iter().find(|(_, re)| re.is_match(text)).map(|(w, _)| *w)
+        SIGNATURES
+            .iter()
+            .find(|(_, re)| re.is_match(text))
+            .map(|(w, _)| *w)
     }
 
     #[test]
     fn signatures_catch_common_leaks_and_spare_honest_errors() {
-        assert_eq!(leaks("db error: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00"), Some("a database error"));
-        assert_eq!(leaks("Traceback (most recent call last):\n  File \"/app/x.py\", line 3"), Some("a Python traceback"));
-        assert_eq!(leaks("thread 'main' panicked at src/main.rs:10:5"), Some("a Rust panic"));
+        assert_eq!(
+            leaks("db error: ERROR: invalid byte sequence for encoding \"UTF8\": 0x00"),
+            Some("a database error")
+        );
+        assert_eq!(
+            leaks("Traceback (most recent call last):\n  File \"/app/x.py\", line 3"),
+            Some("a Python traceback")
+        );
+        assert_eq!(
+            leaks("thread 'main' panicked at src/main.rs:10:5"),
+            Some("a Rust panic")
+        );
         assert_eq!(leaks("goroutine 1 [running]:"), Some("a Go panic"));
-        assert_eq!(leaks("    at Object.<anonymous> (/srv/app/index.js:12:9)"), Some("a Node.js stack trace"));
-        assert_eq!(leaks(r#"{"type":"about:blank","title":"Unprocessable Content","status":422,"detail":"name must not contain control characters"}"#), None);
-        assert_eq!(leaks(r#"{"title":"Internal Server Error","status":500,"detail":"Something went wrong."}"#), None);
+        assert_eq!(
+            leaks("    at Object.<anonymous> (/srv/app/index.js:12:9)"),
+            Some("a Node.js stack trace")
+        );
+        assert_eq!(
+            leaks(
+                r#"{"type":"about:blank","title":"Unprocessable Content","status":422,"detail":"name must not contain control characters"}"#
+            ),
+            None
+        );
+        assert_eq!(
+            leaks(
+                r#"{"title":"Internal Server Error","status":500,"detail":"Something went wrong."}"#
+            ),
+            None
+        );
     }
 
     #[test]
