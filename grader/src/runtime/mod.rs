@@ -76,20 +76,33 @@ pub struct RedisInfo {
 pub enum ServiceState {
     Running,
     /// Exited with a code, or was killed by a signal (`code` is None then).
-    Exited { code: Option<i32>, signal: Option<i32> },
+    Exited {
+        code: Option<i32>,
+        signal: Option<i32>,
+    },
 }
 
 /// Why start-up failed. The first two are the learner's to fix; the rest are the grader's.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("the build command failed ({reason})")]
-    BuildFailed { reason: String, log_tail: Vec<String> },
+    BuildFailed {
+        reason: String,
+        log_tail: Vec<String>,
+    },
     #[error("{message}")]
-    ServiceDidNotStart { message: String, log_tail: Vec<String> },
+    ServiceDidNotStart {
+        message: String,
+        log_tail: Vec<String>,
+    },
     #[error("{what} is not installed: {install_hint}")]
     MissingBinary { what: String, install_hint: String },
     #[error("{what} could not be started: {message}")]
-    Infrastructure { what: String, message: String, log_tail: Vec<String> },
+    Infrastructure {
+        what: String,
+        message: String,
+        log_tail: Vec<String>,
+    },
     #[error("interrupted")]
     Interrupted,
 }
@@ -150,6 +163,15 @@ impl RunningService {
         }
     }
 
+    /// Pids and temp dirs of a local run, for tests that check teardown (None when external).
+    #[doc(hidden)]
+    pub fn debug_pids(&self) -> Option<local::DebugPids> {
+        match &self.backend {
+            Backend::Local(env) => Some(env.debug_pids()),
+            Backend::External => None,
+        }
+    }
+
     /// Stops the service (SIGTERM to its process group, SIGKILL after a grace period), then
     /// Redis and PostgreSQL, and removes temp dirs. Returns how long teardown took.
     pub async fn shutdown(self) -> Duration {
@@ -166,7 +188,8 @@ pub async fn start_local(
     plan: &ServicePlan,
     progress: &dyn ProgressSink,
 ) -> Result<RunningService, StartError> {
-    let (env, postgres, redis, timings, base_url) = local::LocalEnvironment::start(plan, progress).await?;
+    let (env, postgres, redis, timings, base_url) =
+        local::LocalEnvironment::start(plan, progress).await?;
     Ok(RunningService {
         base_url,
         postgres,

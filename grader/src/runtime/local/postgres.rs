@@ -93,7 +93,10 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
     if let Some((uid, gid)) = run_as {
         nix::unistd::chown(&root, Some(uid), Some(gid)).map_err(|e| {
             infra(
-                format!("could not hand {} to the postgres user: {e}", root.display()),
+                format!(
+                    "could not hand {} to the postgres user: {e}",
+                    root.display()
+                ),
                 vec![],
             )
         })?;
@@ -145,11 +148,14 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
         if let Some((uid, gid)) = run_as {
             cmd.uid(uid.as_raw()).gid(gid.as_raw());
         }
-        let server = Proc::spawn("postgres", cmd, Signal::SIGINT, false, STOP_GRACE)
+        let server = Proc::spawn(cmd, Signal::SIGINT, false, STOP_GRACE)
             .map_err(|e| infra(format!("could not run postgres: {e}"), vec![]))?;
         process::note(
             &log,
-            &format!("started postgres (pid {}) on 127.0.0.1:{port}", server.pid()),
+            &format!(
+                "started postgres (pid {}) on 127.0.0.1:{port}",
+                server.pid()
+            ),
         );
         let server = pg.server.insert(server);
 
@@ -173,10 +179,7 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
                     continue;
                 }
                 return Err(infra(
-                    format!(
-                        "the server {how} during start-up (see {})",
-                        log.display()
-                    ),
+                    format!("the server {how} during start-up (see {})", log.display()),
                     process::tail_lines(&log, LOG_TAIL),
                 ));
             }
@@ -238,10 +241,13 @@ async fn find_bindir() -> Result<PathBuf, StartError> {
         })
         .collect();
     versions.sort();
-    versions.pop().map(|(_, dir)| dir).ok_or_else(|| StartError::MissingBinary {
-        what: "PostgreSQL (initdb and postgres)".to_string(),
-        install_hint: INSTALL_HINT.to_string(),
-    })
+    versions
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or_else(|| StartError::MissingBinary {
+            what: "PostgreSQL (initdb and postgres)".to_string(),
+            install_hint: INSTALL_HINT.to_string(),
+        })
 }
 
 /// PostgreSQL refuses to run as root, so as root we run it as the `postgres` system user.
@@ -281,7 +287,7 @@ async fn initdb(
     if let Some((uid, gid)) = run_as {
         cmd.uid(uid.as_raw()).gid(gid.as_raw());
     }
-    let mut proc = Proc::spawn("initdb", cmd, Signal::SIGTERM, true, Duration::from_secs(2))
+    let mut proc = Proc::spawn(cmd, Signal::SIGTERM, true, Duration::from_secs(2))
         .map_err(|e| infra(format!("could not run initdb: {e}"), vec![]))?;
     match process::wait_exit(&mut proc, INITDB_TIMEOUT).await {
         Some(status) if status.success() => Ok(()),
@@ -315,7 +321,7 @@ enum Ready {
 /// use"), so a server whose `data_directory` is not ours does not count.
 async fn wait_ready(server: &mut Proc, port: u16, data_dir: &Path) -> Ready {
     let deadline = Instant::now() + READY_TIMEOUT;
-    let mut last = "no attempt yet".to_string();
+    let mut last: String;
     loop {
         if let Some(status) = server.try_exit() {
             return Ready::Exited(process::describe_exit(status));
@@ -341,8 +347,7 @@ async fn wait_ready(server: &mut Proc, port: u16, data_dir: &Path) -> Ready {
 }
 
 fn same_path(a: &Path, b: &Path) -> bool {
-    a == b
-        || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
+    a == b || matches!((a.canonicalize(), b.canonicalize()), (Ok(x), Ok(y)) if x == y)
 }
 
 /// A connection as `postgres` over TCP, with its driver task spawned. Bounded in time: a server
@@ -355,7 +360,11 @@ async fn connect(port: u16, dbname: &str) -> Result<tokio_postgres::Client, Stri
         .user("postgres")
         .dbname(dbname)
         .connect_timeout(Duration::from_secs(2));
-    match tokio::time::timeout(Duration::from_secs(3), config.connect(tokio_postgres::NoTls)).await
+    match tokio::time::timeout(
+        Duration::from_secs(3),
+        config.connect(tokio_postgres::NoTls),
+    )
+    .await
     {
         Ok(Ok((client, connection))) => {
             // The task ends when `client` is dropped.

@@ -27,8 +27,6 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// A process we started, always in its own process group (pgid == its pid), so the group can be
 /// signalled as a whole and nothing the process forks escapes teardown.
 pub(crate) struct Proc {
-    /// For messages only, e.g. `postgres`.
-    name: &'static str,
     child: Child,
     pid: i32,
     /// Exit status once reaped. Reaping happens only here, so until then `pid` cannot be reused
@@ -46,7 +44,6 @@ pub(crate) struct Proc {
 impl Proc {
     /// Spawns `cmd` in a new process group with a parent-death signal (see [`spawn_owned`]).
     pub(crate) fn spawn(
-        name: &'static str,
         cmd: Command,
         polite: Signal,
         polite_to_group: bool,
@@ -55,7 +52,6 @@ impl Proc {
         let child = spawn_owned(cmd)?;
         let pid = i32::try_from(child.id()).map_err(io::Error::other)?;
         Ok(Proc {
-            name,
             child,
             pid,
             exit: None,
@@ -68,10 +64,6 @@ impl Proc {
 
     pub(crate) fn pid(&self) -> i32 {
         self.pid
-    }
-
-    pub(crate) fn name(&self) -> &'static str {
-        self.name
     }
 
     /// Non-blocking: the leader's exit status, if it has exited (reaps it).
@@ -332,7 +324,11 @@ pub(crate) fn tail_lines_from(path: &Path, offset: u64, lines: usize) -> Vec<Str
         let start = len.saturating_sub(chunk).max(offset);
         let mut buf = Vec::new();
         if file.seek(SeekFrom::Start(start)).is_err()
-            || file.by_ref().take(len - start).read_to_end(&mut buf).is_err()
+            || file
+                .by_ref()
+                .take(len - start)
+                .read_to_end(&mut buf)
+                .is_err()
         {
             return Vec::new();
         }
@@ -396,7 +392,13 @@ mod tests {
 
     #[test]
     fn describes_exits() {
-        assert_eq!(describe_exit(ExitStatus::from_raw(3 << 8)), "exited with code 3");
-        assert_eq!(describe_exit(ExitStatus::from_raw(9)), "was killed by signal 9");
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(3 << 8)),
+            "exited with code 3"
+        );
+        assert_eq!(
+            describe_exit(ExitStatus::from_raw(9)),
+            "was killed by signal 9"
+        );
     }
 }

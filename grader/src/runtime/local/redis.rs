@@ -76,7 +76,14 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Redis, StartError> {
     let root = redis.temp_dir().unwrap_or_default();
     let log = artifacts.join("redis.log");
     File::create(&log)
-        .and_then(|mut f| writeln!(f, "grader: redis-server {} in {}", binary.display(), root.display()))
+        .and_then(|mut f| {
+            writeln!(
+                f,
+                "grader: redis-server {} in {}",
+                binary.display(),
+                root.display()
+            )
+        })
         .map_err(|e| infra(format!("could not write {}: {e}", log.display()), vec![]))?;
 
     for attempt in 1..=PORT_ATTEMPTS {
@@ -96,15 +103,18 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Redis, StartError> {
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        let server = Proc::spawn("redis-server", cmd, Signal::SIGTERM, true, STOP_GRACE)
+        let server = Proc::spawn(cmd, Signal::SIGTERM, true, STOP_GRACE)
             .map_err(|e| infra(format!("could not run redis-server: {e}"), vec![]))?;
         process::note(
             &log,
-            &format!("started redis-server (pid {}) on 127.0.0.1:{port}", server.pid()),
+            &format!(
+                "started redis-server (pid {}) on 127.0.0.1:{port}",
+                server.pid()
+            ),
         );
         let server = redis.server.insert(server);
         let deadline = Instant::now() + READY_TIMEOUT;
-        let mut last = "no attempt yet".to_string();
+        let mut last: String;
         loop {
             if let Some(status) = server.try_exit() {
                 redis.server = None;

@@ -1,0 +1,453 @@
+//! The local runtime against real processes: PostgreSQL, Redis, `sh`, `python3`. No mocks.
+//!
+//! Each test has its own artifacts and work dirs. Leftovers are checked by the pids and paths of
+//! this test's own run, never by scanning for names, since other runs may share the machine.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use grader::runtime::{
+    start_local, Phase, ProgressSink, RunningService, ServicePlan, ServiceState, StartError,
+};
+
+/// Records phase events, to check that progress is reported.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(Phase, bool)>>);
+
+impl ProgressSink for Recorder {
+    fn phase_started(&self, phase: Phase, _what: &str) {
+        self.0.lock().expect("lock").push((phase, false));
+    }
+    fn phase_finished(&self, phase: Phase, _elapsed: Duration) {
+        self.0.lock().expect("lock").push((phase, true));
+    }
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<(Phase, bool)> {
+        self.0.lock().expect("lock").clone()
+    }
+}
+
+/// A tiny HTTP service: `/healthz` answers 200 with the value of `$DATABASE_URL`, `/redis` with
+/// `$REDIS_URL`, on the port from `$PORT`.
+const PY_SERVICE: &str = r#"
+import http.server, os
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        var = {"/healthz": "DATABASE_URL", "/redis": "REDIS_URL"}.get(self.path)
+        if var is None:
+            self.send_response(404); self.end_headers(); return
+        body = os.environ.get(var, "").encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+print("listening", flush=True)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#;
+
+struct Dirs {
+    _root: tempfile::TempDir,
+    work: PathBuf,
+    artifacts: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let root = tempfile::Builder::new()
+        .prefix("grader-runtime-test-")
+        .tempdir()
+        .expect("tempdir");
+    let work = root.path().join("work");
+    std::fs::create_dir(&work).expect("mkdir work");
+    std::fs::write(work.join("service.py"), PY_SERVICE).expect("write service.py");
+    // Not created: the runtime must create it.
+    let artifacts = root.path().join("artifacts");
+    Dirs {
+        work,
+        artifacts,
+        _root: root,
+    }
+}
+
+fn plan(dirs: &Dirs, command: &str) -> ServicePlan {
+    ServicePlan {
+        service_dir: dirs.work.clone(),
+        build: None,
+        build_timeout: Duration::from_secs(60),
+        command: command.to_string(),
+        workdir: dirs.work.clone(),
+        env: vec![("GRADER_TEST".to_string(), "1".to_string())],
+        port_env: "PORT".to_string(),
+        health_path: "/healthz".to_string(),
+        startup_timeout: Duration::from_secs(30),
+        postgres_env: None,
+        redis_env: None,
+        artifacts_dir: dirs.artifacts.clone(),
+    }
+}
+
+const PY_COMMAND: &str = "exec python3 service.py";
+
+/// Whether a process with this pid exists and is not a zombie.
+fn pid_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(state_and_pgrp(&stat), Some(('Z' | 'X', _))),
+        Err(_) => false,
+    }
+}
+
+/// Whether any non-zombie process is in process group `pgid`.
+fn group_alive(pgid: i32) -> bool {
+    std::fs::read_dir("/proc")
+        .expect("read /proc")
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter_map(|stat| state_and_pgrp(&stat))
+        .any(|(state, pgrp)| pgrp == pgid && state != 'Z' && state != 'X')
+}
+
+fn state_and_pgrp(stat: &str) -> Option<(char, i32)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    fields.next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// Asserts that every process and temp dir of `pids` is gone.
+fn assert_all_gone(pids: &grader::runtime::local::DebugPids) {
+    for pid in [pids.service_pgid, pids.postgres_pid, pids.redis_pid]
+        .into_iter()
+        .flatten()
+    {
+        assert!(!pid_alive(pid), "process {pid} still runs");
+        assert!(!group_alive(pid), "process group {pid} still has members");
+    }
+    for dir in &pids.temp_dirs {
+        assert!(!dir.exists(), "temp dir {} still exists", dir.display());
+    }
+}
+
+/// The temp dir PostgreSQL used, as logged in `postgres.log` ("grader: initdb of <dir>/data ...").
+fn postgres_temp_dir(artifacts: &Path) -> PathBuf {
+    let log = std::fs::read_to_string(artifacts.join("postgres.log")).expect("postgres.log");
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("grader: initdb of "))
+        .expect("initdb line in postgres.log");
+    let data = line.split(" with ").next().expect("path");
+    Path::new(data).parent().expect("parent").to_path_buf()
+}
+
+/// Pids of servers logged as "grader: started <name> (pid N) ...".
+fn logged_pids(log: &Path) -> Vec<i32> {
+    std::fs::read_to_string(log)
+        .expect("log")
+        .lines()
+        .filter_map(|l| l.split("(pid ").nth(1)?.split(')').next()?.parse().ok())
+        .collect()
+}
+
+fn redis_ping(port: u16) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"PING\r\n")?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf)?;
+    Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+async fn started(plan: &ServicePlan, progress: &Recorder) -> RunningService {
+    match start_local(plan, progress).await {
+        Ok(running) => running,
+        Err(e) => panic!("start failed: {e} ({e:?})"),
+    }
+}
+
+#[tokio::test]
+async fn service_with_postgres_starts_and_everything_is_gone_after_shutdown() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.postgres_env = Some("DATABASE_URL".to_string());
+    let progress = Recorder::default();
+    let running = started(&plan, &progress).await;
+    eprintln!("timings: {:?}", running.timings);
+
+    let pg = running.postgres.clone().expect("postgres info");
+    assert_eq!(pg.database, "app");
+    assert_eq!(
+        pg.url,
+        format!("postgres://postgres@127.0.0.1:{}/app", pg.port)
+    );
+    assert_eq!(running.base_url.host_str(), Some("127.0.0.1"));
+    assert_eq!(running.state(), ServiceState::Running);
+
+    // The service got the URL in its environment.
+    let body = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(running.base_url.join("/healthz").expect("url"))
+        .send()
+        .await
+        .expect("GET /healthz")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, pg.url);
+
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the grader's postgres");
+    let driver = tokio::spawn(connection);
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'",
+            &[],
+        )
+        .await
+        .expect("query");
+    assert_eq!(row.get::<_, i64>(0), 1);
+    client
+        .query_one("SELECT count(*) FROM pg_stat_statements", &[])
+        .await
+        .expect("pg_stat_statements is usable");
+    drop(client);
+    let _ = driver.await;
+
+    assert!(running.log_tail(10).iter().any(|l| l == "listening"));
+    let pids = running.debug_pids().expect("local run");
+    assert!(pids.service_pgid.is_some() && pids.postgres_pid.is_some());
+    assert_eq!(pids.temp_dirs.len(), 1);
+    assert!(pids.temp_dirs[0].exists());
+    for pid in [pids.service_pgid, pids.postgres_pid].into_iter().flatten() {
+        assert!(pid_alive(pid));
+    }
+
+    running.shutdown().await;
+    assert_all_gone(&pids);
+    assert!(
+        dirs.artifacts.join("service.log").exists(),
+        "artifacts are kept"
+    );
+    assert!(
+        dirs.artifacts.join("postgres.log").exists(),
+        "artifacts are kept"
+    );
+    assert_eq!(
+        progress.events(),
+        vec![
+            (Phase::Postgres, false),
+            (Phase::Postgres, true),
+            (Phase::ServiceStart, false),
+            (Phase::ServiceStart, true),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn redis_answers_ping_and_is_gone_after_shutdown() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.redis_env = Some("REDIS_URL".to_string());
+    let progress = Recorder::default();
+    let running = started(&plan, &progress).await;
+
+    let redis = running.redis.clone().expect("redis info");
+    assert_eq!(redis.url, format!("redis://127.0.0.1:{}", redis.port));
+    assert!(redis_ping(redis.port).expect("PING").starts_with("+PONG"));
+    let body = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client")
+        .get(running.base_url.join("/redis").expect("url"))
+        .send()
+        .await
+        .expect("GET /redis")
+        .text()
+        .await
+        .expect("body");
+    assert_eq!(body, redis.url);
+
+    let pids = running.debug_pids().expect("local run");
+    assert!(pids.redis_pid.is_some());
+    running.shutdown().await;
+    assert_all_gone(&pids);
+    assert!(
+        redis_ping(redis.port).is_err(),
+        "nobody answers on the port"
+    );
+}
+
+#[tokio::test]
+async fn service_exiting_early_is_reported_and_postgres_is_torn_down() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, "echo boom; exit 3");
+    plan.postgres_env = Some("DATABASE_URL".to_string());
+    let progress = Recorder::default();
+    let error = start_local(&plan, &progress)
+        .await
+        .err()
+        .expect("start must fail");
+    match &error {
+        StartError::ServiceDidNotStart { message, log_tail } => {
+            assert!(message.contains("exited with code 3"), "{message}");
+            assert!(message.contains("/healthz"), "{message}");
+            assert!(log_tail.iter().any(|l| l.contains("boom")), "{log_tail:?}");
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
+    let temp_dir = postgres_temp_dir(&dirs.artifacts);
+    assert!(temp_dir.starts_with(std::env::temp_dir()));
+    assert!(!temp_dir.exists(), "{} left behind", temp_dir.display());
+    let pids = logged_pids(&dirs.artifacts.join("postgres.log"));
+    assert_eq!(pids.len(), 1);
+    assert!(
+        !pid_alive(pids[0]) && !group_alive(pids[0]),
+        "postgres still runs"
+    );
+    let events = progress.events();
+    assert!(events.contains(&(Phase::Teardown, true)), "{events:?}");
+    assert!(!events.contains(&(Phase::ServiceStart, true)), "{events:?}");
+}
+
+#[tokio::test]
+async fn service_that_never_answers_times_out_and_is_killed() {
+    let dirs = dirs();
+    // Ignores SIGTERM too, so teardown has to escalate to SIGKILL.
+    let mut plan = plan(
+        &dirs,
+        "echo $$ > service.pid; trap '' TERM; echo waiting; while :; do sleep 1; done",
+    );
+    plan.startup_timeout = Duration::from_secs(2);
+    let error = start_local(&plan, &Recorder::default())
+        .await
+        .err()
+        .expect("start must fail");
+    match &error {
+        StartError::ServiceDidNotStart { message, log_tail } => {
+            assert!(
+                message.contains("did not answer 2xx on /healthz within 2s"),
+                "{message}"
+            );
+            assert!(message.contains("connection refused"), "{message}");
+            assert!(log_tail.iter().any(|l| l == "waiting"), "{log_tail:?}");
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
+    let pid: i32 = std::fs::read_to_string(dirs.work.join("service.pid"))
+        .expect("service.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(!pid_alive(pid), "the service still runs");
+    assert!(!group_alive(pid), "the service's children still run");
+}
+
+#[tokio::test]
+async fn failing_build_is_reported_with_its_log() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.build = Some("echo compiling; echo 'error[E0425]: cannot find value' >&2; exit 2".into());
+    let progress = Recorder::default();
+    let error = start_local(&plan, &progress)
+        .await
+        .err()
+        .expect("start must fail");
+    match &error {
+        StartError::BuildFailed { reason, log_tail } => {
+            assert!(reason.contains("exited with code 2"), "{reason}");
+            assert_eq!(log_tail, &["compiling", "error[E0425]: cannot find value"]);
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
+    assert!(dirs.artifacts.join("build.log").exists());
+    assert!(!progress
+        .events()
+        .iter()
+        .any(|(p, _)| *p == Phase::ServiceStart));
+}
+
+#[tokio::test]
+async fn build_that_hangs_times_out() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.build = Some("echo $$ > build.pid; echo building; sleep 60".into());
+    plan.build_timeout = Duration::from_secs(1);
+    let error = start_local(&plan, &Recorder::default())
+        .await
+        .err()
+        .expect("start must fail");
+    match &error {
+        StartError::BuildFailed { reason, log_tail } => {
+            assert!(reason.contains("did not finish within 1s"), "{reason}");
+            assert_eq!(log_tail, &["building"]);
+        }
+        other => panic!("unexpected error: {other:?}"),
+    }
+    let pid: i32 = std::fs::read_to_string(dirs.work.join("build.pid"))
+        .expect("build.pid")
+        .trim()
+        .parse()
+        .expect("pid");
+    assert!(!pid_alive(pid) && !group_alive(pid), "the build still runs");
+}
+
+#[tokio::test]
+async fn drop_without_shutdown_kills_everything() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.postgres_env = Some("DATABASE_URL".to_string());
+    plan.redis_env = Some("REDIS_URL".to_string());
+    let running = started(&plan, &Recorder::default()).await;
+    let pids = running.debug_pids().expect("local run");
+    assert_eq!(pids.temp_dirs.len(), 2);
+    // What a panic unwinding through the engine does: drop, no shutdown.
+    drop(running);
+    assert_all_gone(&pids);
+}
+
+#[tokio::test]
+async fn service_state_reports_an_exit_after_start() {
+    let dirs = dirs();
+    // Healthy once, then exits with 7 as soon as it has answered.
+    std::fs::write(
+        dirs.work.join("once.py"),
+        r#"
+import http.server, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "0"); self.end_headers()
+        self.wfile.flush()
+        os._exit(7)
+http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever()
+"#,
+    )
+    .expect("write once.py");
+    let plan = plan(&dirs, "exec python3 once.py");
+    let running = started(&plan, &Recorder::default()).await;
+    let mut state = running.state();
+    for _ in 0..100 {
+        if state != ServiceState::Running {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        state = running.state();
+    }
+    assert_eq!(
+        state,
+        ServiceState::Exited {
+            code: Some(7),
+            signal: None
+        }
+    );
+    let pids = running.debug_pids().expect("local run");
+    running.shutdown().await;
+    assert_all_gone(&pids);
+}
