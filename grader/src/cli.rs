@@ -396,6 +396,7 @@ async fn check(args: CheckArgs) -> i32 {
     if let Some(service) = service {
         timings.postgres_ms = ms(service.timings.postgres);
         timings.redis_ms = ms(service.timings.redis);
+        timings.data_setup_ms = ms(service.timings.data_setup);
         timings.build_ms = ms(service.timings.build);
         timings.service_start_ms = ms(service.timings.service_start);
         service_url = service.base_url.to_string();

@@ -220,6 +220,7 @@ impl Manifest {
             postgres_env: self.postgres_env.clone(),
             redis_env: self.redis_env.clone(),
             artifacts_dir: artifacts_dir.to_path_buf(),
+            before_service: None,
         })
     }
 

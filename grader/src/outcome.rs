@@ -92,6 +92,9 @@ pub struct Timings {
     pub build_ms: u64,
     /// initdb plus server start-up until a connection succeeds.
     pub postgres_ms: u64,
+    /// Loading the exercises' schema and data sets into PostgreSQL.
+    #[serde(default)]
+    pub data_setup_ms: u64,
     /// redis-server start-up until PING answers.
     pub redis_ms: u64,
     /// Starting the service until its health path answered 2xx.

@@ -80,6 +80,7 @@ fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Postgres => "PostgreSQL",
         Phase::Redis => "Redis",
+        Phase::DataSetup => "data",
         Phase::Build => "build",
         Phase::ServiceStart => "service",
         Phase::Teardown => "teardown",

@@ -89,6 +89,7 @@ fn plan(dirs: &Dirs, command: &str) -> ServicePlan {
         postgres_env: None,
         redis_env: None,
         artifacts_dir: dirs.artifacts.clone(),
+        before_service: None,
     }
 }
 
@@ -450,4 +451,56 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["PORT"])), H).serve_forever(
     let pids = running.debug_pids().expect("local run");
     running.shutdown().await;
     assert_all_gone(&pids);
+}
+
+#[tokio::test]
+async fn before_service_hook_loads_data_before_the_service_starts() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.postgres_env = Some("DATABASE_URL".to_string());
+    plan.before_service = Some(grader::runtime::BeforeService(std::sync::Arc::new(|pg| {
+        Box::pin(async move {
+            let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(connection);
+            client
+                .batch_execute("CREATE TABLE seeded (n int); INSERT INTO seeded VALUES (42);")
+                .await
+                .map_err(|e| e.to_string())
+        })
+    })));
+    let progress = Recorder::default();
+    let running = started(&plan, &progress).await;
+    let pg = running.postgres.clone().expect("postgres info");
+    let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let n: i32 = client
+        .query_one("SELECT n FROM seeded", &[])
+        .await
+        .expect("seeded")
+        .get(0);
+    assert_eq!(n, 42);
+    drop(client);
+    running.shutdown().await;
+}
+
+#[tokio::test]
+async fn failing_before_service_hook_is_an_infrastructure_error() {
+    let dirs = dirs();
+    let mut plan = plan(&dirs, PY_COMMAND);
+    plan.postgres_env = Some("DATABASE_URL".to_string());
+    plan.before_service = Some(grader::runtime::BeforeService(std::sync::Arc::new(|_pg| {
+        Box::pin(async { Err("COPY failed: disk full".to_string()) })
+    })));
+    let progress = Recorder::default();
+    match start_local(&plan, &progress).await {
+        Err(StartError::Infrastructure { message, .. }) => {
+            assert!(message.contains("disk full"), "{message}")
+        }
+        Err(other) => panic!("expected an infrastructure error, got {other:?}"),
+        Ok(_) => panic!("expected the start to fail"),
+    }
 }

@@ -133,6 +133,8 @@ pub fn run_parallel<T: Send + 'static>(
 
 #[derive(Deserialize)]
 pub struct Variant {
+    /// The exercise the bug belongs to; the variant is graded on it alone.
+    pub exercise: String,
     pub bug: String,
     pub fails: Vec<String>,
 }

@@ -26,6 +26,7 @@ fn base(status: RunStatus) -> RunReport {
         timings: Timings {
             build_ms: 1_210,
             postgres_ms: 1_840,
+            data_setup_ms: 0,
             redis_ms: 0,
             service_start_ms: 612,
             checks_ms: 4_611,

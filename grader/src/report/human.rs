@@ -654,6 +654,7 @@ fn summary(w: &mut Writer, report: &RunReport) {
         let phases: Vec<String> = [
             ("build", t.build_ms),
             ("postgres", t.postgres_ms),
+            ("data", t.data_setup_ms),
             ("redis", t.redis_ms),
             ("start", t.service_start_ms),
             ("checks", t.checks_ms),

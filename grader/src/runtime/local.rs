@@ -136,6 +136,22 @@ impl LocalEnvironment {
             progress.phase_finished(Phase::Redis, timings.redis);
         }
 
+        if let Some(hook) = &plan.before_service {
+            if let Some(info) = self.postgres.as_ref().and_then(|p| p.info.clone()) {
+                progress.phase_started(Phase::DataSetup, "loading the exercises' data");
+                let started = Instant::now();
+                (hook.0)(info)
+                    .await
+                    .map_err(|message| StartError::Infrastructure {
+                        what: "the exercises' database set-up".to_string(),
+                        message,
+                        log_tail: vec![],
+                    })?;
+                timings.data_setup = started.elapsed();
+                progress.phase_finished(Phase::DataSetup, timings.data_setup);
+            }
+        }
+
         if let Some(build) = &plan.build {
             progress.phase_started(Phase::Build, &format!("building: {build}"));
             let started = Instant::now();

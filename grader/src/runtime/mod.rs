@@ -38,6 +38,26 @@ pub struct ServicePlan {
     pub redis_env: Option<String>,
     /// Directory for this run's artifacts: `service.log`, `build.log`, `postgres.log`.
     pub artifacts_dir: PathBuf,
+    /// Runs once PostgreSQL is up and before the service starts (exercise schemas and data sets
+    /// the grader loads). An `Err` is the grader's failure (infrastructure), not the learner's.
+    pub before_service: Option<BeforeService>,
+}
+
+/// A hook given the grader-owned database before the service starts.
+#[derive(Clone)]
+pub struct BeforeService(pub std::sync::Arc<BeforeServiceFn>);
+
+/// The hook's signature: it gets the database and loads what the exercises need.
+pub type BeforeServiceFn = dyn Fn(
+        PostgresInfo,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for BeforeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeService(..)")
+    }
 }
 
 /// A phase of start-up, reported so the CLI can show progress and the report can give timings.
@@ -45,6 +65,8 @@ pub struct ServicePlan {
 pub enum Phase {
     Postgres,
     Redis,
+    /// The exercises' schema and data loaded by the grader (see [`ServicePlan::before_service`]).
+    DataSetup,
     Build,
     ServiceStart,
     Teardown,
@@ -111,6 +133,7 @@ pub enum StartError {
 #[derive(Debug, Clone, Default)]
 pub struct StartTimings {
     pub postgres: Duration,
+    pub data_setup: Duration,
     pub redis: Duration,
     pub build: Duration,
     pub service_start: Duration,

@@ -111,7 +111,7 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
                 for (what, re) in SIGNATURES.iter() {
                     if let Some(m) = re.find(&text).or_else(|| re.find(&headers_text)) {
                         evidence.push(format!(
-                            "{} → {} shows {what}: \"{}\"",
+                            "{} → {} shows {what}: `{}`",
                             case.label,
                             resp.status,
                             shorten(&context_around(&text, m.start(), m.end()), 160)
@@ -173,16 +173,27 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
     if let Some(ex) = first_offender {
         ctx.exchanges.insert(0, ex);
     }
-    Err(Failure::Fail(FailInfo {
-        message: format!(
-            "{} of {total} awkward requests revealed internals or got no answer; first: {}",
-            evidence.len(),
-            evidence[0]
+    // The message names the first offender; the evidence lists all of them only when there is
+    // more than one, so a single leak is not repeated three times in the report.
+    let more = match evidence.len() {
+        1 => String::new(),
+        n => format!(
+            " ({} more of {total} awkward requests too, see evidence)",
+            n - 1
         ),
+    };
+    let first = evidence[0].clone();
+    let evidence = if evidence.len() > 1 {
+        evidence
+    } else {
+        Vec::new()
+    };
+    Err(Failure::Fail(FailInfo {
+        message: format!("{}{more}", first.split(": `").next().unwrap_or(&first)),
         expected:
             "4xx problem details (or a plain 500) that reveal nothing about the implementation"
                 .into(),
-        actual: evidence[0].clone(),
+        actual: first,
         evidence,
         log_tail: Vec::new(),
     }))
