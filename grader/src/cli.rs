@@ -377,7 +377,7 @@ async fn check(args: CheckArgs) -> i32 {
                 r = start => match r {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        problem = Some(start_problem(e));
+                        problem = Some(start_problem(e, &artifacts_dir));
                         None
                     }
                 },
@@ -495,18 +495,25 @@ fn prepare_artifacts(dir: &Path, is_default: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-fn start_problem(e: StartError) -> RunProblem {
+fn start_problem(e: StartError, artifacts_dir: &Path) -> RunProblem {
+    let log = |name: &str| display_path(&artifacts_dir.join(name));
     match e {
         StartError::BuildFailed { reason, log_tail } => RunProblem {
             kind: ProblemKind::ServiceBuild,
             message: format!("your build command failed ({reason})"),
-            fix: Some("run the build command from grader.toml yourself and fix the errors it shows; the full output is in .grader/last-run/build.log".into()),
+            fix: Some(format!(
+                "run the build command from grader.toml yourself and fix the errors it shows; the full output is in {}",
+                log("build.log")
+            )),
             log_tail,
         },
         StartError::ServiceDidNotStart { message, log_tail } => RunProblem {
             kind: ProblemKind::ServiceStart,
             message,
-            fix: Some("start the service yourself with the command from grader.toml and PORT set, and make sure the health path answers 200; its output is in .grader/last-run/service.log".into()),
+            fix: Some(format!(
+                "start the service yourself with the command from grader.toml and PORT set, and make sure the health path answers 200; its output is in {}",
+                log("service.log")
+            )),
             log_tail,
         },
         StartError::MissingBinary { what, install_hint } => RunProblem {

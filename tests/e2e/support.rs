@@ -151,6 +151,7 @@ pub fn variants() -> Vec<Variant> {
 static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
     vec![
         (Regex::new(r"127\.0\.0\.1:\d+").unwrap(), "127.0.0.1:[port]"),
+        (Regex::new(r"/tmp/\.tmp\w+").unwrap(), "[tmp]"),
         (
             Regex::new(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}").unwrap(),
             "[uuid]",
