@@ -42,6 +42,23 @@ pub enum Command {
     Exercises(SourceArgs),
     /// Validate every exercise file (for instructors); errors give file:line:col.
     Lint(SourceArgs),
+    /// Prove every check honest (for instructors): the reference service in PATH passes, and each
+    /// known-bad variant in PATH/variants.toml fails exactly the checks it lists.
+    Prove {
+        /// Folder of the reference service (holding grader.toml and variants.toml).
+        path: PathBuf,
+        /// Seed of the random data for every run.
+        #[arg(long, default_value_t = 4242)]
+        seed: u64,
+        /// How many runs at once (each owns a database and a service).
+        #[arg(long, default_value_t = 2)]
+        jobs: usize,
+        /// The variants file (default: PATH/variants.toml).
+        #[arg(long, value_name = "FILE")]
+        variants: Option<PathBuf>,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Show what a check expects, why it matters, a hint and its spec references.
     Explain {
         /// Check id, e.g. api-design/create-returns-201
@@ -123,6 +140,26 @@ pub async fn main() -> i32 {
         Command::Exercises(source) => list_exercises(&source),
         Command::Lint(source) => lint(&source),
         Command::Explain { check, source } => explain(&check, &source),
+        Command::Prove {
+            path,
+            seed,
+            jobs,
+            variants,
+            source,
+        } => match load_catalog(&source) {
+            Ok(catalog) => {
+                let variants = variants.unwrap_or_else(|| path.join(crate::prove::VARIANTS_FILE));
+                crate::prove::run(
+                    &path,
+                    &variants,
+                    source.exercises_dir.clone(),
+                    &catalog,
+                    seed,
+                    jobs,
+                )
+            }
+            Err(code) => code,
+        },
     }
 }
 

@@ -10,6 +10,7 @@ pub mod exercise;
 pub mod manifest;
 pub mod outcome;
 pub mod progress;
+pub mod prove;
 pub mod report;
 pub mod runtime;
 pub mod scoring;

@@ -291,3 +291,35 @@ fn starter_scaffolds_run_and_fail_cleanly() {
         "a starter must fail checks, never error or skip"
     );
 }
+
+#[test]
+fn prove_reports_a_variant_whose_expectation_is_wrong() {
+    let out = std::process::Command::new(grader_bin())
+        .arg("prove")
+        .arg(reference_dir())
+        .arg("--variants")
+        .arg(fixture("prove/wrong-variants.toml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("reference") && stdout.contains("100.0%  ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("no-405") && stdout.contains("MISMATCH"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("expected to fail but passed: [\"api-design/head-no-body\"]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("failed but not listed:       [\"api-design/method-not-allowed-405\"]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("not caught by any variant"), "{stdout}");
+    assert!(stdout.trim_end().ends_with("NOT proven"), "{stdout}");
+}
