@@ -659,17 +659,20 @@ fn write_reports(args: &CheckArgs, report: &RunReport, artifacts_dir: &Path) -> 
             },
         )
     };
+    // Files and machine formats never carry colour codes.
+    let plain = |format| {
+        report::render(
+            report,
+            format,
+            &HumanStyle {
+                color: false,
+                verbose: args.verbose,
+            },
+        )
+    };
     match &args.output {
         Some(path) => {
-            let text = report::render(
-                report,
-                args.format,
-                &HumanStyle {
-                    color: false,
-                    verbose: args.verbose,
-                },
-            );
-            std::fs::write(path, text)
+            std::fs::write(path, plain(args.format))
                 .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
             let _ = write!(anstream::stdout(), "{}", human(stdout_color));
         }
@@ -677,15 +680,7 @@ fn write_reports(args: &CheckArgs, report: &RunReport, artifacts_dir: &Path) -> 
             let _ = write!(anstream::stdout(), "{}", human(stdout_color));
         }
         None => {
-            let text = report::render(
-                report,
-                args.format,
-                &HumanStyle {
-                    color: false,
-                    verbose: args.verbose,
-                },
-            );
-            let _ = std::io::stdout().write_all(text.as_bytes());
+            let _ = std::io::stdout().write_all(plain(args.format).as_bytes());
         }
     }
     Ok(())
@@ -707,26 +702,19 @@ impl Interrupt {
     }
 
     async fn wait(&mut self) {
-        let Interrupt { int, term } = self;
-        let int = async {
-            match int {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
-        let term = async {
-            match term {
-                Some(s) => {
-                    s.recv().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            _ = int => {},
-            _ = term => {},
+            _ = next(&mut self.int) => {},
+            _ = next(&mut self.term) => {},
         }
+    }
+}
+
+/// The next delivery of a signal, or never when it could not be installed.
+async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
     }
 }

@@ -37,6 +37,16 @@ pub fn overall(results: &[CheckResult]) -> Score {
     }
 }
 
+/// Points earned, points possible, checks passed and checks counted.
+fn tally(checks: &[&CheckResult]) -> (u32, u32, u32, u32) {
+    (
+        checks.iter().map(|r| r.earned).sum(),
+        checks.iter().map(|r| r.points).sum(),
+        checks.iter().filter(|r| r.status == Status::Pass).count() as u32,
+        checks.len() as u32,
+    )
+}
+
 /// One entry per skill that has at least one check in `results`, in taxonomy order.
 pub fn by_skill(results: &[CheckResult], catalog: &Catalog) -> Vec<SkillScore> {
     catalog
@@ -48,16 +58,15 @@ pub fn by_skill(results: &[CheckResult], catalog: &Catalog) -> Vec<SkillScore> {
             if checks.is_empty() {
                 return None;
             }
-            let earned = checks.iter().map(|r| r.earned).sum();
-            let possible = checks.iter().map(|r| r.points).sum();
+            let (earned, possible, passed, total) = tally(&checks);
             Some(SkillScore {
                 id: skill.id.clone(),
                 title: skill.title.clone(),
                 earned,
                 possible,
                 percent: percent(earned, possible),
-                passed: checks.iter().filter(|r| r.status == Status::Pass).count() as u32,
-                total: checks.len() as u32,
+                passed,
+                total,
             })
         })
         .collect()
@@ -69,16 +78,15 @@ pub fn by_exercise(results: &[CheckResult], exercises: &[&Exercise]) -> Vec<Exer
         .map(|ex| {
             let checks: Vec<&CheckResult> =
                 results.iter().filter(|r| r.exercise == ex.id).collect();
-            let earned = checks.iter().map(|r| r.earned).sum();
-            let possible = checks.iter().map(|r| r.points).sum();
+            let (earned, possible, passed, total) = tally(&checks);
             ExerciseScore {
                 id: ex.id.clone(),
                 title: ex.title.clone(),
                 earned,
                 possible,
                 percent: percent(earned, possible),
-                passed: checks.iter().filter(|r| r.status == Status::Pass).count() as u32,
-                total: checks.len() as u32,
+                passed,
+                total,
             }
         })
         .collect()

@@ -143,7 +143,8 @@ fn non_passing_table(md: &mut String, report: &RunReport) {
         md.push_str(&format!("All {} checks passed.\n\n", report.checks.len()));
         return;
     }
-    if let Some(message) = common_skip_message(&report.checks) {
+    let all: Vec<&CheckResult> = report.checks.iter().collect();
+    if let Some(message) = super::common_skip_message(&all) {
         md.push_str(&format!(
             "All {} checks were skipped: {}.\n\n",
             report.checks.len(),
@@ -166,16 +167,6 @@ fn non_passing_table(md: &mut String, report: &RunReport) {
         ));
     }
     md.push('\n');
-}
-
-/// The message of every check when all of them (several) were skipped for the same reason.
-fn common_skip_message(checks: &[CheckResult]) -> Option<&str> {
-    let first = checks.first()?.message.as_deref()?;
-    let shared = checks.len() > 1
-        && checks
-            .iter()
-            .all(|c| c.status == Status::Skip && c.message.as_deref() == Some(first));
-    shared.then_some(first)
 }
 
 fn failure_details(md: &mut String, report: &RunReport) {

@@ -288,7 +288,7 @@ fn check_list(w: &mut Writer, report: &RunReport) {
             .iter()
             .filter(|c| c.exercise == exercise)
             .collect();
-        if let Some(message) = common_skip_message(&checks) {
+        if let Some(message) = super::common_skip_message(&checks) {
             if !w.style.verbose {
                 // The service never started: one line instead of the same reason per check.
                 let tag = w.paint(SKIP, "SKIP ");
@@ -335,17 +335,6 @@ fn check_list(w: &mut Writer, report: &RunReport) {
             }
         }
     }
-}
-
-/// The message shared by every check of a group when all of them were skipped for the same
-/// reason (and there are several).
-fn common_skip_message<'a>(checks: &[&'a CheckResult]) -> Option<&'a str> {
-    let first = checks.first()?.message.as_deref()?;
-    let shared = checks.len() > 1
-        && checks
-            .iter()
-            .all(|c| c.status == Status::Skip && c.message.as_deref() == Some(first));
-    shared.then_some(first)
 }
 
 fn check_detail(w: &mut Writer, check: &CheckResult) {

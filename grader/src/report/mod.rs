@@ -132,6 +132,19 @@ pub(crate) const HEADERS_THAT_MATTER: &[&str] = &[
 ];
 
 /// True when the response header `name` is shown in a non-verbose report.
+/// The message shared by every check of a group when all of them (several) were skipped for the
+/// same reason, so reports can say it once.
+pub(crate) fn common_skip_message<'a>(
+    checks: &[&'a crate::outcome::CheckResult],
+) -> Option<&'a str> {
+    let first = checks.first()?.message.as_deref()?;
+    let shared = checks.len() > 1
+        && checks
+            .iter()
+            .all(|c| c.status == Status::Skip && c.message.as_deref() == Some(first));
+    shared.then_some(first)
+}
+
 pub(crate) fn header_matters(name: &str) -> bool {
     HEADERS_THAT_MATTER
         .iter()
