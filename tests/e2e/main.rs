@@ -323,3 +323,51 @@ fn prove_reports_a_variant_whose_expectation_is_wrong() {
     assert!(stdout.contains("not caught by any variant"), "{stdout}");
     assert!(stdout.trim_end().ends_with("NOT proven"), "{stdout}");
 }
+
+#[test]
+fn external_runtime_grades_a_running_service() {
+    // A service somebody else started: the grader only sends requests to it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut service = std::process::Command::new("python3")
+        .arg(repo_root().join("scaffolds/python/app.py"))
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scaffold did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let run = grade(
+        &repo_root().join("scaffolds/python"),
+        &["--runtime", "external", "--url", &url, "--seed", "2"],
+        &[],
+    );
+    let _ = service.kill();
+    let _ = service.wait();
+    assert_eq!(run.code, 1, "{}", run.human_summary());
+    let report = run.json();
+    assert_eq!(report["runtime"]["kind"], "external");
+    assert_eq!(report["timings"]["postgres_ms"], 0);
+    let statuses: BTreeSet<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        BTreeSet::from(["fail"]),
+        "{}",
+        run.human_summary()
+    );
+}
