@@ -19,6 +19,7 @@ use crate::progress::Progress;
 use crate::report::{self, human::HumanStyle, Format};
 use crate::runtime::{self, RunningService, StartError};
 use crate::scoring::{self, exit};
+use crate::upstream::{UpstreamOptions, Upstreams};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -81,6 +82,11 @@ pub enum RuntimeKind {
     Local,
     /// A service that is already running at --url; no databases are provided.
     External,
+    /// Your service's Dockerfile, built and run as a container, with PostgreSQL (and Redis) as
+    /// containers on a per-run network.
+    Docker,
+    /// docker when a Dockerfile is next to grader.toml and the Docker daemon answers, else local.
+    Auto,
 }
 
 #[derive(Args, Debug)]
@@ -268,7 +274,7 @@ fn plan<'a>(args: &CheckArgs, catalog: &'a Catalog) -> Result<Plan<'a>, i32> {
         exit::USAGE
     })?;
     let has_manifest = service_dir.join(MANIFEST_FILE).is_file();
-    let manifest = if args.runtime == RuntimeKind::Local || has_manifest {
+    let manifest = if args.runtime != RuntimeKind::External || has_manifest {
         Some(Manifest::load(&service_dir).map_err(|d| {
             print_diagnostics(&d);
             exit::USAGE
@@ -349,6 +355,7 @@ fn options_match(only: &str, exercise: &str, check: &str) -> bool {
     RunOptions {
         seed: 0,
         only: vec![only.to_string()],
+        ..Default::default()
     }
     .selects(exercise, check)
 }
@@ -359,20 +366,51 @@ fn shell_word(s: &str) -> String {
         .unwrap_or_else(|_| s.to_string())
 }
 
-async fn check(args: CheckArgs) -> i32 {
+async fn check(mut args: CheckArgs) -> i32 {
     let Ok(catalog) = load_catalog(&args.source) else {
         return exit::USAGE;
     };
-    let plan = match plan(&args, &catalog) {
+    let mut plan = match plan(&args, &catalog) {
         Ok(p) => p,
         Err(code) => return code,
     };
+    // The docker runtime's settings; `--runtime auto` settles on docker or local here.
+    let docker_options = plan
+        .manifest
+        .as_ref()
+        .map(|m| runtime::docker::DockerOptions::new(&plan.service_dir, &m.docker));
+    let mut runtime_choice = None;
+    if args.runtime == RuntimeKind::Auto {
+        let dockerfile = docker_options
+            .as_ref()
+            .map(|o| o.dockerfile.clone())
+            .unwrap_or_else(|| plan.service_dir.join("Dockerfile"));
+        let (docker, why) = runtime::docker::choose_auto(&dockerfile).await;
+        args.runtime = if docker {
+            RuntimeKind::Docker
+        } else {
+            RuntimeKind::Local
+        };
+        runtime_choice = Some(format!(
+            "  runtime     {} ({why})",
+            if docker { "docker" } else { "local" }
+        ));
+    }
+    if args.runtime == RuntimeKind::Docker {
+        if let Some(problem) = runtime::docker::daemon_problem().await {
+            eprintln!("grader: --runtime docker: {problem}; or use --runtime local");
+            return exit::INFRASTRUCTURE;
+        }
+        plan.replay = plan
+            .replay
+            .replacen(" --seed ", " --runtime docker --seed ", 1);
+    }
     let default_artifacts = plan.service_dir.join(".grader").join("last-run");
     let artifacts_dir = args
         .artifacts_dir
         .clone()
         .unwrap_or_else(|| default_artifacts.clone());
-    let service_plan = match (&plan.manifest, args.runtime) {
+    let mut service_plan = match (&plan.manifest, args.runtime) {
         (Some(m), RuntimeKind::Local) => match m.service_plan(&plan.service_dir, &artifacts_dir) {
             Ok(p) => Some(p),
             Err(d) => {
@@ -380,8 +418,31 @@ async fn check(args: CheckArgs) -> i32 {
                 return exit::USAGE;
             }
         },
+        (Some(m), RuntimeKind::Docker) => {
+            match m.docker_service_plan(&plan.service_dir, &artifacts_dir) {
+                Ok(p) => Some(p),
+                Err(d) => {
+                    print_diagnostics(&d);
+                    return exit::USAGE;
+                }
+            }
+        }
         _ => None,
     };
+    // Exercises with a `[dataset]`: the grader loads it before the service starts.
+    let datasets: Vec<_> = plan
+        .exercises
+        .iter()
+        .filter_map(|e| e.dataset.clone().map(|d| (e.id.clone(), d)))
+        .collect();
+    let mut data_stats = None;
+    if let (Some(sp), Some((hook, stats))) = (
+        service_plan.as_mut(),
+        crate::dataset::before_service(datasets, plan.seed),
+    ) {
+        sp.before_service = Some(hook);
+        data_stats = Some(stats);
+    }
     if let Err(e) = prepare_artifacts(&artifacts_dir, artifacts_dir == default_artifacts) {
         eprintln!("grader: cannot create {}: {e}", artifacts_dir.display());
         return exit::USAGE;
@@ -401,15 +462,44 @@ async fn check(args: CheckArgs) -> i32 {
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    if let Some(choice) = &runtime_choice {
+        progress.line(choice);
+    }
 
     let mut interrupt = Interrupt::new();
     let mut timings = Timings::default();
     let mut problem: Option<RunProblem> = None;
     let mut interrupted = false;
 
+    // Mock upstreams first: the service gets their URLs when it starts.
+    // A container reaches the mocks through the host gateway, not the host's loopback.
+    let upstream_options = if args.runtime == RuntimeKind::Docker {
+        runtime::docker::upstream_options().await
+    } else {
+        UpstreamOptions::default()
+    };
+    let (upstreams, upstream_problem) = start_upstreams(
+        &plan,
+        service_plan.as_mut(),
+        args.runtime == RuntimeKind::External,
+        &upstream_options,
+        &progress,
+    )
+    .await;
+    problem = problem.or(upstream_problem);
+
     let service: Option<RunningService> = match (&service_plan, &args.url) {
+        _ if problem.is_some() => None,
         (Some(sp), _) => {
-            let start = runtime::start_local(sp, &progress);
+            let docker = (args.runtime == RuntimeKind::Docker)
+                .then_some(docker_options.as_ref())
+                .flatten();
+            let start = async {
+                match docker {
+                    Some(options) => runtime::start_docker(sp, options, &progress).await,
+                    None => runtime::start_local(sp, &progress).await,
+                }
+            };
             tokio::select! {
                 r = start => match r {
                     Ok(s) => Some(s),
@@ -434,12 +524,16 @@ async fn check(args: CheckArgs) -> i32 {
         timings.postgres_ms = ms(service.timings.postgres);
         timings.redis_ms = ms(service.timings.redis);
         timings.data_setup_ms = ms(service.timings.data_setup);
+        if let Some(stats) = data_stats.as_ref().and_then(|s| s.lock().ok()?.clone()) {
+            progress.line(&format!("  data        {}", stats.summary()));
+        }
         timings.build_ms = ms(service.timings.build);
         timings.service_start_ms = ms(service.timings.service_start);
         service_url = service.base_url.to_string();
         let options = RunOptions {
             seed: plan.seed,
             only: args.only.clone(),
+            upstreams: upstreams.clone(),
         };
         let checks_clock = Instant::now();
         tokio::select! {
@@ -453,6 +547,7 @@ async fn check(args: CheckArgs) -> i32 {
         progress.finish_checks();
         timings.teardown_ms = ms(service.shutdown().await);
     }
+    upstreams.shutdown().await;
     if interrupted {
         problem = Some(RunProblem {
             kind: ProblemKind::Interrupted,
@@ -476,8 +571,9 @@ async fn check(args: CheckArgs) -> i32 {
         duration_ms: ms(clock.elapsed()),
         runtime: RuntimeInfo {
             kind: match args.runtime {
-                RuntimeKind::Local => "local".into(),
+                RuntimeKind::Local | RuntimeKind::Auto => "local".into(),
                 RuntimeKind::External => "external".into(),
+                RuntimeKind::Docker => "docker".into(),
             },
             service_url,
             service_dir: display_path(&plan.service_dir),
@@ -496,6 +592,56 @@ async fn check(args: CheckArgs) -> i32 {
         return exit::USAGE;
     }
     code
+}
+
+/// Starts the exercises' mock upstreams and hands their URLs to the service (an external service
+/// cannot be told: the URLs are printed, to be configured by hand).
+async fn start_upstreams(
+    plan: &Plan<'_>,
+    service_plan: Option<&mut runtime::ServicePlan>,
+    external: bool,
+    options: &UpstreamOptions,
+    progress: &Progress,
+) -> (Upstreams, Option<RunProblem>) {
+    let specs: Vec<_> = plan
+        .exercises
+        .iter()
+        .flat_map(|e| e.upstreams.iter().cloned())
+        .collect();
+    if specs.is_empty() {
+        return (Upstreams::default(), None);
+    }
+    let upstreams = match Upstreams::start(&specs, options).await {
+        Ok(u) => u,
+        Err(message) => {
+            let problem = RunProblem {
+                kind: ProblemKind::Infrastructure,
+                message: format!("the grader could not start its mock upstreams: {message}"),
+                fix: Some("this is not your service's fault; run again, and report it with this output if it repeats".into()),
+                log_tail: vec![],
+            };
+            return (Upstreams::default(), Some(problem));
+        }
+    };
+    let renames = plan
+        .manifest
+        .as_ref()
+        .map(|m| m.upstream_env.clone())
+        .unwrap_or_default();
+    let vars = upstreams.env_vars(&renames);
+    for (var, url) in &vars {
+        if external {
+            progress.line(&format!(
+                "  upstream    {url}: set {var}={url} on your service yourself (--runtime external cannot pass it)"
+            ));
+        } else {
+            progress.line(&format!("  upstream    {var}={url}"));
+        }
+    }
+    if let Some(sp) = service_plan {
+        sp.env.extend(vars);
+    }
+    (upstreams, None)
 }
 
 fn ms(d: Duration) -> u64 {
@@ -583,6 +729,7 @@ fn fill_unrun(
     let options = RunOptions {
         seed: 0,
         only: only.to_vec(),
+        ..Default::default()
     };
     let (status, message) = match problem.map(|p| p.kind) {
         Some(ProblemKind::Infrastructure) => (

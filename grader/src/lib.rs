@@ -4,6 +4,7 @@
 //! See `docs/ARCHITECTURE.md`.
 
 pub mod cli;
+pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
 pub mod exercise;
@@ -14,3 +15,4 @@ pub mod prove;
 pub mod report;
 pub mod runtime;
 pub mod scoring;
+pub mod upstream;

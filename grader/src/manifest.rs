@@ -40,6 +40,25 @@ pub struct Manifest {
     pub postgres_env: Option<String>,
     /// Env var that receives the Redis URL; `None` unless the service asks for Redis.
     pub redis_env: Option<String>,
+    /// Renamed env vars of mock upstreams (`[upstreams.payments] env = "PSP_URL"`), by upstream
+    /// name; an upstream not listed keeps the exercise's default (e.g. `PAYMENTS_URL`).
+    pub upstream_env: BTreeMap<String, String>,
+    /// `[docker]`: settings of the docker runtime only.
+    pub docker: DockerSection,
+}
+
+/// `[docker]` in `grader.toml`: how `--runtime docker` builds the image and which images provide
+/// PostgreSQL and Redis (the `GRADER_POSTGRES_IMAGE` / `GRADER_REDIS_IMAGE` env vars win).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerSection {
+    /// Dockerfile, relative to the service folder (the build context); default `Dockerfile`.
+    pub dockerfile: Option<String>,
+    /// Shell command run on the host before the image is built (e.g. to put a binary in the
+    /// context); `service.build` belongs to the local runtime and does not run.
+    pub build: Option<String>,
+    pub postgres_image: Option<String>,
+    pub redis_image: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +84,16 @@ struct RawManifest {
     service: Option<RawService>,
     postgres: Option<RawDependency>,
     redis: Option<RawDependency>,
+    #[serde(default)]
+    upstreams: BTreeMap<String, RawUpstreamEnv>,
+    #[serde(default)]
+    docker: DockerSection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstreamEnv {
+    env: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -149,12 +178,20 @@ impl Manifest {
         let postgres_env =
             dependency_env(&file, raw.postgres, true, DEFAULT_POSTGRES_ENV, &mut diags);
         let redis_env = dependency_env(&file, raw.redis, false, DEFAULT_REDIS_ENV, &mut diags);
+        let mut upstream_env = BTreeMap::new();
+        for (name, u) in raw.upstreams {
+            if let Some(var) = env_name(&file, u.env, &mut diags) {
+                upstream_env.insert(name, var);
+            }
+        }
 
         diags.into_result(Manifest {
             exercises: raw.exercises.into_inner(),
             service,
             postgres_env,
             redis_env,
+            upstream_env,
+            docker: raw.docker,
             file,
         })
     }
@@ -222,6 +259,18 @@ impl Manifest {
             artifacts_dir: artifacts_dir.to_path_buf(),
             before_service: None,
         })
+    }
+
+    /// The plan for `--runtime docker`: the image's own CMD starts the service, so
+    /// `service.command` may be missing (it is then empty in the plan and unused).
+    pub fn docker_service_plan(
+        &self,
+        service_dir: &Path,
+        artifacts_dir: &Path,
+    ) -> Result<ServicePlan, Diagnostics> {
+        let mut manifest = self.clone();
+        manifest.service.command.get_or_insert_with(String::new);
+        manifest.service_plan(service_dir, artifacts_dir)
     }
 
     pub fn exercise_ids(&self) -> Vec<String> {
@@ -458,6 +507,16 @@ mod tests {
     }
 
     #[test]
+    fn upstream_env_vars_can_be_renamed() {
+        let m = parse("exercises = [\"x\"]\n[upstreams.payments]\nenv = \"PSP_URL\"\n").unwrap();
+        assert_eq!(
+            m.upstream_env.get("payments").map(String::as_str),
+            Some("PSP_URL")
+        );
+        assert!(parse("exercises = [\"x\"]\n[upstreams.payments]\nenv = \"1X\"\n").is_err());
+    }
+
+    #[test]
     fn unknown_exercise_suggests_the_closest() {
         let m = parse("exercises = [\"api-desing\"]\n").unwrap();
         let err = m
@@ -478,6 +537,25 @@ mod tests {
             .service_plan(Path::new("/svc"), Path::new("/svc/.grader"))
             .unwrap_err();
         assert!(err.render(false).contains("`service.command` is missing"));
+    }
+
+    #[test]
+    fn docker_table_sets_images_and_needs_no_command() {
+        let m = parse(
+            "exercises = [\"x\"]\n[docker]\npostgres_image = \"pg:local\"\nredis_image = \"r:7\"\nbuild = \"make\"\n",
+        )
+        .unwrap();
+        assert_eq!(m.docker.postgres_image.as_deref(), Some("pg:local"));
+        assert_eq!(m.docker.redis_image.as_deref(), Some("r:7"));
+        assert_eq!(m.docker.build.as_deref(), Some("make"));
+        assert!(m
+            .docker_service_plan(Path::new("/svc"), Path::new("/svc/.grader"))
+            .is_ok());
+        let err = parse("exercises = [\"x\"]\n[docker]\npostgres = \"pg\"\n").unwrap_err();
+        assert!(
+            err.render(false).contains("unknown field `postgres`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -251,6 +251,9 @@ fn report_formats_agree() {
         &[
             "--seed",
             "5",
+            // One exercise, so the counts below do not change when exercises are added.
+            "--exercise",
+            "api-design",
             "--format",
             "junit",
             "--output",
@@ -370,4 +373,56 @@ fn external_runtime_grades_a_running_service() {
         "{}",
         run.human_summary()
     );
+}
+
+#[test]
+fn database_checks_are_errors_without_the_graders_database() {
+    // With --runtime external the grader owns no PostgreSQL: the database-indexing checks cannot
+    // run, and say it is the grader's limitation (error, exit 3), never the service's failure.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut service = std::process::Command::new("python3")
+        .arg(repo_root().join("scaffolds/python/app.py"))
+        .env("PORT", port.to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scaffold did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let run = grade(
+        &repo_root().join("scaffolds/python"),
+        &[
+            "--runtime",
+            "external",
+            "--url",
+            &url,
+            "--exercise",
+            "database-indexing",
+            "--seed",
+            "2",
+        ],
+        &[],
+    );
+    let _ = service.kill();
+    let _ = service.wait();
+    assert_eq!(run.code, 3, "{}", run.human_summary());
+    let report = run.json();
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(c["status"], "error", "{c}");
+        let message = c["message"].as_str().unwrap();
+        assert!(
+            message.contains("--runtime external") && message.contains("not your service's fault"),
+            "{message}"
+        );
+    }
 }

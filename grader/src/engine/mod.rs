@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub seed: u64,
     /// Check ids to run (`exercise/check` or just `check`); empty means all.
     pub only: Vec<String>,
+    /// The run's mock upstreams (empty when the exercises declare none).
+    pub upstreams: crate::upstream::Upstreams,
 }
 
 impl RunOptions {
@@ -86,6 +88,9 @@ pub struct CheckContext<'a> {
     pub exchanges: Vec<Exchange>,
     /// The exercise's variable generators, for probes that need fresh data per request.
     pub vars: &'a [(String, crate::exercise::VarGen)],
+    /// The run's mock upstreams: read their calls, change a route's latency or faults (until the
+    /// check ends).
+    pub upstreams: &'a crate::upstream::Upstreams,
 }
 
 impl CheckContext<'_> {
@@ -191,7 +196,7 @@ pub async fn run(
             } else if let Some(missing) = unmet_requirement(check, &exercise.id, &results) {
                 Outcome::Skip(format!("not run: requires {missing}, which did not pass"))
             } else {
-                run_one(exercise, check, service, &http, options.seed).await
+                run_one(exercise, check, service, &http, options).await
             };
             let result = to_result(
                 exercise,
@@ -233,9 +238,11 @@ async fn run_one(
     check: &Check,
     service: &RunningService,
     http: &HttpClient,
-    seed: u64,
+    options: &RunOptions,
 ) -> Outcome {
-    let mut rng = random::check_rng(seed, &exercise.id, &check.id);
+    // Latency and faults a probe set for an earlier check never leak into this one.
+    options.upstreams.reset_behaviour();
+    let mut rng = random::check_rng(options.seed, &exercise.id, &check.id);
     let scope = random::generate(&exercise.vars, &mut rng);
     let mut ctx = CheckContext {
         http,
@@ -244,6 +251,7 @@ async fn run_one(
         rng,
         exchanges: Vec::new(),
         vars: &exercise.vars,
+        upstreams: &options.upstreams,
     };
     let work = async {
         match &check.body {

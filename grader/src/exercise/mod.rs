@@ -4,11 +4,14 @@
 //! validates them into the types below; it never sends a request. Everything an author can get
 //! wrong is reported as a located [`Diagnostic`](crate::diagnostic::Diagnostic), all at once.
 
+pub mod db_probes;
+pub mod paginate;
 mod parse;
 pub mod predicate;
 pub mod probes;
 mod source;
 pub mod template;
+pub mod upstream_probes;
 
 use std::time::Duration;
 
@@ -63,6 +66,10 @@ pub struct Exercise {
     /// Random data generated per check, in file order.
     pub vars: Vec<(String, VarGen)>,
     pub checks: Vec<Check>,
+    /// Mock upstreams the service calls (`[upstreams.NAME]`), started by the grader per run.
+    pub upstreams: Vec<crate::upstream::UpstreamSpec>,
+    /// `[dataset]`: loaded into the grader's PostgreSQL before the service starts.
+    pub dataset: Option<crate::dataset::DatasetSpec>,
     pub file: SourceFile,
 }
 

@@ -48,6 +48,10 @@ struct RawExercise {
     vars: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     #[serde(default)]
     check: Vec<RawCheck>,
+    #[serde(default)]
+    upstreams: BTreeMap<Spanned<String>, toml::Value>,
+    /// `[dataset]`: a schema file and a generator the grader loads before the service starts.
+    dataset: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -299,6 +303,34 @@ fn load_exercise(
     }
     let var_names: BTreeSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
 
+    let mut upstreams = Vec::new();
+    for (name, value) in &raw.upstreams {
+        match crate::upstream::spec::parse(name.get_ref(), value) {
+            Ok(u) => upstreams.push(u),
+            Err(msg) => diags.push(
+                Diagnostic::new(&file, name.span(), msg)
+                    .with_help("mock upstreams are described in exercises/AUTHORING.md"),
+            ),
+        }
+    }
+
+    let dataset = match &raw.dataset {
+        None => None,
+        Some(v) => match crate::dataset::parse(v, |name| {
+            source.read(&format!("{dir}/{name}")).ok().flatten()
+        }) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                let span = find_span(&file, "[dataset]");
+                diags.push(
+                    Diagnostic::new(&file, span, msg)
+                        .with_help("data sets are described in exercises/AUTHORING.md"),
+                );
+                None
+            }
+        },
+    };
+
     let mut checks = Vec::new();
     let mut check_ids: Vec<String> = Vec::new();
     for c in raw.check {
@@ -310,6 +342,16 @@ fn load_exercise(
         ) {
             check_ids.push(check.id.clone());
             checks.push(check);
+        }
+    }
+    for c in &checks {
+        if let CheckBody::Probe(call) = &c.body {
+            let problem = super::upstream_probes::upstream_of(call)
+                .and_then(|u| super::upstream_probes::check_upstream_ref(u, &upstreams));
+            if let Some(msg) = problem {
+                let span = find_span(&file, &format!("\"{}\"", c.id));
+                diags.push(Diagnostic::new(&file, span, msg));
+            }
         }
     }
     if checks.is_empty() && diags.0.len() == before {
@@ -333,6 +375,8 @@ fn load_exercise(
         tasks,
         vars,
         checks,
+        upstreams,
+        dataset,
         file,
     })
 }
@@ -692,7 +736,7 @@ fn predicate_at(
     }
 }
 
-fn parse_status(v: &toml::Value) -> Result<StatusSpec, String> {
+pub(super) fn parse_status(v: &toml::Value) -> Result<StatusSpec, String> {
     let mut spec = StatusSpec {
         codes: Vec::new(),
         classes: Vec::new(),

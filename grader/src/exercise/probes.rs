@@ -11,10 +11,24 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub enum ProbeCall {
     NoInternalsLeak(NoInternalsLeak),
+    Concurrent(Box<super::upstream_probes::Concurrent>),
+    UpstreamCalls(Box<super::upstream_probes::UpstreamCalls>),
+    QueryPlan(Box<super::db_probes::QueryPlan>),
+    DeepPages(Box<super::db_probes::DeepPages>),
+    RedundantIndexes(super::db_probes::RedundantIndexes),
+    Paginate(Box<super::paginate::Paginate>),
 }
 
 /// Every probe name, for suggestions and documentation.
-pub const PROBE_NAMES: &[&str] = &["no_internals_leak"];
+pub const PROBE_NAMES: &[&str] = &[
+    "no_internals_leak",
+    "concurrent",
+    "upstream_calls",
+    "query_plan",
+    "deep_pages",
+    "redundant_indexes",
+    "paginate",
+];
 
 /// `no_internals_leak`: sends awkward input (control characters, huge numbers, wrong types,
 /// deeply nested JSON, invalid UTF-8, odd ids) and fails if any response leaks a stack trace, a
@@ -70,6 +84,20 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
             }
             Ok(ProbeCall::NoInternalsLeak(p))
         }
+        "concurrent" => super::upstream_probes::parse_concurrent(params)
+            .map(|p| ProbeCall::Concurrent(Box::new(p))),
+        "upstream_calls" => super::upstream_probes::parse_upstream_calls(params)
+            .map(|p| ProbeCall::UpstreamCalls(Box::new(p))),
+        "query_plan" => {
+            super::db_probes::parse_query_plan(params).map(|p| ProbeCall::QueryPlan(Box::new(p)))
+        }
+        "deep_pages" => {
+            super::db_probes::parse_deep_pages(params).map(|p| ProbeCall::DeepPages(Box::new(p)))
+        }
+        "redundant_indexes" => {
+            super::db_probes::parse_redundant_indexes(params).map(ProbeCall::RedundantIndexes)
+        }
+        "paginate" => super::paginate::parse(params).map(|p| ProbeCall::Paginate(Box::new(p))),
         other => Err(
             match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
                 Some(s) => format!("unknown probe `{other}`; did you mean `{s}`?"),
@@ -86,6 +114,12 @@ impl ProbeCall {
     pub fn name(&self) -> &'static str {
         match self {
             ProbeCall::NoInternalsLeak(_) => "no_internals_leak",
+            ProbeCall::Concurrent(_) => "concurrent",
+            ProbeCall::UpstreamCalls(_) => "upstream_calls",
+            ProbeCall::QueryPlan(_) => "query_plan",
+            ProbeCall::DeepPages(_) => "deep_pages",
+            ProbeCall::RedundantIndexes(_) => "redundant_indexes",
+            ProbeCall::Paginate(_) => "paginate",
         }
     }
 
@@ -100,6 +134,20 @@ impl ProbeCall {
                 out.extend(p.item_path.clone());
                 out
             }
+            ProbeCall::Concurrent(p) => {
+                super::upstream_probes::template_strings(&p.requests, p.upstream.as_ref())
+            }
+            ProbeCall::UpstreamCalls(p) => {
+                super::upstream_probes::template_strings(&p.requests, Some(&p.upstream))
+            }
+            ProbeCall::QueryPlan(p) => {
+                super::db_probes::db_template_strings(&p.requests, &p.sample)
+            }
+            ProbeCall::DeepPages(p) => {
+                super::db_probes::db_template_strings(std::slice::from_ref(&p.request), &p.sample)
+            }
+            ProbeCall::RedundantIndexes(_) => Vec::new(),
+            ProbeCall::Paginate(p) => p.template_strings(),
         }
     }
 }

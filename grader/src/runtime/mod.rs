@@ -10,6 +10,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod docker;
 pub mod local;
 
 /// What to run, fully resolved from the manifest (paths absolute, defaults applied).
@@ -147,13 +148,14 @@ pub struct RunningService {
     pub postgres: Option<PostgresInfo>,
     pub redis: Option<RedisInfo>,
     pub timings: StartTimings,
-    /// `local` or `external`.
+    /// `local`, `docker` or `external`.
     pub kind: &'static str,
     backend: Backend,
 }
 
 enum Backend {
     Local(Box<local::LocalEnvironment>),
+    Docker(Box<docker::DockerEnvironment>),
     External,
 }
 
@@ -174,6 +176,7 @@ impl RunningService {
     pub fn state(&self) -> ServiceState {
         match &self.backend {
             Backend::Local(env) => env.service_state(),
+            Backend::Docker(env) => env.service_state(),
             Backend::External => ServiceState::Running,
         }
     }
@@ -182,6 +185,7 @@ impl RunningService {
     pub fn log_tail(&self, lines: usize) -> Vec<String> {
         match &self.backend {
             Backend::Local(env) => env.service_log_tail(lines),
+            Backend::Docker(env) => env.service_log_tail(lines),
             Backend::External => Vec::new(),
         }
     }
@@ -191,7 +195,7 @@ impl RunningService {
     pub fn debug_pids(&self) -> Option<local::DebugPids> {
         match &self.backend {
             Backend::Local(env) => Some(env.debug_pids()),
-            Backend::External => None,
+            Backend::Docker(_) | Backend::External => None,
         }
     }
 
@@ -200,9 +204,38 @@ impl RunningService {
     pub async fn shutdown(self) -> Duration {
         match self.backend {
             Backend::Local(env) => env.shutdown().await,
+            Backend::Docker(env) => env.shutdown().await,
             Backend::External => Duration::ZERO,
         }
     }
+}
+
+/// The docker runtime's `grader.run` label of this run (None for other runtimes), for tests that
+/// check teardown left nothing behind.
+#[doc(hidden)]
+pub fn docker_run_label(service: &RunningService) -> Option<String> {
+    match &service.backend {
+        Backend::Docker(env) => Some(env.run_label().to_string()),
+        _ => None,
+    }
+}
+
+/// Like [`start_local`], with the service in a container built from its Dockerfile and
+/// PostgreSQL/Redis as containers (see [`docker`]).
+pub async fn start_docker(
+    plan: &ServicePlan,
+    options: &docker::DockerOptions,
+    progress: &dyn ProgressSink,
+) -> Result<RunningService, StartError> {
+    let started = docker::DockerEnvironment::start(plan, options, progress).await?;
+    Ok(RunningService {
+        base_url: started.base_url,
+        postgres: started.postgres,
+        redis: started.redis,
+        timings: started.timings,
+        kind: "docker",
+        backend: Backend::Docker(Box::new(started.env)),
+    })
 }
 
 /// Starts PostgreSQL/Redis as the plan asks, builds and starts the service, waits for health.

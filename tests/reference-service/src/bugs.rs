@@ -44,10 +44,56 @@ pub enum Bug {
     LeakDbErrors,
     /// Timestamps look like `2026-11-28 15:04:05`: no `T`, no zone.
     LocalTimestamps,
+    /// Idempotency keys are looked up, then inserted, in a table without a unique constraint.
+    IdemCheckThenInsert,
+    /// Idempotency keys are not scoped per client: one client gets another's stored response.
+    IdemKeyNotScoped,
+    /// A reused key with a different body replays the first response instead of answering 422.
+    IdemPayloadNotCompared,
+    /// A payment without an `Idempotency-Key` is processed (with no protection).
+    IdemKeyOptional,
+    /// Keys of any length (empty, 300 characters) are accepted.
+    IdemKeyUnvalidated,
+    /// A completed key answers 409 "already used" instead of replaying the stored response.
+    IdemReplayConflict,
+    /// A provider failure (502) is stored under the key and replayed, so a retry never charges.
+    IdemStoresFailure,
+    /// The orders tables get no index but their primary keys.
+    IdxNone,
+    /// The customer-orders index leads with the range column: (created_at, customer_id, status, id).
+    IdxWrongOrder,
+    /// Email lookups compare lower(email), but the index is on email.
+    IdxFunctionOnColumn,
+    /// A customer's orders are paged with OFFSET instead of a keyset cursor.
+    IdxOffsetDeepPages,
+    /// The recent-orders list fetches each order's customer with its own query.
+    IdxNPlusOne,
+    /// An index on orders (customer_id) next to (customer_id, status, ...), and lower(email) twice.
+    IdxRedundant,
+    /// `GET /products` pages with OFFSET (the cursor holds a row count) instead of a keyset.
+    PageOffset,
+    /// The product keyset has no unique tiebreaker: `WHERE price_cents > $1 ORDER BY price_cents`.
+    PageNoTiebreaker,
+    /// Product cursors are trusted: one that does not decode answers 500.
+    PageCursorUnvalidated,
+    /// A product cursor is accepted with other filters than it was issued for.
+    PageCursorUnbound,
+    /// `limit` is parsed leniently: `-1` and `abc` become a default instead of 400.
+    PageLimitUnchecked,
+    /// An oversized `limit` is honoured: `limit=1000000` returns every product.
+    PageLimitUnbounded,
+    /// Without `limit`, `GET /products` returns every product.
+    PageDefaultUnbounded,
+    /// Product pages have no `Link: <...>; rel="next"` header.
+    PageNoLink,
+    /// Every non-empty product page has a next cursor, so a walk ends with an empty page.
+    PageAlwaysNext,
+    /// The price filters apply to the first product page only, not to pages after a cursor.
+    PageFilterFirstPageOnly,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 15] = [
+    pub const ALL: [Bug; 38] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -63,6 +109,29 @@ impl Bug {
         Bug::Html404,
         Bug::LeakDbErrors,
         Bug::LocalTimestamps,
+        Bug::IdemCheckThenInsert,
+        Bug::IdemKeyNotScoped,
+        Bug::IdemPayloadNotCompared,
+        Bug::IdemKeyOptional,
+        Bug::IdemKeyUnvalidated,
+        Bug::IdemReplayConflict,
+        Bug::IdemStoresFailure,
+        Bug::IdxNone,
+        Bug::IdxWrongOrder,
+        Bug::IdxFunctionOnColumn,
+        Bug::IdxOffsetDeepPages,
+        Bug::IdxNPlusOne,
+        Bug::IdxRedundant,
+        Bug::PageOffset,
+        Bug::PageNoTiebreaker,
+        Bug::PageCursorUnvalidated,
+        Bug::PageCursorUnbound,
+        Bug::PageLimitUnchecked,
+        Bug::PageLimitUnbounded,
+        Bug::PageDefaultUnbounded,
+        Bug::PageNoLink,
+        Bug::PageAlwaysNext,
+        Bug::PageFilterFirstPageOnly,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -83,6 +152,29 @@ impl Bug {
             Bug::Html404 => "html-404",
             Bug::LeakDbErrors => "leak-db-errors",
             Bug::LocalTimestamps => "local-timestamps",
+            Bug::IdemCheckThenInsert => "idem-check-then-insert",
+            Bug::IdemKeyNotScoped => "idem-key-not-scoped",
+            Bug::IdemPayloadNotCompared => "idem-payload-not-compared",
+            Bug::IdemKeyOptional => "idem-key-optional",
+            Bug::IdemKeyUnvalidated => "idem-key-unvalidated",
+            Bug::IdemReplayConflict => "idem-replay-conflict",
+            Bug::IdemStoresFailure => "idem-stores-failure",
+            Bug::IdxNone => "idx-none",
+            Bug::IdxWrongOrder => "idx-wrong-order",
+            Bug::IdxFunctionOnColumn => "idx-function-on-column",
+            Bug::IdxOffsetDeepPages => "idx-offset-deep-pages",
+            Bug::IdxNPlusOne => "idx-n-plus-one",
+            Bug::IdxRedundant => "idx-redundant",
+            Bug::PageOffset => "page-offset",
+            Bug::PageNoTiebreaker => "page-no-tiebreaker",
+            Bug::PageCursorUnvalidated => "page-cursor-unvalidated",
+            Bug::PageCursorUnbound => "page-cursor-unbound",
+            Bug::PageLimitUnchecked => "page-limit-unchecked",
+            Bug::PageLimitUnbounded => "page-limit-unbounded",
+            Bug::PageDefaultUnbounded => "page-default-unbounded",
+            Bug::PageNoLink => "page-no-link",
+            Bug::PageAlwaysNext => "page-always-next",
+            Bug::PageFilterFirstPageOnly => "page-filter-first-page-only",
         }
     }
 

@@ -6,6 +6,9 @@
 
 mod bugs;
 mod http;
+mod orders;
+mod pagination;
+mod payments;
 mod problem;
 mod products;
 
@@ -23,7 +26,7 @@ use tokio_postgres::NoTls;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Run in order at every start; each must be idempotent (`IF NOT EXISTS`).
-const MIGRATIONS: &[&str] = &[products::SCHEMA];
+const MIGRATIONS: &[&str] = &[products::SCHEMA, pagination::SCHEMA, payments::SCHEMA];
 
 /// State shared by all handlers.
 #[derive(Clone)]
@@ -70,9 +73,14 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let pool = connect(&config.database_url)?;
     migrate(&pool).await?;
 
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
+    // HOST=0.0.0.0 in a container (grader's docker runtime sets it); loopback otherwise.
+    let host: Ipv4Addr = std::env::var("HOST")
+        .ok()
+        .and_then(|h| h.parse().ok())
+        .unwrap_or(Ipv4Addr::LOCALHOST);
+    let listener = TcpListener::bind((host, config.port))
         .await
-        .map_err(|error| format!("cannot listen on 127.0.0.1:{}: {error}", config.port))?;
+        .map_err(|error| format!("cannot listen on {host}:{}: {error}", config.port))?;
     println!(
         "listening on http://{}, planted bug: {}",
         listener.local_addr()?,
@@ -117,6 +125,10 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
             .await
             .map_err(|error| format!("cannot create the tables: {error}"))?;
     }
+    client
+        .batch_execute(&orders::migration())
+        .await
+        .map_err(|error| format!("cannot create the orders tables and indexes: {error}"))?;
     Ok(())
 }
 
@@ -124,6 +136,8 @@ fn app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", http::allow(get(healthz), "GET, HEAD"))
         .merge(products::router())
+        .merge(payments::router())
+        .merge(orders::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // Outermost, so that the log sees the final status, panics included.

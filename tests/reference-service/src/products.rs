@@ -35,10 +35,8 @@ pub const SCHEMA: &str = "
 /// concurrent requests could both pass.
 const SKU_CONSTRAINT: &str = "products_sku_key";
 
-const COLUMNS: &str = "id, sku, name, description, price_cents, created_at, updated_at";
-
-/// How many products `GET /products` returns at most (paging is a later exercise).
-const LIST_LIMIT: i64 = 100;
+pub(crate) const COLUMNS: &str =
+    "id, sku, name, description, price_cents, category, created_at, updated_at";
 
 const MAX_PRICE_CENTS: i64 = 100_000_000;
 
@@ -57,34 +55,37 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/products",
-            allow(get(list).post(create), "GET, HEAD, POST"),
+            allow(get(crate::pagination::list).post(create), "GET, HEAD, POST"),
         )
         .route("/products/{id}", allow(item, item_methods))
 }
 
 /// A product as every response shows it.
 #[derive(Debug, Serialize)]
-struct Product {
-    id: Uuid,
+pub(crate) struct Product {
+    pub(crate) id: Uuid,
     sku: String,
     name: String,
     description: Option<String>,
-    price_cents: i32,
+    pub(crate) price_cents: i32,
+    /// Optional; lists filter on it (exercise `pagination`).
+    category: Option<String>,
     #[serde(serialize_with = "timestamp")]
-    created_at: DateTime<Utc>,
+    pub(crate) created_at: DateTime<Utc>,
     #[serde(serialize_with = "timestamp")]
     updated_at: DateTime<Utc>,
 }
 
 impl Product {
     /// Reads a row selected with [`COLUMNS`].
-    fn from_row(row: &Row) -> Self {
+    pub(crate) fn from_row(row: &Row) -> Self {
         Self {
             id: row.get("id"),
             sku: row.get("sku"),
             name: row.get("name"),
             description: row.get("description"),
             price_cents: row.get("price_cents"),
+            category: row.get("category"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
         }
@@ -97,6 +98,7 @@ impl Product {
             "name": self.name,
             "description": self.description,
             "price_cents": self.price_cents,
+            "category": self.category,
         })
     }
 }
@@ -116,6 +118,7 @@ struct ProductInput {
     name: String,
     description: Option<String>,
     price_cents: i32,
+    category: Option<String>,
 }
 
 impl ProductInput {
@@ -132,13 +135,17 @@ impl ProductInput {
         let name = check(&mut errors, "name", name(fields));
         let description = check(&mut errors, "description", description(fields));
         let price_cents = check(&mut errors, "price_cents", price_cents(fields));
-        match (sku, name, description, price_cents) {
-            (Some(sku), Some(name), Some(description), Some(price_cents)) => Ok(Self {
-                sku,
-                name,
-                description,
-                price_cents,
-            }),
+        let category = check(&mut errors, "category", category(fields));
+        match (sku, name, description, price_cents, category) {
+            (Some(sku), Some(name), Some(description), Some(price_cents), Some(category)) => {
+                Ok(Self {
+                    sku,
+                    name,
+                    description,
+                    price_cents,
+                    category,
+                })
+            }
             _ => Err(Problem::invalid(errors)),
         }
     }
@@ -198,6 +205,24 @@ fn description(fields: &Map<String, Value>) -> Result<Option<String>, String> {
                 return Err("must not contain the NUL character (U+0000)".into());
             }
             Ok(Some(description.clone()))
+        }
+        Some(_) => Err("must be a string or null".into()),
+    }
+}
+
+/// Optional: `null` or 1 to 64 characters of `a-z`, `0-9` and `-`.
+fn category(fields: &Map<String, Value>) -> Result<Option<String>, String> {
+    match fields.get("category") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(category)) => {
+            let valid = (1..=64).contains(&category.len())
+                && category
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if !valid {
+                return Err("must be 1 to 64 characters of a-z, 0-9 and -".into());
+            }
+            Ok(Some(category.clone()))
         }
         Some(_) => Err("must be a string or null".into()),
     }
@@ -270,24 +295,6 @@ fn sku_taken(error: tokio_postgres::Error, sku: &str) -> Problem {
     error.into()
 }
 
-#[derive(Serialize)]
-struct ProductList {
-    items: Vec<Product>,
-}
-
-/// `GET /products`: the newest products first.
-async fn list(State(state): State<AppState>) -> Result<Json<ProductList>, Problem> {
-    let client = state.pool.get().await?;
-    let statement = client
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM products ORDER BY created_at DESC, id DESC LIMIT $1"
-        ))
-        .await?;
-    let rows = client.query(&statement, &[&LIST_LIMIT]).await?;
-    let items = rows.iter().map(Product::from_row).collect();
-    Ok(Json(ProductList { items }))
-}
-
 /// `POST /products`: 201 with `Location`.
 async fn create(
     State(state): State<AppState>,
@@ -297,8 +304,8 @@ async fn create(
     let client = state.pool.get().await?;
     let statement = client
         .prepare_cached(&format!(
-            "INSERT INTO products (id, sku, name, description, price_cents)
-             VALUES ($1, $2, $3, $4, $5)
+            "INSERT INTO products (id, sku, name, description, price_cents, category)
+             VALUES ($1, $2, $3, $4, $5, $6)
              RETURNING {COLUMNS}"
         ))
         .await?;
@@ -311,6 +318,7 @@ async fn create(
                 &input.name,
                 &input.description,
                 &input.price_cents,
+                &input.category,
             ],
         )
         .await
@@ -373,7 +381,8 @@ async fn overwrite(state: &AppState, id: Uuid, body: &Value) -> Result<Json<Prod
     let statement = client
         .prepare_cached(&format!(
             "UPDATE products
-             SET sku = $2, name = $3, description = $4, price_cents = $5, updated_at = now()
+             SET sku = $2, name = $3, description = $4, price_cents = $5, category = $6,
+                 updated_at = now()
              WHERE id = $1
              RETURNING {COLUMNS}"
         ))
@@ -387,6 +396,7 @@ async fn overwrite(state: &AppState, id: Uuid, body: &Value) -> Result<Json<Prod
                 &input.name,
                 &input.description,
                 &input.price_cents,
+                &input.category,
             ],
         )
         .await
@@ -416,7 +426,8 @@ async fn merge(state: &AppState, id: Uuid, patch: &Value) -> Result<Json<Product
     let update = transaction
         .prepare_cached(&format!(
             "UPDATE products
-             SET sku = $2, name = $3, description = $4, price_cents = $5, updated_at = now()
+             SET sku = $2, name = $3, description = $4, price_cents = $5, category = $6,
+                 updated_at = now()
              WHERE id = $1
              RETURNING {COLUMNS}"
         ))
@@ -430,6 +441,7 @@ async fn merge(state: &AppState, id: Uuid, patch: &Value) -> Result<Json<Product
                 &input.name,
                 &input.description,
                 &input.price_cents,
+                &input.category,
             ],
         )
         .await

@@ -1,0 +1,251 @@
+//! `upstream_calls`: sends requests in order, with a fault or latency set on a mock upstream for
+//! this check, checks each response, then counts what reached the upstream ("2 calls to payments
+//! POST /charges for order_id ord-19, expected exactly 1").
+//!
+//! The helpers here (applying upstream behaviour, judging a response, counting calls) are shared
+//! with `concurrent`.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::engine::assert::{self, describe_json, Actual};
+use crate::engine::http::Response;
+use crate::engine::step::build_request;
+use crate::engine::{CheckContext, FailInfo, Failure};
+use crate::exercise::template;
+use crate::exercise::upstream_probes::{ProbeRequest, UpstreamCalls, UpstreamParams};
+use crate::exercise::JsonQuery;
+use crate::upstream::Upstream;
+
+/// Calls listed as evidence; more are summarised in one line.
+const MAX_EVIDENCE: usize = 5;
+
+pub async fn run(p: &UpstreamCalls, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
+    let upstream = apply_behaviour(ctx, &p.upstream)?;
+    let mut seen: Vec<Seen> = Vec::new();
+    for r in &p.requests {
+        let req = build_request(ctx, &r.spec)?;
+        let summary = format!("{} {}", req.method, req.url.path());
+        let resp = ctx.send(&r.name, req).await?;
+        if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &p.identity)? {
+            return Err(Failure::Fail(info));
+        }
+        seen.push(Seen::of(&resp, &p.identity));
+    }
+    check_calls(ctx, &p.upstream, &upstream)
+}
+
+/// What an earlier response showed, for `same_as`.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    pub status: u16,
+    pub identity: Option<Value>,
+}
+
+impl Seen {
+    pub fn of(resp: &Response, identity: &JsonQuery) -> Seen {
+        Seen {
+            status: resp.status,
+            identity: identity_of(resp, identity),
+        }
+    }
+}
+
+pub(super) fn identity_of(resp: &Response, identity: &JsonQuery) -> Option<Value> {
+    let doc: Value = serde_json::from_slice(&resp.body).ok()?;
+    identity
+        .path
+        .query(&doc)
+        .at_most_one()
+        .ok()
+        .flatten()
+        .cloned()
+}
+
+/// Sets the latency or fault the probe asks for on the upstream route, for this check only (the
+/// engine resets every route before the next check). Unknown upstreams and routes are the
+/// exercise's error.
+pub(super) fn apply_behaviour(
+    ctx: &CheckContext<'_>,
+    u: &UpstreamParams,
+) -> Result<Arc<Upstream>, Failure> {
+    let upstream = ctx.upstreams.get(&u.name).map_err(Failure::Error)?.clone();
+    let mut behaviour = upstream.behaviour(&u.route).map_err(Failure::Error)?;
+    if let Some(d) = u.delay {
+        behaviour.delay = d;
+    }
+    if let Some(f) = u.fault {
+        behaviour.fault = Some(f);
+        behaviour.fault_times = u.fault_times;
+    }
+    upstream
+        .set_behaviour(&u.route, behaviour)
+        .map_err(Failure::Error)?;
+    Ok(upstream)
+}
+
+/// Checks one response: its expectations (via `engine::assert`) and, for a replay, that it repeats
+/// the status and resource of the earlier response it names. `Ok(None)` means it is as expected.
+pub(super) fn judge(
+    ctx: &CheckContext<'_>,
+    r: &ProbeRequest,
+    summary: &str,
+    resp: &Response,
+    seen: &[Seen],
+    identity: &JsonQuery,
+) -> Result<Option<FailInfo>, Failure> {
+    let mismatches = assert::check_expect(&r.expect, resp, &ctx.scope).map_err(Failure::Error)?;
+    if let Some(m) = mismatches.first() {
+        let more = match mismatches.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Ok(Some(FailInfo {
+            message: format!(
+                "{} ({summary}): expected {} {}, got {}{more}",
+                r.name, m.subject, m.expected, m.actual
+            ),
+            expected: mismatches
+                .iter()
+                .map(|m| format!("{}: {}", m.subject, m.expected))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            actual: mismatches
+                .iter()
+                .map(|m| format!("{}: {}", m.subject, m.actual))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ..Default::default()
+        }));
+    }
+    let Some(n) = r.same_as else { return Ok(None) };
+    let Some(first) = seen.get(n - 1) else {
+        return Ok(None);
+    };
+    let now = Seen::of(resp, identity);
+    let show = |v: &Option<Value>| v.as_ref().map_or("none".into(), describe_json);
+    if now.status != first.status || now.identity != first.identity || now.identity.is_none() {
+        return Ok(Some(FailInfo {
+            message: format!(
+                "{} ({summary}) is a replay of request {n}, but answered {} with {} {} instead of {} with {}",
+                r.name,
+                now.status,
+                identity.text,
+                show(&now.identity),
+                first.status,
+                show(&first.identity)
+            ),
+            expected: format!(
+                "the stored response of request {n}: status {}, {} {}",
+                first.status,
+                identity.text,
+                show(&first.identity)
+            ),
+            actual: format!(
+                "status {}, {} {}",
+                now.status,
+                identity.text,
+                show(&now.identity)
+            ),
+            ..Default::default()
+        }));
+    }
+    Ok(None)
+}
+
+/// Counts the upstream's calls (for the key, when given) and checks their bodies.
+pub(super) fn check_calls(
+    ctx: &CheckContext<'_>,
+    u: &UpstreamParams,
+    upstream: &Upstream,
+) -> Result<(), Failure> {
+    let key = u
+        .key
+        .as_deref()
+        .map(|k| template::render(k, &ctx.scope))
+        .transpose()
+        .map_err(Failure::Error)?;
+    let calls = upstream.calls(&u.route, key.as_deref());
+    let whose = match (&key, upstream.key_name(&u.route)) {
+        (Some(k), Some(name)) => format!(" for {name} {k}"),
+        (Some(k), None) => format!(" for key {k}"),
+        (None, _) => String::new(),
+    };
+    let what = format!("{} ({})", u.name, u.route);
+    let noun = |n: usize| {
+        if n == 1 {
+            u.noun.clone()
+        } else {
+            format!("{}s", u.noun)
+        }
+    };
+    let mut evidence: Vec<String> = calls
+        .iter()
+        .take(MAX_EVIDENCE)
+        .enumerate()
+        .map(|(i, c)| {
+            format!(
+                "{} {} at {what}{whose}: answered {}; body {}",
+                u.noun,
+                i + 1,
+                c.answered,
+                assert::shorten(&String::from_utf8_lossy(&c.body), 200)
+            )
+        })
+        .collect();
+    if calls.len() > MAX_EVIDENCE {
+        evidence.push(format!(
+            "… and {} more {}",
+            calls.len() - MAX_EVIDENCE,
+            noun(calls.len() - MAX_EVIDENCE)
+        ));
+    }
+    if let Some(want) = u.calls {
+        if calls.len() != want as usize {
+            return Err(Failure::Fail(FailInfo {
+                message: format!(
+                    "{} {} at {what}{whose}, expected exactly {want}",
+                    calls.len(),
+                    noun(calls.len())
+                ),
+                expected: format!("{want} {} at {what}{whose}", noun(want as usize)),
+                actual: format!(
+                    "{} {} (the mock upstream counted every request it received)",
+                    calls.len(),
+                    noun(calls.len())
+                ),
+                evidence,
+                ..Default::default()
+            }));
+        }
+    }
+    for (i, call) in calls.iter().enumerate() {
+        let doc = call.json();
+        for (q, pred) in &u.body_json {
+            let actual = match doc
+                .as_ref()
+                .map(|d| q.path.query(d).at_most_one().ok().flatten().cloned())
+            {
+                Some(Some(v)) => Actual::Json(v),
+                _ => Actual::Missing,
+            };
+            let failed = assert::check(pred, &actual, &ctx.scope).map_err(Failure::Error)?;
+            if let Some((expected, got)) = failed.into_iter().next() {
+                return Err(Failure::Fail(FailInfo {
+                    message: format!(
+                        "{} {} at {what}{whose}: expected {} {expected} in its body, got {got}",
+                        u.noun,
+                        i + 1,
+                        q.text
+                    ),
+                    expected: format!("{}: {expected}", q.text),
+                    actual: format!("{}: {got}", q.text),
+                    evidence,
+                    ..Default::default()
+                }));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! Grader-owned mock upstreams: small HTTP servers the learner's service calls (a payment
+//! provider, later a slow catalogue for caching, a flaky partner for resilience).
+//!
+//! Exercises declare them (`[upstreams.NAME]`, see [`spec`]); the CLI starts them before the
+//! service, on a free port, and hands each URL to the service in an env var. Per run, each one
+//! records every call (method, path, headers, body, key) so checks can count calls per route and
+//! per key, and probes can change a route's latency and faults for the duration of one check.
+//!
+//! They run in-process, as tokio tasks: [`Upstreams::shutdown`] stops them, and dropping the
+//! handle aborts them, so nothing outlives the run.
+
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+
+pub use spec::{Behaviour, CannedBody, Fault, KeySource, RouteSpec, UpstreamSpec};
+
+/// Request bodies above this are cut (the mock is not a storage service).
+const MAX_BODY: usize = 1024 * 1024;
+
+/// Where the mocks listen, and which host the service is told to call.
+#[derive(Debug, Clone)]
+pub struct UpstreamOptions {
+    /// Address the mocks bind to (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// Host written into the URL handed to the service (default: the bind address). A container
+    /// runtime sets this to the host gateway, e.g. `host.docker.internal`.
+    pub advertise_host: String,
+}
+
+impl Default for UpstreamOptions {
+    fn default() -> Self {
+        UpstreamOptions {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            advertise_host: "127.0.0.1".into(),
+        }
+    }
+}
+
+/// One recorded call to a mock.
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// `POST /charges`, or the method and path of an unknown route.
+    pub route: String,
+    pub known_route: bool,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The key the route counts by, when it has one and the request carried it.
+    pub key: Option<String>,
+    /// What the mock answered: `201`, `status 503`, `no answer (timeout)`, ...
+    pub answered: String,
+}
+
+impl Call {
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+}
+
+/// A running mock upstream.
+pub struct Upstream {
+    pub spec: UpstreamSpec,
+    /// URL handed to the service, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    calls: Vec<Call>,
+    /// Current behaviour per route (index as in `spec.routes`).
+    behaviour: Vec<Behaviour>,
+    /// Calls per route so far, for `{{seq}}`.
+    seq: Vec<u64>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Upstream({} at {})", self.spec.name, self.url)
+    }
+}
+
+impl Upstream {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn route_index(&self, route: &str) -> Result<usize, String> {
+        self.spec
+            .routes
+            .iter()
+            .position(|r| r.id() == route)
+            .ok_or_else(|| {
+                format!(
+                    "upstream `{}` has no route \"{route}\"; it has: {}",
+                    self.spec.name,
+                    self.spec
+                        .routes
+                        .iter()
+                        .map(RouteSpec::id)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })
+    }
+
+    /// The calls to `route` (`POST /charges`), only those with `key` when given.
+    pub fn calls(&self, route: &str, key: Option<&str>) -> Vec<Call> {
+        self.lock()
+            .calls
+            .iter()
+            .filter(|c| c.known_route && c.route == route)
+            .filter(|c| key.is_none() || c.key.as_deref() == key)
+            .cloned()
+            .collect()
+    }
+
+    /// Every call so far, in arrival order.
+    pub fn all_calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// How the route counts keys, for messages ("order_id", "header Idempotency-Key").
+    pub fn key_name(&self, route: &str) -> Option<String> {
+        let i = self.route_index(route).ok()?;
+        self.spec.routes[i].key.as_ref().map(KeySource::describe)
+    }
+
+    /// Changes a route's behaviour until the end of the current check.
+    pub fn set_behaviour(&self, route: &str, behaviour: Behaviour) -> Result<(), String> {
+        let i = self.route_index(route)?;
+        self.lock().behaviour[i] = behaviour;
+        Ok(())
+    }
+
+    pub fn behaviour(&self, route: &str) -> Result<Behaviour, String> {
+        let i = self.route_index(route)?;
+        Ok(self.lock().behaviour[i].clone())
+    }
+
+    fn reset_behaviour(&self) {
+        let declared: Vec<Behaviour> = self
+            .spec
+            .routes
+            .iter()
+            .map(|r| r.behaviour.clone())
+            .collect();
+        self.lock().behaviour = declared;
+    }
+}
+
+/// Every mock of a run. Cheap to clone (shared); the default holds none.
+#[derive(Clone, Default)]
+pub struct Upstreams {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    upstreams: Vec<Arc<Upstream>>,
+    tasks: Mutex<
+        Vec<(
+            tokio::sync::watch::Sender<bool>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let tasks = self.tasks.get_mut().unwrap_or_else(|p| p.into_inner());
+        for (_, task) in tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.inner.upstreams.iter()).finish()
+    }
+}
+
+impl Upstreams {
+    /// Starts one mock per spec (specs with the same name are started once) on free ports.
+    pub async fn start(specs: &[UpstreamSpec], options: &UpstreamOptions) -> Result<Self, String> {
+        let mut upstreams = Vec::new();
+        let mut tasks = Vec::new();
+        for spec in specs {
+            if upstreams
+                .iter()
+                .any(|u: &Arc<Upstream>| u.spec.name == spec.name)
+            {
+                continue;
+            }
+            let listener = tokio::net::TcpListener::bind((options.bind, 0))
+                .await
+                .map_err(|e| {
+                    format!(
+                        "cannot listen on {} for mock upstream `{}`: {e}",
+                        options.bind, spec.name
+                    )
+                })?;
+            let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let upstream = Arc::new(Upstream {
+                spec: spec.clone(),
+                url: format!("http://{}:{port}", options.advertise_host),
+                state: Mutex::new(State {
+                    calls: Vec::new(),
+                    behaviour: spec.routes.iter().map(|r| r.behaviour.clone()).collect(),
+                    seq: vec![0; spec.routes.len()],
+                }),
+            });
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            let task = tokio::spawn(serve(listener, upstream.clone(), stopped));
+            upstreams.push(upstream);
+            tasks.push((stop, task));
+        }
+        Ok(Upstreams {
+            inner: Arc::new(Inner {
+                upstreams,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.upstreams.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Upstream>> {
+        self.inner.upstreams.iter()
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Arc<Upstream>, String> {
+        self.inner
+            .upstreams
+            .iter()
+            .find(|u| u.spec.name == name)
+            .ok_or_else(|| format!("no mock upstream `{name}` is running for this exercise"))
+    }
+
+    /// `(env var, URL)` for the service: the exercise's default name, or the learner's rename.
+    pub fn env_vars(&self, renames: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        self.inner
+            .upstreams
+            .iter()
+            .map(|u| {
+                let var = renames
+                    .get(&u.spec.name)
+                    .cloned()
+                    .unwrap_or_else(|| u.spec.env.clone());
+                (var, u.url.clone())
+            })
+            .collect()
+    }
+
+    /// Puts every route back to its declared behaviour (called between checks).
+    pub fn reset_behaviour(&self) {
+        for u in &self.inner.upstreams {
+            u.reset_behaviour();
+        }
+    }
+
+    /// Stops accepting, closes open connections (held "timeout" calls included) and waits.
+    pub async fn shutdown(&self) {
+        let tasks: Vec<_> = {
+            let mut guard = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            guard.drain(..).collect()
+        };
+        for (stop, mut task) in tasks {
+            let _ = stop.send(true);
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+async fn serve(
+    listener: tokio::net::TcpListener,
+    upstream: Arc<Upstream>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(move |req| handle(upstream.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    connections.abort_all();
+    while connections.join_next().await.is_some() {}
+}
+
+/// Returned by the handler to make hyper close the connection without an answer.
+#[derive(Debug)]
+struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose (fault = drop)")
+    }
+}
+
+impl std::error::Error for DropConnection {}
+
+async fn handle(
+    upstream: Arc<Upstream>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, DropConnection> {
+    let (parts, body) = req.into_parts();
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => c.to_bytes().to_vec(),
+        Err(_) => Vec::new(),
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let route_id = format!("{} {}", parts.method, parts.uri.path());
+    let index = upstream.spec.routes.iter().position(|r| r.id() == route_id);
+    let Some(index) = index else {
+        upstream.lock().calls.push(Call {
+            route: route_id.clone(),
+            known_route: false,
+            headers,
+            body,
+            key: None,
+            answered: "404".into(),
+        });
+        return Ok(json_response(
+            404,
+            &json!({ "error": format!("the mock upstream `{}` has no route {route_id}", upstream.spec.name) }),
+            &[],
+        ));
+    };
+    let route = &upstream.spec.routes[index];
+    let request_json: Option<Value> = serde_json::from_slice(&body).ok();
+    let key = match &route.key {
+        None => None,
+        Some(KeySource::Header(h)) => headers.iter().find(|(k, _)| k == h).map(|(_, v)| v.clone()),
+        Some(KeySource::Json { path, .. }) => request_json.as_ref().and_then(|doc| {
+            path.query(doc)
+                .at_most_one()
+                .ok()
+                .flatten()
+                .map(crate::exercise::template::text_of)
+        }),
+    };
+    // Decide everything under the lock, so concurrent calls see consistent counts and faults.
+    let (behaviour, seq) = {
+        let mut state = upstream.lock();
+        state.seq[index] += 1;
+        let seq = state.seq[index];
+        let current = state.behaviour[index].clone();
+        let mut effective = current.clone();
+        if let Some(n) = current.fault_times {
+            if n == 0 {
+                effective.fault = None;
+            } else {
+                state.behaviour[index].fault_times = Some(n - 1);
+            }
+        }
+        let answered = match effective.fault {
+            Some(f) => f.describe(),
+            None => route.response.status.to_string(),
+        };
+        state.calls.push(Call {
+            route: route_id,
+            known_route: true,
+            headers,
+            body,
+            key,
+            answered,
+        });
+        (effective, seq)
+    };
+    if !behaviour.delay.is_zero() {
+        tokio::time::sleep(behaviour.delay).await;
+    }
+    match behaviour.fault {
+        Some(Fault::Timeout) => {
+            // Held until the caller gives up or the run ends (shutdown aborts the connection).
+            std::future::pending::<()>().await;
+            Err(DropConnection)
+        }
+        Some(Fault::Drop) => Err(DropConnection),
+        Some(Fault::Status(status)) => Ok(json_response(
+            status,
+            &json!({ "error": "simulated upstream failure", "status": status }),
+            &[],
+        )),
+        None => Ok(canned(route, seq, request_json.as_ref())),
+    }
+}
+
+fn canned(route: &RouteSpec, seq: u64, request: Option<&Value>) -> Response<Full<Bytes>> {
+    let mut scope = crate::exercise::template::Scope::new();
+    scope.insert("seq".into(), Value::from(seq));
+    if let Some(Value::Object(fields)) = request {
+        for (k, v) in fields {
+            scope.insert(format!("request_{k}"), v.clone());
+        }
+    }
+    let r = &route.response;
+    match &r.body {
+        CannedBody::Json(v) => match crate::exercise::template::render_json(v, &scope) {
+            Ok(body) => json_response(r.status, &body, &r.headers),
+            Err(e) => json_response(
+                400,
+                &json!({ "error": format!("the request lacks what the mock needs to answer: {e}") }),
+                &[],
+            ),
+        },
+        CannedBody::Text(t) => {
+            let text = crate::exercise::template::render(t, &scope).unwrap_or_else(|_| t.clone());
+            response(r.status, text.into_bytes(), None, &r.headers)
+        }
+        CannedBody::Empty => response(r.status, Vec::new(), None, &r.headers),
+    }
+}
+
+fn json_response(status: u16, body: &Value, headers: &[(String, String)]) -> Response<Full<Bytes>> {
+    response(
+        status,
+        serde_json::to_vec(body).unwrap_or_default(),
+        Some("application/json"),
+        headers,
+    )
+}
+
+fn response(
+    status: u16,
+    body: Vec<u8>,
+    content_type: Option<&str>,
+    headers: &[(String, String)],
+) -> Response<Full<Bytes>> {
+    let mut builder = Response::builder().status(status);
+    if let Some(ct) = content_type {
+        builder = builder.header("content-type", ct);
+    }
+    for (k, v) in headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    builder
+        .body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|_| {
+            let mut r = Response::new(Full::new(Bytes::from_static(b"bad canned response")));
+            *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            r
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> UpstreamSpec {
+        let v: toml::Value = toml::from_str(
+            r#"
+            [[route]]
+            method = "POST"
+            path = "/charges"
+            key = { json = "$.order_id" }
+            response.status = 201
+            response.json = { id = "ch_{{seq}}", amount_cents = "{{request_amount_cents}}" }
+            "#,
+        )
+        .unwrap();
+        spec::parse("payments", &v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn counts_calls_per_key_and_injects_faults() {
+        let ups = Upstreams::start(&[spec()], &UpstreamOptions::default())
+            .await
+            .unwrap();
+        let up = ups.get("payments").unwrap().clone();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("{}/charges", up.url);
+        let r = client
+            .post(&url)
+            .json(&json!({"order_id": "o-1", "amount_cents": 250}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body, json!({"id": "ch_1", "amount_cents": 250}));
+        up.set_behaviour(
+            "POST /charges",
+            Behaviour {
+                fault: Some(Fault::Status(503)),
+                fault_times: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = client
+            .post(&url)
+            .json(&json!({"order_id": "o-1", "amount_cents": 250}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503);
+        let r = client
+            .post(&url)
+            .json(&json!({"order_id": "o-2", "amount_cents": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+        assert_eq!(up.calls("POST /charges", Some("o-1")).len(), 2);
+        assert_eq!(up.calls("POST /charges", Some("o-2")).len(), 1);
+        up.set_behaviour(
+            "POST /charges",
+            Behaviour {
+                fault: Some(Fault::Drop),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(client
+            .post(&url)
+            .json(&json!({"order_id": "o-3"}))
+            .send()
+            .await
+            .is_err());
+        ups.reset_behaviour();
+        assert_eq!(up.behaviour("POST /charges").unwrap(), Behaviour::default());
+        // A held call ("timeout") must not keep shutdown waiting.
+        up.set_behaviour(
+            "POST /charges",
+            Behaviour {
+                fault: Some(Fault::Timeout),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let held = tokio::spawn({
+            let client = client.clone();
+            let url = url.clone();
+            async move {
+                client
+                    .post(&url)
+                    .json(&json!({"order_id": "o-4"}))
+                    .send()
+                    .await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(up.calls("POST /charges", Some("o-4")).len(), 1);
+        let started = std::time::Instant::now();
+        ups.shutdown().await;
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(held.await.unwrap().is_err());
+        assert!(client.post(&url).send().await.is_err());
+    }
+}
