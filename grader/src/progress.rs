@@ -46,7 +46,11 @@ impl Progress {
         }
         match &self.spinner {
             Some(pb) => pb.println(text),
-            None => eprintln!("{text}"),
+            // A closed stderr (a pipe whose reader left) must not panic the run mid-cleanup.
+            None => {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "{text}");
+            }
         }
     }
 

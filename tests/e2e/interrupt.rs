@@ -66,10 +66,10 @@ fn interrupt_mid_run(signal: Signal) {
         .spawn()
         .unwrap();
     // Progress lines go to stderr; interrupt once the service is up and checks are running.
-    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     let mut during_run = BTreeSet::new();
-    for line in stderr.lines() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         let ready = line.trim_start().starts_with("service") && line.contains("ready");
         seen.push(line);
@@ -79,6 +79,13 @@ fn interrupt_mid_run(signal: Signal) {
             break;
         }
     }
+    // Keep reading what the grader prints while it cleans up, as a terminal would; a closed
+    // pipe would turn its last lines into write errors that have nothing to do with cleanup.
+    // A leaked process holding the pipe would keep it open: wait for the rest with a timeout.
+    let (rest_tx, rest_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = rest_tx.send(lines.map_while(Result::ok).collect::<Vec<_>>());
+    });
     assert!(
         !during_run.is_empty(),
         "the run made no temp dir, or never got ready: {seen:?}"
@@ -94,7 +101,14 @@ fn interrupt_mid_run(signal: Signal) {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    assert_eq!(status.code(), Some(130), "{signal:?} should exit 130");
+    let after_signal = rest_rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap_or_default();
+    assert_eq!(
+        status.code(),
+        Some(130),
+        "{signal:?} should exit 130; it printed {after_signal:?}"
+    );
     let left_dirs: Vec<String> = grader_temp_dirs().difference(&before).cloned().collect();
     assert!(
         left_dirs.is_empty(),

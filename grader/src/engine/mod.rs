@@ -132,26 +132,28 @@ impl CheckContext<'_> {
         let summary = format!("{} {}", req.method, req.url.path());
         let sent = self.http.send(step, req).await;
         self.exchanges.push(sent.exchange);
-        sent.response.map_err(|transport| {
-            let mut info = FailInfo {
-                message: format!("{step}: {transport}"),
-                expected: format!("a response to {summary}"),
-                actual: transport,
-                ..Default::default()
-            };
-            if let ServiceState::Exited { code, signal } = self.service.state() {
-                info.message = format!(
-                    "{step}: your service {} while handling {summary}",
-                    exit_words(code, signal)
-                );
-                info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
-            } else if info.actual.contains("timeout")
-                || info.actual.contains("no complete response")
-            {
-                info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
-            }
-            Failure::Fail(info)
-        })
+        let transport = match sent.response {
+            Ok(response) => return Ok(response),
+            Err(transport) => transport,
+        };
+        let mut info = FailInfo {
+            message: format!("{step}: {transport}"),
+            expected: format!("a response to {summary}"),
+            actual: transport,
+            ..Default::default()
+        };
+        if let ServiceState::Exited { code, signal } =
+            self.service.state_after_transport_error().await
+        {
+            info.message = format!(
+                "{step}: your service {} while handling {summary}",
+                exit_words(code, signal)
+            );
+            info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
+        } else if info.actual.contains("timeout") || info.actual.contains("no complete response") {
+            info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
+        }
+        Err(Failure::Fail(info))
     }
 }
 

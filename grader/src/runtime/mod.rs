@@ -181,6 +181,22 @@ impl RunningService {
         }
     }
 
+    /// The service's state after a request to it failed at the transport level. A process that
+    /// crashed closes its sockets a moment before it can be reaped, so a connection error alone
+    /// does not yet show it has exited: poll briefly (bounded) before answering "still running".
+    pub async fn state_after_transport_error(&self) -> ServiceState {
+        const POLLS: u32 = 10;
+        const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+        for _ in 0..POLLS {
+            let state = self.state();
+            if state != ServiceState::Running {
+                return state;
+            }
+            tokio::time::sleep(INTERVAL).await;
+        }
+        self.state()
+    }
+
     /// Last `lines` lines of the service's combined stdout/stderr (empty for external).
     pub fn log_tail(&self, lines: usize) -> Vec<String> {
         match &self.backend {

@@ -122,7 +122,9 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
                 }
             }
             Err(transport) => {
-                if let crate::runtime::ServiceState::Exited { code, signal } = ctx.service.state() {
+                if let crate::runtime::ServiceState::Exited { code, signal } =
+                    ctx.service.state_after_transport_error().await
+                {
                     ctx.exchanges.push(sent.exchange);
                     return Err(Failure::Fail(FailInfo {
                         message: format!(
