@@ -14,8 +14,10 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::*;
 
-fn grader_temp_dirs() -> BTreeSet<String> {
-    std::fs::read_dir(std::env::temp_dir())
+/// The grader's temp dirs under `tmp`: each interrupted run gets a TMPDIR of its own, so
+/// another grader running on the machine at the same time cannot be mistaken for a leftover.
+fn grader_temp_dirs(tmp: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(tmp)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -51,7 +53,17 @@ fn leftovers(marker: &str, dirs: &BTreeSet<String>) -> Vec<String> {
 fn interrupt_mid_run(signal: Signal) {
     let marker = format!("GRADER_E2E_MARKER={}-{}", std::process::id(), signal as i32);
     let (key, value) = marker.split_once('=').unwrap();
-    let before = grader_temp_dirs();
+    let tmp = tempfile::Builder::new()
+        .prefix("e2e-interrupt-tmp")
+        .tempdir()
+        .unwrap();
+    // PostgreSQL runs as the `postgres` user when the tests run as root: it must traverse TMPDIR.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let before = grader_temp_dirs(tmp.path());
     let artifacts = tempfile::tempdir().unwrap();
     let mut child = Command::new(grader_bin())
         .arg("check")
@@ -60,6 +72,7 @@ fn interrupt_mid_run(signal: Signal) {
         .arg(artifacts.path())
         .env("NO_COLOR", "1")
         .env(key, value)
+        .env("TMPDIR", tmp.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -74,7 +87,10 @@ fn interrupt_mid_run(signal: Signal) {
         let ready = line.trim_start().starts_with("service") && line.contains("ready");
         seen.push(line);
         if ready {
-            during_run = grader_temp_dirs().difference(&before).cloned().collect();
+            during_run = grader_temp_dirs(tmp.path())
+                .difference(&before)
+                .cloned()
+                .collect();
             kill(Pid::from_raw(child.id() as i32), signal).unwrap();
             break;
         }
@@ -109,7 +125,10 @@ fn interrupt_mid_run(signal: Signal) {
         Some(130),
         "{signal:?} should exit 130; it printed {after_signal:?}"
     );
-    let left_dirs: Vec<String> = grader_temp_dirs().difference(&before).cloned().collect();
+    let left_dirs: Vec<String> = grader_temp_dirs(tmp.path())
+        .difference(&before)
+        .cloned()
+        .collect();
     assert!(
         left_dirs.is_empty(),
         "temp dirs left after {signal:?}: {left_dirs:?}"
