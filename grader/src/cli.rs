@@ -759,6 +759,7 @@ fn fill_unrun(
                 status,
                 duration_ms: 0,
                 message: Some(message.into()),
+                measurements: Vec::new(),
                 detail: None,
             });
         }

@@ -169,6 +169,10 @@ pub struct CheckResult {
     /// One line saying what went wrong; set for fail, error and skip.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Figures a passing check measured, e.g. "23.0 shared buffers per request (budget 40)":
+    /// how far the service is from a budget. Absent when the check measures nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<String>,
     /// Teaching detail for fail and error.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<FailureDetail>,

@@ -145,6 +145,7 @@ mod tests {
             status,
             duration_ms: 0,
             message: None,
+            measurements: Vec::new(),
             detail: None,
         }
     }

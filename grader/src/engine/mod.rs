@@ -91,9 +91,17 @@ pub struct CheckContext<'a> {
     /// The run's mock upstreams: read their calls, change a route's latency or faults (until the
     /// check ends).
     pub upstreams: &'a crate::upstream::Upstreams,
+    /// What the check measured (buffers, statements, ratios), reported on a pass too, so a
+    /// learner sees how far from the budget their service is.
+    pub measurements: Vec<String>,
 }
 
 impl CheckContext<'_> {
+    /// Records a figure the check measured, e.g. "23.0 shared buffers per request (budget 40)".
+    pub fn measured(&mut self, line: String) {
+        self.measurements.push(line);
+    }
+
     /// A new set of generated values (from this check's stream), e.g. a fresh unique SKU for
     /// each of many requests.
     pub fn fresh_scope(&mut self) -> Scope {
@@ -220,7 +228,8 @@ pub async fn run(
 }
 
 enum Outcome {
-    Pass,
+    /// Passed, with what the check measured along the way.
+    Pass(Vec<String>),
     Failed(Failure, Vec<Exchange>),
     Skip(String),
 }
@@ -254,6 +263,7 @@ async fn run_one(
         exchanges: Vec::new(),
         vars: &exercise.vars,
         upstreams: &options.upstreams,
+        measurements: Vec::new(),
     };
     let work = async {
         match &check.body {
@@ -264,7 +274,7 @@ async fn run_one(
     // A panic in a probe is a grader bug: report it as an error on this check and carry on.
     let guarded = AssertUnwindSafe(tokio::time::timeout(check.timeout, work)).catch_unwind();
     let outcome = match guarded.await {
-        Ok(Ok(Ok(()))) => return Outcome::Pass,
+        Ok(Ok(Ok(()))) => return Outcome::Pass(ctx.measurements),
         Ok(Ok(Err(failure))) => failure,
         Ok(Err(_elapsed)) => Failure::Fail(FailInfo {
             message: format!(
@@ -306,6 +316,7 @@ fn to_result(
         status: Status::Pass,
         duration_ms,
         message: None,
+        measurements: Vec::new(),
         detail: None,
     };
     let teaching =
@@ -320,7 +331,10 @@ fn to_result(
             service_log_tail,
         };
     match outcome {
-        Outcome::Pass => result.earned = check.points,
+        Outcome::Pass(measurements) => {
+            result.earned = check.points;
+            result.measurements = measurements;
+        }
         Outcome::Skip(reason) => {
             result.status = Status::Skip;
             result.message = Some(reason);

@@ -67,6 +67,7 @@ fn check(
         status,
         duration_ms,
         message: message.map(str::to_string),
+        measurements: Vec::new(),
         detail,
     }
 }
@@ -367,6 +368,9 @@ pub fn all_pass() -> RunReport {
         status: Status::Pass,
         duration_ms: 840,
         message: None,
+        measurements: vec![
+            "walked 12 pages of up to 20 items: 231 items, each seen exactly once".into(),
+        ],
         detail: None,
     });
     checks.push(CheckResult {
@@ -380,6 +384,7 @@ pub fn all_pass() -> RunReport {
         status: Status::Pass,
         duration_ms: 9,
         message: None,
+        measurements: Vec::new(),
         detail: None,
     });
     report.checks = checks;

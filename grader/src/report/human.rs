@@ -318,6 +318,13 @@ fn check_list(w: &mut Writer, report: &RunReport) {
                 line.push_str(&format!("  {pts}"));
             }
             w.line(line);
+            // What a passing check measured, dimmed under it: how far from the budget.
+            for measured in &check.measurements {
+                for part in wrap(&sanitize(measured), WIDTH - 9) {
+                    let part = w.paint(DIM, &part);
+                    w.line(format!("         {part}"));
+                }
+            }
             match (&check.message, check.status) {
                 (_, Status::Pass) | (None, _) => {}
                 (Some(message), Status::Skip) => {

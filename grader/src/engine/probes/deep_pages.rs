@@ -91,6 +91,10 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
             .map(|s| format!("page {} statement: {}", p.page, s.line())),
     );
     if ratio <= p.max_ratio {
+        ctx.measured(format!(
+            "page 1: {b1} shared buffers, page {}: {bn} ({ratio:.1}×, at most {}×)",
+            p.page, p.max_ratio
+        ));
         return Ok(());
     }
     let cat = db::catalog(&client).await?;

@@ -315,6 +315,25 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
     }
     // A partial walk (`pages`) stopped where the service said more exists: nothing is missing.
     if problems.is_empty() {
+        let writes = if inserted.is_empty() && deleted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", while {} items were inserted and {} deleted",
+                inserted.len(),
+                deleted.len()
+            )
+        };
+        let verdict = if ended {
+            "each seen exactly once"
+        } else {
+            "none repeated (a partial walk)"
+        };
+        ctx.measured(format!(
+            "walked {page} page{}: {} items, {verdict}{writes}",
+            if page == 1 { "" } else { "s" },
+            pages_of.len()
+        ));
         return Ok(());
     }
     let mut evidence: Vec<String> = problems.iter().take(MAX_EVIDENCE).cloned().collect();

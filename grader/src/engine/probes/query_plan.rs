@@ -133,5 +133,16 @@ pub async fn run(p: &QueryPlan, ctx: &mut CheckContext<'_>) -> Result<(), Failur
             }));
         }
     }
+    let budget = p
+        .max_buffers_per_request
+        .map(|max| format!(" (budget {max:.0})"))
+        .unwrap_or_default();
+    let statement_limit = p
+        .max_statements_per_request
+        .map(|max| format!(" (at most {max})"))
+        .unwrap_or_default();
+    ctx.measured(format!(
+        "{per_request:.1} shared buffers per request{budget}, {statements_per_request:.1} statements per request{statement_limit}"
+    ));
     Ok(())
 }
