@@ -629,13 +629,14 @@ async fn start_upstreams(
         .map(|m| m.upstream_env.clone())
         .unwrap_or_default();
     let vars = upstreams.env_vars(&renames);
-    for (var, url) in &vars {
+    // Each upstream's URL, then the settings it hands the service (e.g. a cache TTL).
+    for (var, value) in &vars {
         if external {
             progress.line(&format!(
-                "  upstream    {url}: set {var}={url} on your service yourself (--runtime external cannot pass it)"
+                "  upstream    set {var}={value} on your service yourself (--runtime external cannot pass it)"
             ));
         } else {
-            progress.line(&format!("  upstream    {var}={url}"));
+            progress.line(&format!("  upstream    {var}={value}"));
         }
     }
     if let Some(sp) = service_plan {

@@ -9,6 +9,7 @@ pub mod paginate;
 mod parse;
 pub mod predicate;
 pub mod probes;
+pub mod revalidate;
 mod source;
 pub mod template;
 pub mod upstream_probes;

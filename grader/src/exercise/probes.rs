@@ -17,6 +17,7 @@ pub enum ProbeCall {
     DeepPages(Box<super::db_probes::DeepPages>),
     RedundantIndexes(super::db_probes::RedundantIndexes),
     Paginate(Box<super::paginate::Paginate>),
+    Revalidate(Box<super::revalidate::Revalidate>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -28,6 +29,7 @@ pub const PROBE_NAMES: &[&str] = &[
     "deep_pages",
     "redundant_indexes",
     "paginate",
+    "revalidate",
 ];
 
 /// `no_internals_leak`: sends awkward input (control characters, huge numbers, wrong types,
@@ -98,6 +100,9 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
             super::db_probes::parse_redundant_indexes(params).map(ProbeCall::RedundantIndexes)
         }
         "paginate" => super::paginate::parse(params).map(|p| ProbeCall::Paginate(Box::new(p))),
+        "revalidate" => {
+            super::revalidate::parse(params).map(|p| ProbeCall::Revalidate(Box::new(p)))
+        }
         other => Err(
             match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
                 Some(s) => format!("unknown probe `{other}`; did you mean `{s}`?"),
@@ -120,6 +125,7 @@ impl ProbeCall {
             ProbeCall::DeepPages(_) => "deep_pages",
             ProbeCall::RedundantIndexes(_) => "redundant_indexes",
             ProbeCall::Paginate(_) => "paginate",
+            ProbeCall::Revalidate(_) => "revalidate",
         }
     }
 
@@ -148,6 +154,7 @@ impl ProbeCall {
             }
             ProbeCall::RedundantIndexes(_) => Vec::new(),
             ProbeCall::Paginate(p) => p.template_strings(),
+            ProbeCall::Revalidate(p) => p.template_strings(),
         }
     }
 }

@@ -23,6 +23,13 @@ pub struct ProbeRequest {
     pub same_as: Option<usize>,
     /// When to send it, after the first request (`concurrent` only).
     pub at: Duration,
+    /// How long to pause before sending it, after the previous response (`upstream_calls` only):
+    /// the grader's own clock, e.g. a cache's TTL plus a margin.
+    pub wait: Duration,
+    /// The response must arrive in less than this share of the upstream route's delay
+    /// (`upstream_calls` only): 0.5 means "in under half the time the upstream takes", proof that
+    /// it did not wait for the upstream. Relative, so a slow machine does not make it flaky.
+    pub under_upstream_delay: Option<f64>,
 }
 
 /// What a probe does to, and expects from, a mock upstream route.
@@ -36,6 +43,8 @@ pub struct UpstreamParams {
     pub key: Option<String>,
     /// Exactly this many calls for the key by the end of the check.
     pub calls: Option<u32>,
+    /// At most this many calls for the key (a stampede may let one extra through).
+    pub max_calls: Option<u32>,
     /// Latency for this check only.
     pub delay: Option<Duration>,
     /// A fault for this check only, on the next `fault_times` calls (all calls when absent).
@@ -83,6 +92,8 @@ struct RawRequest {
     expect_json: BTreeMap<String, toml::Value>,
     same_as: Option<usize>,
     at: Option<String>,
+    wait: Option<String>,
+    under_upstream_delay: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +103,7 @@ struct RawUpstream {
     route: String,
     key: Option<String>,
     calls: Option<u32>,
+    max_calls: Option<u32>,
     delay: Option<String>,
     fault: Option<String>,
     fault_times: Option<u32>,
@@ -165,6 +177,20 @@ pub(crate) fn request(probe: &str, index: usize, v: toml::Value) -> Result<Probe
     for (path, pred) in r.expect_json {
         expect.json.push((query(&path)?, predicate::parse(&pred)?));
     }
+    if probe != "upstream_calls" && (r.wait.is_some() || r.under_upstream_delay.is_some()) {
+        return Err(format!(
+            "request {}: `wait` and `under_upstream_delay` go with `upstream_calls` requests (`concurrent` staggers with `at`)",
+            index + 1
+        ));
+    }
+    if let Some(share) = r.under_upstream_delay {
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "request {}: `under_upstream_delay` is a share of the upstream's delay, above 0 and at most 1 (0.5 means half)",
+                index + 1
+            ));
+        }
+    }
     if let Some(n) = r.same_as {
         if n == 0 || n > index {
             return Err(format!(
@@ -189,11 +215,23 @@ pub(crate) fn request(probe: &str, index: usize, v: toml::Value) -> Result<Probe
             .map(|a| duration("`at`", a))
             .transpose()?
             .unwrap_or(Duration::ZERO),
+        wait: r
+            .wait
+            .as_deref()
+            .map(|w| duration("`wait`", w))
+            .transpose()?
+            .unwrap_or(Duration::ZERO),
+        under_upstream_delay: r.under_upstream_delay,
     })
 }
 
 fn upstream(v: toml::Value) -> Result<UpstreamParams, String> {
     let u: RawUpstream = de("params.upstream", v)?;
+    if u.calls.is_some() && u.max_calls.is_some() {
+        return Err(
+            "params.upstream takes `calls` (exactly) or `max_calls` (at most), not both".into(),
+        );
+    }
     let mut body_json = Vec::new();
     for (path, pred) in u.body_json {
         body_json.push((query(&path)?, predicate::parse(&pred)?));
@@ -203,6 +241,7 @@ fn upstream(v: toml::Value) -> Result<UpstreamParams, String> {
         route: u.route,
         key: u.key,
         calls: u.calls,
+        max_calls: u.max_calls,
         delay: u
             .delay
             .as_deref()
@@ -266,8 +305,10 @@ pub fn parse_upstream_calls(params: toml::Value) -> Result<UpstreamCalls, String
         .map(|(i, v)| request("upstream_calls", i, v))
         .collect::<Result<Vec<_>, _>>()?;
     let upstream = upstream(raw.upstream)?;
-    if upstream.calls.is_none() && upstream.body_json.is_empty() {
-        return Err("params.upstream needs `calls` (the expected count) or `body_json`".into());
+    if upstream.calls.is_none() && upstream.max_calls.is_none() && upstream.body_json.is_empty() {
+        return Err(
+            "params.upstream needs `calls` (the expected count), `max_calls` or `body_json`".into(),
+        );
     }
     Ok(UpstreamCalls {
         requests,
@@ -344,4 +385,59 @@ pub fn check_upstream_ref(
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(text: &str) -> toml::Value {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn wait_latency_share_and_max_calls_parse_for_upstream_calls_only() {
+        let p = parse_upstream_calls(params(
+            r#"
+            upstream = { name = "profiles", route = "GET /profiles/{user}", key = "{{user}}", max_calls = 2 }
+            [[requests]]
+            method = "GET"
+            path = "/profiles/{{user}}"
+            [[requests]]
+            method = "GET"
+            path = "/profiles/{{user}}"
+            wait = "3s"
+            under_upstream_delay = 0.5
+            "#,
+        ))
+        .unwrap();
+        assert_eq!(p.upstream.max_calls, Some(2));
+        assert_eq!(p.requests[0].wait, Duration::ZERO);
+        assert_eq!(p.requests[1].wait, Duration::from_secs(3));
+        assert_eq!(p.requests[1].under_upstream_delay, Some(0.5));
+
+        let share = parse_upstream_calls(params(
+            r#"
+            upstream = { name = "p", route = "GET /x", calls = 1 }
+            requests = [{ method = "GET", path = "/x", under_upstream_delay = 2.0 }]
+            "#,
+        ));
+        assert!(share.unwrap_err().contains("at most 1"));
+        let both = parse_upstream_calls(params(
+            r#"
+            upstream = { name = "p", route = "GET /x", calls = 1, max_calls = 2 }
+            requests = [{ method = "GET", path = "/x" }]
+            "#,
+        ));
+        assert!(both.unwrap_err().contains("not both"));
+        let concurrent = parse_concurrent(params(
+            r#"
+            count = 2
+            request = { method = "GET", path = "/x", wait = "1s" }
+            "#,
+        ));
+        assert!(concurrent
+            .unwrap_err()
+            .contains("`concurrent` staggers with `at`"));
+    }
 }

@@ -23,7 +23,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-pub use spec::{Behaviour, CannedBody, Fault, KeySource, RouteSpec, UpstreamSpec};
+pub use spec::{Behaviour, CannedBody, Fault, KeySource, RouteSpec, Store, UpstreamSpec};
 
 /// Request bodies above this are cut (the mock is not a storage service).
 const MAX_BODY: usize = 1024 * 1024;
@@ -82,6 +82,8 @@ struct State {
     behaviour: Vec<Behaviour>,
     /// Calls per route so far, for `{{seq}}`.
     seq: Vec<u64>,
+    /// Documents kept per key by `store = "write"` routes, shown by `store = "read"` routes.
+    documents: BTreeMap<String, serde_json::Map<String, Value>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -219,6 +221,7 @@ impl Upstreams {
                     calls: Vec::new(),
                     behaviour: spec.routes.iter().map(|r| r.behaviour.clone()).collect(),
                     seq: vec![0; spec.routes.len()],
+                    documents: BTreeMap::new(),
                 }),
             });
             let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -250,17 +253,18 @@ impl Upstreams {
             .ok_or_else(|| format!("no mock upstream `{name}` is running for this exercise"))
     }
 
-    /// `(env var, URL)` for the service: the exercise's default name, or the learner's rename.
+    /// `(env var, value)` for the service: each URL under the exercise's default name or the
+    /// learner's rename, then the settings each upstream declares in `service_env`.
     pub fn env_vars(&self, renames: &BTreeMap<String, String>) -> Vec<(String, String)> {
         self.inner
             .upstreams
             .iter()
-            .map(|u| {
+            .flat_map(|u| {
                 let var = renames
                     .get(&u.spec.name)
                     .cloned()
                     .unwrap_or_else(|| u.spec.env.clone());
-                (var, u.url.clone())
+                std::iter::once((var, u.url.clone())).chain(u.spec.service_env.iter().cloned())
             })
             .collect()
     }
@@ -348,8 +352,11 @@ async fn handle(
         })
         .collect();
     let route_id = format!("{} {}", parts.method, parts.uri.path());
-    let index = upstream.spec.routes.iter().position(|r| r.id() == route_id);
-    let Some(index) = index else {
+    let matched = upstream.spec.routes.iter().enumerate().find_map(|(i, r)| {
+        r.matches(parts.method.as_str(), parts.uri.path())
+            .map(|params| (i, params))
+    });
+    let Some((index, path_params)) = matched else {
         upstream.lock().calls.push(Call {
             route: route_id.clone(),
             known_route: false,
@@ -365,9 +372,15 @@ async fn handle(
         ));
     };
     let route = &upstream.spec.routes[index];
+    // Calls are recorded under the route's declared id, so `GET /profiles/{user}` counts them all.
+    let route_id = route.id();
     let request_json: Option<Value> = serde_json::from_slice(&body).ok();
     let key = match &route.key {
         None => None,
+        Some(KeySource::Path(name)) => path_params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone()),
         Some(KeySource::Header(h)) => headers.iter().find(|(k, _)| k == h).map(|(_, v)| v.clone()),
         Some(KeySource::Json { path, .. }) => request_json.as_ref().and_then(|doc| {
             path.query(doc)
@@ -400,7 +413,7 @@ async fn handle(
             known_route: true,
             headers,
             body,
-            key,
+            key: key.clone(),
             answered,
         });
         (effective, seq)
@@ -420,11 +433,39 @@ async fn handle(
             &json!({ "error": "simulated upstream failure", "status": status }),
             &[],
         )),
-        None => Ok(canned(route, seq, request_json.as_ref())),
+        None => {
+            // The write lands only when the call succeeds, as at a real system of record.
+            let kept = match (route.store, &key) {
+                (Some(store), Some(key)) => {
+                    let mut state = upstream.lock();
+                    let document = state.documents.entry(key.clone()).or_default();
+                    if let (Store::Write, Some(Value::Object(fields))) =
+                        (store, request_json.as_ref())
+                    {
+                        document.extend(fields.clone());
+                    }
+                    Some(document.clone())
+                }
+                _ => None,
+            };
+            Ok(canned(
+                route,
+                seq,
+                request_json.as_ref(),
+                &path_params,
+                kept.as_ref(),
+            ))
+        }
     }
 }
 
-fn canned(route: &RouteSpec, seq: u64, request: Option<&Value>) -> Response<Full<Bytes>> {
+fn canned(
+    route: &RouteSpec,
+    seq: u64,
+    request: Option<&Value>,
+    path_params: &[(String, String)],
+    kept: Option<&serde_json::Map<String, Value>>,
+) -> Response<Full<Bytes>> {
     let mut scope = crate::exercise::template::Scope::new();
     scope.insert("seq".into(), Value::from(seq));
     if let Some(Value::Object(fields)) = request {
@@ -432,10 +473,18 @@ fn canned(route: &RouteSpec, seq: u64, request: Option<&Value>) -> Response<Full
             scope.insert(format!("request_{k}"), v.clone());
         }
     }
+    for (name, value) in path_params {
+        scope.insert(format!("path_{name}"), Value::String(value.clone()));
+    }
     let r = &route.response;
     match &r.body {
         CannedBody::Json(v) => match crate::exercise::template::render_json(v, &scope) {
-            Ok(body) => json_response(r.status, &body, &r.headers),
+            Ok(mut body) => {
+                if let (Some(kept), Value::Object(fields)) = (kept, &mut body) {
+                    fields.extend(kept.clone());
+                }
+                json_response(r.status, &body, &r.headers)
+            }
             Err(e) => json_response(
                 400,
                 &json!({ "error": format!("the request lacks what the mock needs to answer: {e}") }),
@@ -585,5 +634,75 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
         assert!(held.await.unwrap().is_err());
         assert!(client.post(&url).send().await.is_err());
+    }
+
+    fn profiles() -> UpstreamSpec {
+        let v: toml::Value = toml::from_str(
+            r#"
+            service_env = { CACHE_TTL_SECONDS = "2" }
+            [[route]]
+            method = "GET"
+            path = "/profiles/{user}"
+            key = { path = "user" }
+            store = "read"
+            response.json = { user_id = "{{path_user}}", display_name = "Customer {{path_user}}" }
+            [[route]]
+            method = "PATCH"
+            path = "/profiles/{user}"
+            key = { path = "user" }
+            store = "write"
+            response.json = { user_id = "{{path_user}}", display_name = "Customer {{path_user}}" }
+            "#,
+        )
+        .unwrap();
+        spec::parse("profiles", &v).unwrap()
+    }
+
+    #[tokio::test]
+    async fn path_keys_count_per_segment_and_writes_are_kept() {
+        let ups = Upstreams::start(&[profiles()], &UpstreamOptions::default())
+            .await
+            .unwrap();
+        let up = ups.get("profiles").unwrap().clone();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let get = |user: &str| {
+            let request = client.get(format!("{}/profiles/{user}", up.url));
+            async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+        };
+        assert_eq!(
+            get("amber").await,
+            json!({"user_id": "amber", "display_name": "Customer amber"})
+        );
+        let changed: Value = client
+            .patch(format!("{}/profiles/amber", up.url))
+            .json(&json!({"display_name": "Blue Heron"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(changed["display_name"], "Blue Heron");
+        assert_eq!(get("amber").await["display_name"], "Blue Heron");
+        // Another key keeps its canned answer; a percent-encoded segment is decoded.
+        assert_eq!(get("b%2Dcat").await["display_name"], "Customer b-cat");
+        assert_eq!(up.calls("GET /profiles/{user}", Some("amber")).len(), 2);
+        assert_eq!(up.calls("PATCH /profiles/{user}", Some("amber")).len(), 1);
+        assert_eq!(up.calls("GET /profiles/{user}", Some("b-cat")).len(), 1);
+        // A path with an extra segment is no route of the mock.
+        let unknown = client
+            .get(format!("{}/profiles/amber/extra", up.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(unknown.status(), 404);
+        assert_eq!(
+            ups.env_vars(&BTreeMap::new()),
+            vec![
+                ("PROFILES_URL".to_string(), up.url.clone()),
+                ("CACHE_TTL_SECONDS".to_string(), "2".to_string()),
+            ]
+        );
+        ups.shutdown().await;
     }
 }

@@ -8,15 +8,22 @@
 //! [[upstreams.payments.route]]
 //! method = "POST"
 //! path = "/charges"
-//! key = { json = "$.order_id" }         # or { header = "Idempotency-Key" }: calls are counted per key
+//! key = { json = "$.order_id" }         # or { header = "Idempotency-Key" }, or { path = "NAME" }
+//!                                       # for a `{NAME}` segment: calls are counted per key
 //! delay = "0ms"                         # latency before answering
 //! fault = "503"                         # optional: a status, "timeout" (never answers) or "drop"
 //! response.status = 201
 //! response.json = { id = "ch_{{seq}}", amount_cents = "{{request_amount_cents}}" }
 //! ```
 //!
-//! Response templates know `{{seq}}` (the route's call number, from 1) and `{{request_FIELD}}`
-//! (a top-level field of the JSON request body).
+//! Response templates know `{{seq}}` (the route's call number, from 1), `{{request_FIELD}}`
+//! (a top-level field of the JSON request body) and `{{path_NAME}}` (a `{NAME}` path segment).
+//!
+//! A route with `store = "write"` keeps the fields of its JSON request body per key; a route with
+//! `store = "read"` answers its canned JSON with the kept fields laid over it. That is enough to
+//! stand in for a system of record (a profile service the learner's service updates and caches).
+//! `service_env` hands the service extra settings that belong with this dependency (how long it
+//! may cache its answers, for example).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -32,6 +39,8 @@ pub struct UpstreamSpec {
     /// Default env var that hands its URL to the service (a learner's grader.toml may rename it).
     pub env: String,
     pub routes: Vec<RouteSpec>,
+    /// More variables the service gets with the URL (`service_env = { CACHE_TTL_SECONDS = "2" }`).
+    pub service_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +52,8 @@ pub struct RouteSpec {
     /// Behaviour at the start of every check (probes may change it for one check).
     pub behaviour: Behaviour,
     pub response: CannedResponse,
+    /// Whether the route keeps (`write`) or shows (`read`) a document per key.
+    pub store: Option<Store>,
 }
 
 impl RouteSpec {
@@ -50,12 +61,76 @@ impl RouteSpec {
     pub fn id(&self) -> String {
         format!("{} {}", self.method, self.path)
     }
+
+    /// The `{NAME}` segments of the path, as (NAME, value) when `method` and `path` match this
+    /// route; `None` when they do not. A `{NAME}` segment matches one non-empty segment.
+    pub fn matches(&self, method: &str, path: &str) -> Option<Vec<(String, String)>> {
+        if method != self.method {
+            return None;
+        }
+        let pattern: Vec<&str> = self.path.split('/').collect();
+        let actual: Vec<&str> = path.split('/').collect();
+        if pattern.len() != actual.len() {
+            return None;
+        }
+        let mut params = Vec::new();
+        for (want, got) in pattern.iter().zip(&actual) {
+            match path_param(want) {
+                Some(name) if !got.is_empty() => {
+                    params.push((name.to_string(), percent_decode(got)));
+                }
+                Some(_) => return None,
+                None if want == got => {}
+                None => return None,
+            }
+        }
+        Some(params)
+    }
+
+    /// Names of the route's `{NAME}` path segments.
+    pub fn path_params(&self) -> Vec<&str> {
+        self.path.split('/').filter_map(path_param).collect()
+    }
+}
+
+/// `user` for the segment `{user}`.
+fn path_param(segment: &str) -> Option<&str> {
+    segment.strip_prefix('{')?.strip_suffix('}')
+}
+
+/// `%20` and friends in a path segment, so keys compare as the service meant them.
+fn percent_decode(segment: &str) -> String {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[derive(Debug, Clone)]
 pub enum KeySource {
     Header(String),
-    Json { text: String, path: JsonPath },
+    Json {
+        text: String,
+        path: JsonPath,
+    },
+    /// A `{NAME}` segment of the route's path.
+    Path(String),
 }
 
 impl KeySource {
@@ -63,8 +138,19 @@ impl KeySource {
         match self {
             KeySource::Header(h) => format!("header {h}"),
             KeySource::Json { text, .. } => text.trim_start_matches("$.").to_string(),
+            KeySource::Path(name) => name.clone(),
         }
     }
+}
+
+/// What a route does with the document the upstream keeps per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Lays the kept fields over the canned JSON answer.
+    Read,
+    /// Keeps the fields of the JSON request body (merged into what was kept), then answers like
+    /// `Read`.
+    Write,
 }
 
 /// How a route answers right now.
@@ -129,6 +215,8 @@ struct RawUpstream {
     env: Option<String>,
     #[serde(default)]
     route: Vec<RawRoute>,
+    #[serde(default)]
+    service_env: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -140,6 +228,7 @@ struct RawRoute {
     delay: Option<String>,
     fault: Option<String>,
     fault_times: Option<u32>,
+    store: Option<String>,
     #[serde(default)]
     response: RawResponse,
 }
@@ -149,6 +238,7 @@ struct RawRoute {
 struct RawKey {
     header: Option<String>,
     json: Option<String>,
+    path: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -203,10 +293,25 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             Some(RawKey {
                 header: Some(h),
                 json: None,
+                path: None,
             }) => Some(KeySource::Header(h.to_ascii_lowercase())),
             Some(RawKey {
                 header: None,
+                json: None,
+                path: Some(p),
+            }) => {
+                if !r.path.split('/').filter_map(path_param).any(|n| n == p) {
+                    return Err(format!(
+                        "upstream `{name}`: key {{ path = \"{p}\" }} names no {{{p}}} segment of \"{}\"",
+                        r.path
+                    ));
+                }
+                Some(KeySource::Path(p))
+            }
+            Some(RawKey {
+                header: None,
                 json: Some(j),
+                path: None,
             }) => Some(KeySource::Json {
                 path: JsonPath::parse(&j).map_err(|e| {
                     format!("upstream `{name}`: \"{j}\" is not a valid JSONPath: {e}")
@@ -215,7 +320,7 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             }),
             Some(_) => {
                 return Err(format!(
-                    "upstream `{name}`: a route key takes exactly one of `header` or `json`"
+                    "upstream `{name}`: a route key takes exactly one of `header`, `json` or `path`"
                 ))
             }
         };
@@ -234,9 +339,12 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             (Some(j), None) => {
                 let v = crate::exercise::predicate::to_json(&j)?;
                 for var in crate::exercise::template::variables_in_json(&v)? {
-                    if var != "seq" && !var.starts_with("request_") {
+                    let path_segment = var
+                        .strip_prefix("path_")
+                        .is_some_and(|p| r.path.split('/').filter_map(path_param).any(|n| n == p));
+                    if var != "seq" && !var.starts_with("request_") && !path_segment {
                         return Err(format!(
-                            "upstream `{name}`: response template `{{{{{var}}}}}` is unknown; use {{{{seq}}}} or {{{{request_FIELD}}}}"
+                            "upstream `{name}`: response template `{{{{{var}}}}}` is unknown; use {{{{seq}}}}, {{{{request_FIELD}}}} or {{{{path_NAME}}}} for a {{NAME}} segment of the path"
                         ));
                     }
                 }
@@ -245,10 +353,35 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             (None, Some(b)) => CannedBody::Text(b),
             (None, None) => CannedBody::Empty,
         };
+        let store = match r.store.as_deref() {
+            None => None,
+            Some("read") => Some(Store::Read),
+            Some("write") => Some(Store::Write),
+            Some(other) => {
+                return Err(format!(
+                    "upstream `{name}`: store \"{other}\" is not \"read\" or \"write\""
+                ))
+            }
+        };
+        if store.is_some() {
+            if key.is_none() {
+                return Err(format!(
+                    "upstream `{name}`: route {method} {} keeps documents per key, so `store` needs a `key`",
+                    r.path
+                ));
+            }
+            if !matches!(&body, CannedBody::Json(Value::Object(_))) {
+                return Err(format!(
+                    "upstream `{name}`: route {method} {} has `store`, so its response must be a JSON object (`response.json`)",
+                    r.path
+                ));
+            }
+        }
         let route = RouteSpec {
             method,
             path: r.path,
             key,
+            store,
             behaviour: Behaviour {
                 delay,
                 fault,
@@ -268,10 +401,20 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
         }
         routes.push(route);
     }
+    let mut service_env = Vec::new();
+    for (var, value) in raw.service_env {
+        if !valid_env_name(&var) || var == env {
+            return Err(format!(
+                "upstream `{name}`: service_env variable \"{var}\" must be a valid environment variable name other than {env}"
+            ));
+        }
+        service_env.push((var, value));
+    }
     Ok(UpstreamSpec {
         name: name.to_string(),
         env,
         routes,
+        service_env,
     })
 }
 
@@ -306,5 +449,43 @@ mod tests {
             toml::from_str("[[route]]\nmethod = \"GET\"\npath = \"/x\"\nfault = \"sometimes\"\n")
                 .unwrap();
         assert!(parse("p", &bad).unwrap_err().contains("sometimes"));
+    }
+
+    #[test]
+    fn path_keys_and_stores_are_validated() {
+        let route = |extra: &str| -> Result<UpstreamSpec, String> {
+            let text =
+                format!("[[route]]\nmethod = \"GET\"\npath = \"/profiles/{{user}}\"\n{extra}\n");
+            parse("profiles", &toml::from_str(&text).unwrap())
+        };
+        let ok = route("key = { path = \"user\" }\nstore = \"read\"\nresponse.json = { id = \"{{path_user}}\" }")
+            .unwrap();
+        let r = &ok.routes[0];
+        assert_eq!(r.path_params(), ["user"]);
+        assert_eq!(
+            r.matches("GET", "/profiles/amber"),
+            Some(vec![("user".to_string(), "amber".to_string())])
+        );
+        assert_eq!(r.matches("GET", "/profiles/"), None);
+        assert_eq!(r.matches("PATCH", "/profiles/amber"), None);
+        assert!(route("key = { path = \"id\" }")
+            .unwrap_err()
+            .contains("names no {id} segment"));
+        assert!(route("store = \"read\"\nresponse.json = { a = 1 }")
+            .unwrap_err()
+            .contains("needs a `key`"));
+        assert!(route("key = { path = \"user\" }\nstore = \"read\"")
+            .unwrap_err()
+            .contains("must be a JSON object"));
+        assert!(route("response.json = { id = \"{{path_id}}\" }")
+            .unwrap_err()
+            .contains("{{path_NAME}}"));
+        let env: toml::Value = toml::from_str(
+            "service_env = { PAYMENTS_URL = \"x\" }\n[[route]]\nmethod = \"GET\"\npath = \"/x\"\n",
+        )
+        .unwrap();
+        assert!(parse("payments", &env)
+            .unwrap_err()
+            .contains("other than PAYMENTS_URL"));
     }
 }

@@ -90,10 +90,34 @@ pub enum Bug {
     PageAlwaysNext,
     /// The price filters apply to the first product page only, not to pages after a cursor.
     PageFilterFirstPageOnly,
+    /// Profiles are not cached: every read asks the profile service.
+    CacheNone,
+    /// Cached profiles never expire, and `PATCH /me` does not drop them.
+    CacheNeverInvalidated,
+    /// A page's ETag is computed once, at creation, and never changes.
+    CacheEtagStale,
+    /// `PUT /pages/{slug}` ignores `If-Match`: a stale save overwrites the newer page.
+    CacheIfMatchIgnored,
+    /// `GET /me` is cached under the route, the same key for every user.
+    CacheKeyWithoutUser,
+    /// Concurrent misses for one profile each ask the profile service (no single flight).
+    CacheNoCoalescing,
+    /// `PUT /pages/{slug}` ignores `If-None-Match`, so `*` does not stop it replacing a page.
+    CacheCreateOverwrites,
+    /// A GET answers 304 when `If-Modified-Since` holds even though `If-None-Match` does not match.
+    CacheImsOverInm,
+    /// Page 304s carry no ETag, Last-Modified or Cache-Control.
+    Cache304DropsHeaders,
+    /// Page `Last-Modified` is an hour in the future (local time labelled GMT).
+    CacheLastModifiedFuture,
+    /// `GET /me` answers `Cache-Control: public, max-age=60`.
+    CacheAuthedPublic,
+    /// Page `Cache-Control` quotes the max-age: `public, max-age="60"`.
+    CacheMaxAgeQuoted,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 38] = [
+    pub const ALL: [Bug; 50] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -132,6 +156,18 @@ impl Bug {
         Bug::PageNoLink,
         Bug::PageAlwaysNext,
         Bug::PageFilterFirstPageOnly,
+        Bug::CacheNone,
+        Bug::CacheNeverInvalidated,
+        Bug::CacheEtagStale,
+        Bug::CacheIfMatchIgnored,
+        Bug::CacheKeyWithoutUser,
+        Bug::CacheNoCoalescing,
+        Bug::CacheCreateOverwrites,
+        Bug::CacheImsOverInm,
+        Bug::Cache304DropsHeaders,
+        Bug::CacheLastModifiedFuture,
+        Bug::CacheAuthedPublic,
+        Bug::CacheMaxAgeQuoted,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -175,6 +211,18 @@ impl Bug {
             Bug::PageNoLink => "page-no-link",
             Bug::PageAlwaysNext => "page-always-next",
             Bug::PageFilterFirstPageOnly => "page-filter-first-page-only",
+            Bug::CacheNone => "cache-none",
+            Bug::CacheNeverInvalidated => "cache-never-invalidated",
+            Bug::CacheEtagStale => "cache-etag-stale",
+            Bug::CacheIfMatchIgnored => "cache-if-match-ignored",
+            Bug::CacheKeyWithoutUser => "cache-key-without-user",
+            Bug::CacheNoCoalescing => "cache-no-coalescing",
+            Bug::CacheCreateOverwrites => "cache-create-overwrites",
+            Bug::CacheImsOverInm => "cache-ims-over-inm",
+            Bug::Cache304DropsHeaders => "cache-304-drops-headers",
+            Bug::CacheLastModifiedFuture => "cache-last-modified-future",
+            Bug::CacheAuthedPublic => "cache-authed-public",
+            Bug::CacheMaxAgeQuoted => "cache-max-age-quoted",
         }
     }
 

@@ -5,6 +5,7 @@
 //! start-up) and optionally `REFSVC_BUG`.
 
 mod bugs;
+mod caching;
 mod http;
 mod orders;
 mod pagination;
@@ -26,7 +27,12 @@ use tokio_postgres::NoTls;
 use tower_http::catch_panic::CatchPanicLayer;
 
 /// Run in order at every start; each must be idempotent (`IF NOT EXISTS`).
-const MIGRATIONS: &[&str] = &[products::SCHEMA, pagination::SCHEMA, payments::SCHEMA];
+const MIGRATIONS: &[&str] = &[
+    products::SCHEMA,
+    pagination::SCHEMA,
+    payments::SCHEMA,
+    caching::SCHEMA,
+];
 
 /// State shared by all handlers.
 #[derive(Clone)]
@@ -138,6 +144,7 @@ fn app(state: AppState) -> Router {
         .merge(products::router())
         .merge(payments::router())
         .merge(orders::router())
+        .merge(caching::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // Outermost, so that the log sees the final status, panics included.

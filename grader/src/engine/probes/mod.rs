@@ -8,7 +8,9 @@ mod no_internals_leak;
 mod paginate;
 mod query_plan;
 mod redundant_indexes;
+mod revalidate;
 mod upstream_calls;
+mod upstream_latency;
 
 use super::{CheckContext, Failure};
 use crate::exercise::ProbeCall;
@@ -22,5 +24,6 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::DeepPages(params) => deep_pages::run(params, ctx).await,
         ProbeCall::RedundantIndexes(params) => redundant_indexes::run(params, ctx).await,
         ProbeCall::Paginate(params) => paginate::run(params, ctx).await,
+        ProbeCall::Revalidate(params) => revalidate::run(params, ctx).await,
     }
 }

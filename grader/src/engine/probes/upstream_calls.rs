@@ -25,11 +25,19 @@ pub async fn run(p: &UpstreamCalls, ctx: &mut CheckContext<'_>) -> Result<(), Fa
     let upstream = apply_behaviour(ctx, &p.upstream)?;
     let mut seen: Vec<Seen> = Vec::new();
     for r in &p.requests {
+        if !r.wait.is_zero() {
+            tokio::time::sleep(r.wait).await;
+        }
         let req = build_request(ctx, &r.spec)?;
         let summary = format!("{} {}", req.method, req.url.path());
+        let started = std::time::Instant::now();
         let resp = ctx.send(&r.name, req).await?;
+        let took = started.elapsed();
         if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &p.identity)? {
             return Err(Failure::Fail(info));
+        }
+        if let Some(share) = r.under_upstream_delay {
+            super::upstream_latency::check(&p.upstream, &upstream, &r.name, &summary, share, took)?;
         }
         seen.push(Seen::of(&resp, &p.identity));
     }
@@ -185,12 +193,16 @@ pub(super) fn check_calls(
         .take(MAX_EVIDENCE)
         .enumerate()
         .map(|(i, c)| {
+            // A lookup (GET) has no body worth showing; a write's body is the evidence.
+            let body = match String::from_utf8_lossy(&c.body) {
+                b if b.is_empty() => String::new(),
+                b => format!("; body {}", assert::shorten(&b, 200)),
+            };
             format!(
-                "{} {} at {what}{whose}: answered {}; body {}",
+                "{} {} at {what}{whose}: answered {}{body}",
                 u.noun,
                 i + 1,
                 c.answered,
-                assert::shorten(&String::from_utf8_lossy(&c.body), 200)
             )
         })
         .collect();
@@ -201,24 +213,31 @@ pub(super) fn check_calls(
             noun(calls.len() - MAX_EVIDENCE)
         ));
     }
-    if let Some(want) = u.calls {
-        if calls.len() != want as usize {
-            return Err(Failure::Fail(FailInfo {
-                message: format!(
-                    "{} {} at {what}{whose}, expected exactly {want}",
-                    calls.len(),
-                    noun(calls.len())
-                ),
-                expected: format!("{want} {} at {what}{whose}", noun(want as usize)),
-                actual: format!(
-                    "{} {} (the mock upstream counted every request it received)",
-                    calls.len(),
-                    noun(calls.len())
-                ),
-                evidence,
-                ..Default::default()
-            }));
-        }
+    // An exact count (`calls`) or a ceiling (`max_calls`): the same failure, worded for each.
+    let bound = match (u.calls, u.max_calls) {
+        (Some(want), _) if calls.len() != want as usize => Some(("exactly", "", want)),
+        (_, Some(most)) if calls.len() > most as usize => Some(("at most", "at most ", most)),
+        _ => None,
+    };
+    if let Some((how, how_expected, limit)) = bound {
+        return Err(Failure::Fail(FailInfo {
+            message: format!(
+                "{} {} at {what}{whose}, expected {how} {limit}",
+                calls.len(),
+                noun(calls.len())
+            ),
+            expected: format!(
+                "{how_expected}{limit} {} at {what}{whose}",
+                noun(limit as usize)
+            ),
+            actual: format!(
+                "{} {} (the mock upstream counted every request it received)",
+                calls.len(),
+                noun(calls.len())
+            ),
+            evidence,
+            ..Default::default()
+        }));
     }
     for (i, call) in calls.iter().enumerate() {
         let doc = call.json();
