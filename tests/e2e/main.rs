@@ -327,15 +327,15 @@ fn prove_reports_a_variant_whose_expectation_is_wrong() {
     assert!(stdout.trim_end().ends_with("NOT proven"), "{stdout}");
 }
 
-#[test]
-fn external_runtime_grades_a_running_service() {
-    // A service somebody else started: the grader only sends requests to it.
+/// Starts the Python scaffold by hand, as a learner would for `--runtime external`, and waits
+/// (bounded) until it listens; returns the process and its URL.
+fn start_python_scaffold() -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let mut service = std::process::Command::new("python3")
+    let service = std::process::Command::new("python3")
         .arg(repo_root().join("scaffolds/python/app.py"))
         .env("PORT", port.to_string())
         .stdout(std::process::Stdio::null())
@@ -350,6 +350,13 @@ fn external_runtime_grades_a_running_service() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    (service, url)
+}
+
+#[test]
+fn external_runtime_grades_a_running_service() {
+    // A service somebody else started: the grader only sends requests to it.
+    let (mut service, url) = start_python_scaffold();
     let run = grade(
         &repo_root().join("scaffolds/python"),
         &["--runtime", "external", "--url", &url, "--seed", "2"],
@@ -379,26 +386,7 @@ fn external_runtime_grades_a_running_service() {
 fn database_checks_are_errors_without_the_graders_database() {
     // With --runtime external the grader owns no PostgreSQL: the database-indexing checks cannot
     // run, and say it is the grader's limitation (error, exit 3), never the service's failure.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut service = std::process::Command::new("python3")
-        .arg(repo_root().join("scaffolds/python/app.py"))
-        .env("PORT", port.to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the scaffold did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut service, url) = start_python_scaffold();
     let run = grade(
         &repo_root().join("scaffolds/python"),
         &[

@@ -236,6 +236,14 @@ fn label_filter(key: &str, value: Option<&str>) -> HashMap<String, Vec<String>> 
     HashMap::from([("label".to_string(), vec![label])])
 }
 
+/// The `grader.owner` label of a container or network ("" when it has none).
+fn owner_label(labels: &Option<HashMap<String, String>>) -> &str {
+    labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_OWNER))
+        .map_or("", String::as_str)
+}
+
 /// Removes containers and networks carrying `key[=value]` whose owner passes `remove_owner`.
 /// Returns how many things were removed. Best effort: errors are skipped.
 async fn remove_labelled(
@@ -252,13 +260,7 @@ async fn remove_labelled(
     };
     if let Ok(containers) = docker.list_containers(Some(options)).await {
         for c in containers {
-            let owner = c
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_OWNER))
-                .cloned()
-                .unwrap_or_default();
-            if !remove_owner(&owner) {
+            if !remove_owner(owner_label(&c.labels)) {
                 continue;
             }
             if let Some(id) = c.id {
@@ -278,13 +280,7 @@ async fn remove_labelled(
     };
     if let Ok(networks) = docker.list_networks(Some(options)).await {
         for n in networks {
-            let owner = n
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_OWNER))
-                .cloned()
-                .unwrap_or_default();
-            if !remove_owner(&owner) {
+            if !remove_owner(owner_label(&n.labels)) {
                 continue;
             }
             if let Some(id) = n.id {
