@@ -1,25 +1,20 @@
-//! Command-line interface: parses flags and wires manifest -> runtime -> engine -> scoring ->
-//! reports. Policy decisions (exit codes, what goes to stdout) live here; the modules it calls
-//! stay reusable from tests.
+//! Command-line interface: parses flags, calls the grading-run API (`crate::run`) and writes the
+//! reports. Policy decisions (exit codes, what goes to stdout) live here; the grading itself is
+//! reusable from tests, `prove` and future front ends.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 
 use crate::diagnostic::Diagnostics;
-use crate::engine::{self, random, RunOptions};
-use crate::exercise::{self, Catalog, Exercise, ExerciseSource};
-use crate::manifest::{display_path, Manifest, MANIFEST_FILE};
-use crate::outcome::{
-    CheckResult, ProblemKind, RunProblem, RunReport, RuntimeInfo, Status, Timings, REPORT_VERSION,
-};
+use crate::exercise::coverage::{self, Cover};
+use crate::exercise::{self, Catalog, ExerciseSource};
+use crate::outcome::{ProblemKind, RunReport};
 use crate::progress::Progress;
 use crate::report::{self, human::HumanStyle, Format};
-use crate::runtime::{self, RunningService, StartError};
+use crate::run::{self, Cancel, RunError, RunRequest, RuntimeKind};
 use crate::scoring::{self, exit};
-use crate::upstream::{UpstreamOptions, Upstreams};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -40,8 +35,16 @@ pub enum Command {
     /// Start the service in PATH (default: the current folder) and grade it.
     Check(CheckArgs),
     /// List the exercises, their skill areas and checks.
-    Exercises(SourceArgs),
-    /// Validate every exercise file (for instructors); errors give file:line:col.
+    Exercises {
+        /// Print the coverage matrix instead: each README requirement and the checks that can
+        /// fail it.
+        #[arg(long)]
+        coverage: bool,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
+    /// Validate every exercise file (for instructors); errors give file:line:col. Every README
+    /// requirement must be covered by a check (or marked not graded, or listed as untested).
     Lint(SourceArgs),
     /// Prove every check honest (for instructors): the reference service in PATH passes, and each
     /// known-bad variant in PATH/variants.toml fails exactly the checks it lists.
@@ -74,19 +77,6 @@ pub struct SourceArgs {
     /// Read exercises from this folder instead of the copy built into grader.
     #[arg(long, env = "GRADER_EXERCISES_DIR", value_name = "DIR")]
     pub exercises_dir: Option<PathBuf>,
-}
-
-#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RuntimeKind {
-    /// Your own start command, with a throwaway PostgreSQL (and Redis) on this machine.
-    Local,
-    /// A service that is already running at --url; no databases are provided.
-    External,
-    /// Your service's Dockerfile, built and run as a container, with PostgreSQL (and Redis) as
-    /// containers on a per-run network.
-    Docker,
-    /// docker when a Dockerfile is next to grader.toml and the Docker daemon answers, else local.
-    Auto,
 }
 
 #[derive(Args, Debug)]
@@ -143,7 +133,10 @@ pub async fn main() -> i32 {
     };
     match cli.command {
         Command::Check(args) => check(args).await,
-        Command::Exercises(source) => list_exercises(&source),
+        Command::Exercises { coverage, source } => match coverage {
+            true => print_coverage(&source),
+            false => list_exercises(&source),
+        },
         Command::Lint(source) => lint(&source),
         Command::Explain { check, source } => explain(&check, &source),
         Command::Prove {
@@ -155,14 +148,15 @@ pub async fn main() -> i32 {
         } => match load_catalog(&source) {
             Ok(catalog) => {
                 let variants = variants.unwrap_or_else(|| path.join(crate::prove::VARIANTS_FILE));
-                crate::prove::run(
-                    &path,
-                    &variants,
-                    source.exercises_dir.clone(),
-                    &catalog,
-                    seed,
-                    jobs,
-                )
+                let (canceller, cancel) = Cancel::new();
+                let mut interrupt = Interrupt::new();
+                let watcher = tokio::spawn(async move {
+                    interrupt.wait().await;
+                    canceller.cancel();
+                });
+                let code = crate::prove::run(&path, &variants, &catalog, seed, jobs, cancel).await;
+                watcher.abort();
+                code
             }
             Err(code) => code,
         },
@@ -195,13 +189,54 @@ fn lint(source: &SourceArgs) -> i32 {
     let Ok(catalog) = load_catalog(source) else {
         return exit::USAGE;
     };
+    let mut problems = Diagnostics::default();
+    for exercise in &catalog.exercises {
+        problems.0.extend(coverage::problems(exercise).0);
+    }
+    if !problems.is_empty() {
+        print_diagnostics(&problems);
+        return exit::USAGE;
+    }
     let checks: usize = catalog.exercises.iter().map(|e| e.checks.len()).sum();
+    let (mut covered, mut untested, mut not_graded) = (0, 0, 0);
+    for exercise in &catalog.exercises {
+        for (_, cover) in coverage::matrix(exercise) {
+            match cover {
+                Cover::Checks(_) => covered += 1,
+                Cover::Untested => untested += 1,
+                Cover::NotGraded => not_graded += 1,
+                Cover::Missing => {}
+            }
+        }
+    }
     println!(
         "ok: {} skills, {} exercises, {checks} checks in {}",
         catalog.skills.len(),
         catalog.exercises.len(),
         exercise_source(source).describe()
     );
+    println!(
+        "requirements: {covered} covered by checks, {not_graded} not graded, {untested} untested (listed in `untested`; `grader exercises --coverage` shows them)"
+    );
+    exit::OK
+}
+
+fn print_coverage(source: &SourceArgs) -> i32 {
+    let Ok(catalog) = load_catalog(source) else {
+        return exit::USAGE;
+    };
+    for exercise in &catalog.exercises {
+        println!("{}", exercise.id);
+        for (requirement, cover) in coverage::matrix(exercise) {
+            let what = match cover {
+                Cover::Checks(checks) => checks.join(", "),
+                Cover::NotGraded => "(not graded)".into(),
+                Cover::Untested => "UNTESTED".into(),
+                Cover::Missing => "MISSING: no check, not listed as untested".into(),
+            };
+            println!("  {:<12} {what}", requirement.id);
+        }
+    }
     exit::OK
 }
 
@@ -256,337 +291,51 @@ fn explain(id: &str, source: &SourceArgs) -> i32 {
     exit::OK
 }
 
-/// Everything `check` needs once flags and files are validated.
-struct Plan<'a> {
-    exercises: Vec<&'a Exercise>,
-    service_dir: PathBuf,
-    manifest: Option<Manifest>,
-    seed: u64,
-    replay: String,
-}
-
-fn plan<'a>(args: &CheckArgs, catalog: &'a Catalog) -> Result<Plan<'a>, i32> {
-    let service_dir = std::fs::canonicalize(&args.path).map_err(|e| {
-        eprintln!(
-            "grader: cannot open the service folder {}: {e}",
-            args.path.display()
-        );
-        exit::USAGE
-    })?;
-    let has_manifest = service_dir.join(MANIFEST_FILE).is_file();
-    let manifest = if args.runtime != RuntimeKind::External || has_manifest {
-        Some(Manifest::load(&service_dir).map_err(|d| {
-            print_diagnostics(&d);
-            exit::USAGE
-        })?)
-    } else {
-        None
-    };
-    let known = catalog.exercises.iter().map(|e| e.id.as_str());
-    let ids: Vec<String> = if !args.exercises.is_empty() {
-        for id in &args.exercises {
-            if catalog.exercise(id).is_none() {
-                let names: Vec<&str> = known.clone().collect();
-                let hint = crate::diagnostic::did_you_mean(id, names.iter().copied())
-                    .map(|s| format!("did you mean \"{s}\"?"))
-                    .unwrap_or_else(|| format!("known exercises: {}", names.join(", ")));
-                eprintln!("grader: unknown exercise \"{id}\"; {hint}");
-                return Err(exit::USAGE);
-            }
-        }
-        args.exercises.clone()
-    } else if let Some(m) = &manifest {
-        m.check_exercises(known).map_err(|d| {
-            print_diagnostics(&d);
-            exit::USAGE
-        })?;
-        m.exercise_ids()
-    } else {
-        eprintln!(
-            "grader: no {MANIFEST_FILE} in {}; name the exercises with --exercise ID",
-            display_path(&service_dir)
-        );
-        return Err(exit::USAGE);
-    };
-    if args.runtime == RuntimeKind::External && args.url.is_none() {
-        eprintln!("grader: --runtime external needs --url, e.g. --url http://127.0.0.1:8080");
-        return Err(exit::USAGE);
-    }
-    if let Some(min) = args.min_score {
-        if !(0.0..=100.0).contains(&min) {
-            eprintln!("grader: --min-score is a percentage from 0 to 100");
-            return Err(exit::USAGE);
-        }
-    }
-    let exercises: Vec<&Exercise> = ids.iter().filter_map(|id| catalog.exercise(id)).collect();
-    for only in &args.only {
-        let exists = exercises
-            .iter()
-            .any(|ex| ex.checks.iter().any(|c| options_match(only, &ex.id, &c.id)));
-        if !exists {
-            eprintln!("grader: --only {only} matches no check of the selected exercises; `grader exercises` lists them");
-            return Err(exit::USAGE);
-        }
-    }
-    let seed = args.seed.unwrap_or_else(random::fresh_seed);
-    let mut replay = format!("grader check {}", shell_word(&display_path(&service_dir)));
-    for e in &args.exercises {
-        replay.push_str(&format!(" --exercise {e}"));
-    }
-    for o in &args.only {
-        replay.push_str(&format!(" --only {o}"));
-    }
-    if args.runtime == RuntimeKind::External {
-        if let Some(url) = &args.url {
-            replay.push_str(&format!(" --runtime external --url {url}"));
-        }
-    }
-    replay.push_str(&format!(" --seed {seed}"));
-    Ok(Plan {
-        exercises,
-        service_dir,
-        manifest,
-        seed,
-        replay,
-    })
-}
-
-fn options_match(only: &str, exercise: &str, check: &str) -> bool {
-    RunOptions {
-        seed: 0,
-        only: vec![only.to_string()],
-        ..Default::default()
-    }
-    .selects(exercise, check)
-}
-
-fn shell_word(s: &str) -> String {
-    shlex::try_quote(s)
-        .map(|c| c.into_owned())
-        .unwrap_or_else(|_| s.to_string())
-}
-
-async fn check(mut args: CheckArgs) -> i32 {
+async fn check(args: CheckArgs) -> i32 {
     let Ok(catalog) = load_catalog(&args.source) else {
         return exit::USAGE;
     };
-    let mut plan = match plan(&args, &catalog) {
+    if let Some(min) = args.min_score {
+        if !(0.0..=100.0).contains(&min) {
+            eprintln!("grader: --min-score is a percentage from 0 to 100");
+            return exit::USAGE;
+        }
+    }
+    let request = RunRequest {
+        service_dir: args.path.clone(),
+        exercises: args.exercises.clone(),
+        only: args.only.clone(),
+        runtime: args.runtime,
+        url: args.url.clone(),
+        seed: args.seed,
+        artifacts_dir: args.artifacts_dir.clone(),
+        service_env: Vec::new(),
+    };
+    let plan = match run::plan(&request, &catalog) {
         Ok(p) => p,
-        Err(code) => return code,
+        Err(e) => return run_error(e),
     };
-    // The docker runtime's settings; `--runtime auto` settles on docker or local here.
-    let docker_options = plan
-        .manifest
-        .as_ref()
-        .map(|m| runtime::docker::DockerOptions::new(&plan.service_dir, &m.docker));
-    let mut runtime_choice = None;
-    if args.runtime == RuntimeKind::Auto {
-        let dockerfile = docker_options
-            .as_ref()
-            .map(|o| o.dockerfile.clone())
-            .unwrap_or_else(|| plan.service_dir.join("Dockerfile"));
-        let (docker, why) = runtime::docker::choose_auto(&dockerfile).await;
-        args.runtime = if docker {
-            RuntimeKind::Docker
-        } else {
-            RuntimeKind::Local
-        };
-        runtime_choice = Some(format!(
-            "  runtime     {} ({why})",
-            if docker { "docker" } else { "local" }
-        ));
-    }
-    if args.runtime == RuntimeKind::Docker {
-        if let Some(problem) = runtime::docker::daemon_problem().await {
-            eprintln!("grader: --runtime docker: {problem}; or use --runtime local");
-            return exit::INFRASTRUCTURE;
-        }
-        plan.replay = plan
-            .replay
-            .replacen(" --seed ", " --runtime docker --seed ", 1);
-    }
-    let default_artifacts = plan.service_dir.join(".grader").join("last-run");
-    let artifacts_dir = args
-        .artifacts_dir
-        .clone()
-        .unwrap_or_else(|| default_artifacts.clone());
-    let mut service_plan = match (&plan.manifest, args.runtime) {
-        (Some(m), RuntimeKind::Local) => match m.service_plan(&plan.service_dir, &artifacts_dir) {
-            Ok(p) => Some(p),
-            Err(d) => {
-                print_diagnostics(&d);
-                return exit::USAGE;
-            }
-        },
-        (Some(m), RuntimeKind::Docker) => {
-            match m.docker_service_plan(&plan.service_dir, &artifacts_dir) {
-                Ok(p) => Some(p),
-                Err(d) => {
-                    print_diagnostics(&d);
-                    return exit::USAGE;
-                }
-            }
-        }
-        _ => None,
-    };
-    // Exercises with a `[dataset]`: the grader loads it before the service starts.
-    let datasets: Vec<_> = plan
-        .exercises
-        .iter()
-        .filter_map(|e| e.dataset.clone().map(|d| (e.id.clone(), d)))
-        .collect();
-    let mut data_stats = None;
-    if let (Some(sp), Some((hook, stats))) = (
-        service_plan.as_mut(),
-        crate::dataset::before_service(datasets, plan.seed),
-    ) {
-        sp.before_service = Some(hook);
-        data_stats = Some(stats);
-    }
-    if let Err(e) = prepare_artifacts(&artifacts_dir, artifacts_dir == default_artifacts) {
-        eprintln!("grader: cannot create {}: {e}", artifacts_dir.display());
-        return exit::USAGE;
-    }
-
-    let started_at = std::time::SystemTime::now();
-    let clock = Instant::now();
     let machine_output = args.format != Format::Human && args.output.is_none();
     let progress = Progress::new(!machine_output || std::io::stderr().is_terminal());
-    progress.line(&format!(
-        "grader {} · seed {} · exercises: {}",
-        env!("CARGO_PKG_VERSION"),
-        plan.seed,
-        plan.exercises
-            .iter()
-            .map(|e| e.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    if let Some(choice) = &runtime_choice {
-        progress.line(choice);
-    }
-
+    // Ctrl-C and SIGTERM cancel the run; it stops everything it started before returning.
+    let (canceller, cancel) = Cancel::new();
     let mut interrupt = Interrupt::new();
-    let mut timings = Timings::default();
-    let mut problem: Option<RunProblem> = None;
-    let mut interrupted = false;
-
-    // Mock upstreams first: the service gets their URLs when it starts.
-    // A container reaches the mocks through the host gateway, not the host's loopback.
-    let upstream_options = if args.runtime == RuntimeKind::Docker {
-        runtime::docker::upstream_options().await
-    } else {
-        UpstreamOptions::default()
+    let watcher = tokio::spawn(async move {
+        interrupt.wait().await;
+        canceller.cancel();
+    });
+    let outcome = run::execute(plan, &progress, cancel).await;
+    watcher.abort();
+    let report = match outcome {
+        Ok(r) => r,
+        Err(e) => return run_error(e),
     };
-    let (upstreams, upstream_problem) = start_upstreams(
-        &plan,
-        service_plan.as_mut(),
-        args.runtime == RuntimeKind::External,
-        &upstream_options,
-        &progress,
-    )
-    .await;
-    problem = problem.or(upstream_problem);
-
-    let service: Option<RunningService> = match (&service_plan, &args.url) {
-        _ if problem.is_some() => None,
-        (Some(sp), _) => {
-            let docker = (args.runtime == RuntimeKind::Docker)
-                .then_some(docker_options.as_ref())
-                .flatten();
-            let start = async {
-                match docker {
-                    Some(options) => runtime::start_docker(sp, options, &progress).await,
-                    None => runtime::start_local(sp, &progress).await,
-                }
-            };
-            tokio::select! {
-                r = start => match r {
-                    Ok(s) => Some(s),
-                    Err(e) => {
-                        problem = Some(start_problem(e, &artifacts_dir));
-                        None
-                    }
-                },
-                _ = interrupt.wait() => {
-                    interrupted = true;
-                    None
-                }
-            }
-        }
-        (None, Some(url)) => Some(RunningService::external(url.clone())),
-        (None, None) => None,
-    };
-
-    let mut results: Vec<CheckResult> = Vec::new();
-    let mut service_url = String::new();
-    if let Some(service) = service {
-        timings.postgres_ms = ms(service.timings.postgres);
-        timings.redis_ms = ms(service.timings.redis);
-        timings.data_setup_ms = ms(service.timings.data_setup);
-        if let Some(stats) = data_stats.as_ref().and_then(|s| s.lock().ok()?.clone()) {
-            progress.line(&format!("  data        {}", stats.summary()));
-        }
-        timings.build_ms = ms(service.timings.build);
-        timings.service_start_ms = ms(service.timings.service_start);
-        service_url = service.base_url.to_string();
-        let options = RunOptions {
-            seed: plan.seed,
-            only: args.only.clone(),
-            upstreams: upstreams.clone(),
-        };
-        let checks_clock = Instant::now();
-        tokio::select! {
-            r = engine::run(&plan.exercises, &service, &options, &progress) => match r {
-                Ok(r) => results = r,
-                Err(e) => problem = Some(RunProblem { kind: ProblemKind::Infrastructure, message: e, fix: None, log_tail: vec![] }),
-            },
-            _ = interrupt.wait() => interrupted = true,
-        }
-        timings.checks_ms = ms(checks_clock.elapsed());
-        progress.finish_checks();
-        timings.teardown_ms = ms(service.shutdown().await);
-    }
-    upstreams.shutdown().await;
-    if interrupted {
-        problem = Some(RunProblem {
-            kind: ProblemKind::Interrupted,
-            message: "the run was interrupted; everything the grader started was stopped".into(),
-            fix: None,
-            log_tail: vec![],
-        });
-    }
-    // Checks that never ran are listed too, so every report has the full check list.
-    fill_unrun(&mut results, &plan.exercises, &args.only, problem.as_ref());
-
-    let score = scoring::overall(&results);
-    let status = scoring::run_status(&results, problem.as_ref());
-    let report = RunReport {
-        version: REPORT_VERSION,
-        grader_version: env!("CARGO_PKG_VERSION").into(),
-        status,
-        seed: plan.seed,
-        replay: plan.replay.clone(),
-        started_at: humantime::format_rfc3339_seconds(started_at).to_string(),
-        duration_ms: ms(clock.elapsed()),
-        runtime: RuntimeInfo {
-            kind: match args.runtime {
-                RuntimeKind::Local | RuntimeKind::Auto => "local".into(),
-                RuntimeKind::External => "external".into(),
-                RuntimeKind::Docker => "docker".into(),
-            },
-            service_url,
-            service_dir: display_path(&plan.service_dir),
-            artifacts_dir: display_path(&artifacts_dir),
-        },
-        timings,
-        skills: scoring::by_skill(&results, &catalog),
-        exercises: scoring::by_exercise(&results, &plan.exercises),
-        score,
-        checks: results,
-        problem,
-    };
+    let interrupted = report
+        .problem
+        .as_ref()
+        .is_some_and(|p| p.kind == ProblemKind::Interrupted);
     let code = scoring::exit_code(report.status, &report.score, args.min_score, interrupted);
+    let artifacts_dir = PathBuf::from(&report.runtime.artifacts_dir);
     if let Err(e) = write_reports(&args, &report, &artifacts_dir) {
         eprintln!("grader: {e}");
         return exit::USAGE;
@@ -594,175 +343,20 @@ async fn check(mut args: CheckArgs) -> i32 {
     code
 }
 
-/// Starts the exercises' mock upstreams and hands their URLs to the service (an external service
-/// cannot be told: the URLs are printed, to be configured by hand).
-async fn start_upstreams(
-    plan: &Plan<'_>,
-    service_plan: Option<&mut runtime::ServicePlan>,
-    external: bool,
-    options: &UpstreamOptions,
-    progress: &Progress,
-) -> (Upstreams, Option<RunProblem>) {
-    let specs: Vec<_> = plan
-        .exercises
-        .iter()
-        .flat_map(|e| e.upstreams.iter().cloned())
-        .collect();
-    if specs.is_empty() {
-        return (Upstreams::default(), None);
-    }
-    let upstreams = match Upstreams::start(&specs, options).await {
-        Ok(u) => u,
-        Err(message) => {
-            let problem = RunProblem {
-                kind: ProblemKind::Infrastructure,
-                message: format!("the grader could not start its mock upstreams: {message}"),
-                fix: Some("this is not your service's fault; run again, and report it with this output if it repeats".into()),
-                log_tail: vec![],
-            };
-            return (Upstreams::default(), Some(problem));
-        }
-    };
-    let renames = plan
-        .manifest
-        .as_ref()
-        .map(|m| m.upstream_env.clone())
-        .unwrap_or_default();
-    let vars = upstreams.env_vars(&renames);
-    // Each upstream's URL, then the settings it hands the service (e.g. a cache TTL).
-    for (var, value) in &vars {
-        if external {
-            progress.line(&format!(
-                "  upstream    set {var}={value} on your service yourself (--runtime external cannot pass it)"
-            ));
-        } else {
-            progress.line(&format!("  upstream    {var}={value}"));
-        }
-    }
-    if let Some(sp) = service_plan {
-        sp.env.extend(vars);
-    }
-    (upstreams, None)
-}
-
-fn ms(d: Duration) -> u64 {
-    d.as_millis() as u64
-}
-
-/// Files a run writes to its artifacts folder.
-const ARTIFACT_FILES: &[&str] = &[
-    "report.json",
-    "service.log",
-    "build.log",
-    "postgres.log",
-    "redis.log",
-];
-
-/// Removes the previous run's files (only the grader's own), so logs always belong to this run.
-fn prepare_artifacts(dir: &Path, is_default: bool) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for name in ARTIFACT_FILES {
-        match std::fs::remove_file(dir.join(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
-            _ => {}
-        }
-    }
-    // Keep `.grader/` out of the learner's git history without asking them to edit .gitignore.
-    if is_default {
-        if let Some(parent) = dir.parent() {
-            let ignore = parent.join(".gitignore");
-            if !ignore.exists() {
-                std::fs::write(ignore, "*\n")?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn start_problem(e: StartError, artifacts_dir: &Path) -> RunProblem {
-    let log = |name: &str| display_path(&artifacts_dir.join(name));
+/// Prints why a run could not start and returns its exit code.
+fn run_error(e: RunError) -> i32 {
     match e {
-        StartError::BuildFailed { reason, log_tail } => RunProblem {
-            kind: ProblemKind::ServiceBuild,
-            message: format!("your build command failed ({reason})"),
-            fix: Some(format!(
-                "run the build command from grader.toml yourself and fix the errors it shows; the full output is in {}",
-                log("build.log")
-            )),
-            log_tail,
-        },
-        StartError::ServiceDidNotStart { message, log_tail } => RunProblem {
-            kind: ProblemKind::ServiceStart,
-            message,
-            fix: Some(format!(
-                "start the service yourself with the command from grader.toml and PORT set, and make sure the health path answers 200; its output is in {}",
-                log("service.log")
-            )),
-            log_tail,
-        },
-        StartError::MissingBinary { what, install_hint } => RunProblem {
-            kind: ProblemKind::Infrastructure,
-            message: format!("{what} is not installed, so the grader cannot provide it"),
-            fix: Some(install_hint),
-            log_tail: vec![],
-        },
-        StartError::Infrastructure { what, message, log_tail } => RunProblem {
-            kind: ProblemKind::Infrastructure,
-            message: format!("the grader could not start {what}: {message}"),
-            fix: Some("this is not your service's fault; run again, and report it with this output if it repeats".into()),
-            log_tail,
-        },
-        StartError::Interrupted => RunProblem {
-            kind: ProblemKind::Interrupted,
-            message: "interrupted while starting".into(),
-            fix: None,
-            log_tail: vec![],
-        },
-    }
-}
-
-fn fill_unrun(
-    results: &mut Vec<CheckResult>,
-    exercises: &[&Exercise],
-    only: &[String],
-    problem: Option<&RunProblem>,
-) {
-    let options = RunOptions {
-        seed: 0,
-        only: only.to_vec(),
-        ..Default::default()
-    };
-    let (status, message) = match problem.map(|p| p.kind) {
-        Some(ProblemKind::Infrastructure) => (
-            Status::Error,
-            "not run: the grader could not provide what the service needs (see above)",
-        ),
-        Some(ProblemKind::Interrupted) => (Status::Skip, "not run: interrupted"),
-        Some(ProblemKind::ServiceBuild) => (Status::Skip, "not run: the service did not build"),
-        Some(ProblemKind::ServiceStart) | None => {
-            (Status::Skip, "not run: the service did not start")
+        RunError::Usage(message) => {
+            eprintln!("grader: {message}");
+            exit::USAGE
         }
-    };
-    for ex in exercises {
-        for c in &ex.checks {
-            let id = format!("{}/{}", ex.id, c.id);
-            if !options.selects(&ex.id, &c.id) || results.iter().any(|r| r.id == id) {
-                continue;
-            }
-            results.push(CheckResult {
-                id,
-                exercise: ex.id.clone(),
-                title: c.title.clone(),
-                skill: c.skill.clone(),
-                task: c.task,
-                points: c.points,
-                earned: 0,
-                status,
-                duration_ms: 0,
-                message: Some(message.into()),
-                measurements: Vec::new(),
-                detail: None,
-            });
+        RunError::Diagnostics(d) => {
+            print_diagnostics(&d);
+            exit::USAGE
+        }
+        RunError::Infrastructure(message) => {
+            eprintln!("grader: {message}");
+            exit::INFRASTRUCTURE
         }
     }
 }

@@ -219,6 +219,18 @@ pub fn did_you_mean<'a>(
         .map(|(_, c)| c)
 }
 
+/// A path relative to the current directory when it is below it, for shorter messages; `.` for
+/// the current directory itself (an empty word would not survive a copied command line).
+pub fn display_path(path: &std::path::Path) -> String {
+    if let Ok(cwd) = std::env::current_dir() {
+        if let Ok(rel) = path.strip_prefix(&cwd) {
+            let rel = rel.display().to_string();
+            return if rel.is_empty() { ".".into() } else { rel };
+        }
+    }
+    path.display().to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

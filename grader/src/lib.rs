@@ -1,6 +1,7 @@
 //! `grader`: grades real HTTP services against backend-engineering exercises.
 //!
-//! Data flows one way: [`manifest`] -> [`runtime`] -> [`engine`] -> [`scoring`] -> [`report`].
+//! Data flows one way: [`manifest`] -> [`runtime`] -> [`engine`] (steps and [`probes`]) ->
+//! [`scoring`] -> [`report`], driven by one grading run ([`run`]).
 //! See `docs/ARCHITECTURE.md`.
 
 pub mod cli;
@@ -10,9 +11,13 @@ pub mod engine;
 pub mod exercise;
 pub mod manifest;
 pub mod outcome;
+pub mod pg;
+pub mod probes;
 pub mod progress;
 pub mod prove;
 pub mod report;
+pub mod run;
 pub mod runtime;
 pub mod scoring;
+pub mod spec;
 pub mod upstream;

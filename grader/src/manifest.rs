@@ -17,8 +17,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, SourceFile};
-use crate::runtime::ServicePlan;
+use crate::diagnostic::{
+    did_you_mean, display_path, from_toml_error, Diagnostic, Diagnostics, SourceFile,
+};
 
 pub const MANIFEST_FILE: &str = "grader.toml";
 
@@ -434,14 +435,52 @@ fn dependency_env(
     }
 }
 
-/// A path relative to the current directory when it is below it, for shorter messages.
-pub fn display_path(path: &Path) -> String {
-    if let Ok(cwd) = std::env::current_dir() {
-        if let Ok(rel) = path.strip_prefix(&cwd) {
-            return rel.display().to_string();
-        }
+/// What to run, fully resolved from the manifest (paths absolute, defaults applied).
+#[derive(Debug, Clone)]
+pub struct ServicePlan {
+    /// Folder holding the learner's `grader.toml`.
+    pub service_dir: PathBuf,
+    /// Shell command (run with `sh -c`) that builds the service, if any.
+    pub build: Option<String>,
+    pub build_timeout: Duration,
+    /// Shell command (run with `sh -c`) that starts the service.
+    pub command: String,
+    /// Working directory of build and command.
+    pub workdir: PathBuf,
+    /// Extra environment for the service (manifest `[service.env]`). The grader's own environment
+    /// is inherited too.
+    pub env: Vec<(String, String)>,
+    /// Name of the env var that carries the port the service must listen on.
+    pub port_env: String,
+    /// Path polled with GET until it answers 2xx, e.g. `/healthz`.
+    pub health_path: String,
+    pub startup_timeout: Duration,
+    /// `Some(env var name)` when the service wants PostgreSQL, e.g. `DATABASE_URL`.
+    pub postgres_env: Option<String>,
+    /// `Some(env var name)` when the service wants Redis, e.g. `REDIS_URL`.
+    pub redis_env: Option<String>,
+    /// Directory for this run's artifacts: `service.log`, `build.log`, `postgres.log`.
+    pub artifacts_dir: PathBuf,
+    /// Runs once PostgreSQL is up and before the service starts (exercise schemas and data sets
+    /// the grader loads). An `Err` is the grader's failure (infrastructure), not the learner's.
+    pub before_service: Option<BeforeService>,
+}
+
+/// A hook given the grader-owned database before the service starts.
+#[derive(Clone)]
+pub struct BeforeService(pub std::sync::Arc<BeforeServiceFn>);
+
+/// The hook's signature: it gets a connection URL of the grader's database (on 127.0.0.1, as the
+/// superuser) and loads what the exercises need. Plain text, so whoever writes a hook (the data
+/// sets) needs no runtime type.
+pub type BeforeServiceFn = dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + Sync;
+
+impl std::fmt::Debug for BeforeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BeforeService(..)")
     }
-    path.display().to_string()
 }
 
 #[cfg(test)]

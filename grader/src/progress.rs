@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::engine::EngineEvents;
 use crate::outcome::{CheckResult, Status};
+use crate::run::RunEvents;
 use crate::runtime::{Phase, ProgressSink};
 
 pub struct Progress {
@@ -109,7 +109,15 @@ impl ProgressSink for Progress {
     }
 }
 
-impl EngineEvents for Progress {
+impl RunEvents for Progress {
+    fn line(&self, text: &str) {
+        Progress::line(self, text);
+    }
+
+    fn checks_finished(&self) {
+        self.finish_checks();
+    }
+
     fn check_started(&self, id: &str, title: &str) {
         let n = self.done.load(Ordering::Relaxed) + 1;
         self.status(format!("check {n}: {id} — {title}"));

@@ -3,19 +3,21 @@
 //! A check is proven twice: a correct service passes it, and some known-bad variant of that
 //! service fails it. `variants.toml` (next to the reference service) names the env var that
 //! switches a planted bug on, and for each bug the exact checks it must fail. `prove` grades the
-//! reference once, then every variant on its own exercise, each in a separate `grader check`
-//! process (so runs are isolated exactly as a learner's would be), and reports mismatches and the
-//! checks no variant catches.
+//! reference once, then every variant on its own exercise, each as its own grading run (own
+//! databases, service and temp folder, as isolated as a learner's `grader check`), and reports
+//! mismatches and the checks no variant catches.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
+use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::diagnostic::{from_toml_error, Diagnostics, SourceFile};
+use crate::diagnostic::{display_path, from_toml_error, Diagnostics, SourceFile};
 use crate::exercise::Catalog;
-use crate::manifest::{display_path, Manifest};
+use crate::manifest::Manifest;
+use crate::outcome::Status;
+use crate::run::{self, Cancel, Quiet, RunError, RunRequest};
 use crate::scoring::exit;
 
 pub const VARIANTS_FILE: &str = "variants.toml";
@@ -50,76 +52,66 @@ struct Graded {
     errors: Vec<String>,
 }
 
-fn grade(
-    exe: &Path,
+/// Grades the service through the grading-run API (each run owns its databases, service and
+/// temp folder, exactly as a learner's `grader check` would), quietly.
+async fn grade(
     service: &Path,
-    exercises_dir: Option<&Path>,
+    catalog: &Catalog,
     exercise: Option<&str>,
     env: Option<(&str, &str)>,
     seed: u64,
+    cancel: &Cancel,
 ) -> Result<Graded, String> {
     let artifacts = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("check")
-        .arg(service)
-        .args(["--seed", &seed.to_string(), "--artifacts-dir"])
-        .arg(artifacts.path())
-        .args(["--format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(dir) = exercises_dir {
-        cmd.arg("--exercises-dir").arg(dir);
+    let mut request = RunRequest::new(service);
+    request.seed = Some(seed);
+    request.artifacts_dir = Some(artifacts.path().to_path_buf());
+    request.exercises = exercise.map(|e| vec![e.to_string()]).unwrap_or_default();
+    request.service_env = env
+        .map(|(k, v)| vec![(k.to_string(), v.to_string())])
+        .unwrap_or_default();
+    let describe = |e: RunError| match e {
+        RunError::Usage(m) | RunError::Infrastructure(m) => m,
+        RunError::Diagnostics(d) => d.render(false),
+    };
+    let plan = run::plan(&request, catalog).map_err(describe)?;
+    let report = run::execute(plan, &Quiet, cancel.clone())
+        .await
+        .map_err(describe)?;
+    if let Some(problem) = &report.problem {
+        if report
+            .checks
+            .iter()
+            .all(|c| c.status != Status::Pass && c.status != Status::Fail)
+        {
+            return Err(format!("no check ran: {}", problem.message));
+        }
     }
-    if let Some(ex) = exercise {
-        cmd.args(["--exercise", ex]);
-    }
-    if let Some((k, v)) = env {
-        cmd.env(k, v);
-    }
-    let out = cmd
-        .output()
-        .map_err(|e| format!("cannot run grader: {e}"))?;
-    let report: serde_json::Value = std::fs::read_to_string(artifacts.path().join("report.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .ok_or_else(|| {
-            format!(
-                "no report (exit {:?}): {}",
-                out.status.code(),
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })?;
-    let checks = report["checks"].as_array().cloned().unwrap_or_default();
     Ok(Graded {
-        failed: checks
+        failed: report
+            .checks
             .iter()
-            .filter(|c| c["status"] != "pass")
-            .filter_map(|c| c["id"].as_str().map(str::to_string))
+            .filter(|c| c.status != Status::Pass)
+            .map(|c| c.id.clone())
             .collect(),
-        percent: report["score"]["percent"].as_f64().unwrap_or(0.0),
-        errors: checks
+        percent: report.score.percent,
+        errors: report
+            .checks
             .iter()
-            .filter(|c| c["status"] == "error")
-            .map(|c| {
-                format!(
-                    "{}: {}",
-                    c["id"].as_str().unwrap_or("?"),
-                    c["message"].as_str().unwrap_or("")
-                )
-            })
+            .filter(|c| c.status == Status::Error)
+            .map(|c| format!("{}: {}", c.id, c.message.as_deref().unwrap_or("")))
             .collect(),
     })
 }
 
 /// Runs the proof and prints it; returns the exit code (0 proven, 1 not, 2 bad input).
-pub fn run(
+pub async fn run(
     service: &Path,
     variants_file: &Path,
-    exercises_dir: Option<PathBuf>,
     catalog: &Catalog,
     seed: u64,
     jobs: usize,
+    cancel: Cancel,
 ) -> i32 {
     let variants = match load(variants_file) {
         Ok(v) => v,
@@ -135,14 +127,6 @@ pub fn run(
             return exit::USAGE;
         }
     };
-    let exe = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("grader: cannot find its own executable: {e}");
-            return exit::INFRASTRUCTURE;
-        }
-    };
-    let dir = exercises_dir.as_deref();
     println!(
         "proving {} with {} variants ({}), seed {seed}",
         display_path(service),
@@ -150,7 +134,7 @@ pub fn run(
         variants.env
     );
     let mut ok = true;
-    match grade(&exe, service, dir, None, None, seed) {
+    match grade(service, catalog, None, None, seed, &cancel).await {
         Ok(g) if g.failed.is_empty() => println!("  {:<32} {:>6.1}%  ok", "reference", g.percent),
         Ok(g) => {
             ok = false;
@@ -166,36 +150,29 @@ pub fn run(
     }
 
     // Variants run `jobs` at a time; each owns a database and a service process.
-    let queue = std::sync::Mutex::new(
+    let env = variants.env.as_str();
+    let cancel_ref = &cancel;
+    let mut results: Vec<(usize, Result<Graded, String>)> = futures_util::stream::iter(
         variants
             .variant
             .iter()
-            .cloned()
             .enumerate()
-            .collect::<Vec<_>>(),
-    );
-    let results = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..jobs.max(1) {
-            s.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some((i, v)) = next else { break };
+            .map(|(i, v)| async move {
                 let r = grade(
-                    &exe,
                     service,
-                    dir,
+                    catalog,
                     Some(&v.exercise),
-                    Some((&variants.env, &v.bug)),
+                    Some((env, &v.bug)),
                     seed,
-                );
-                results
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((i, r));
-            });
-        }
-    });
-    let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+                    cancel_ref,
+                )
+                .await;
+                (i, r)
+            }),
+    )
+    .buffer_unordered(jobs.max(1))
+    .collect()
+    .await;
     results.sort_by_key(|(i, _)| *i);
     for ((_, result), v) in results.into_iter().zip(&variants.variant) {
         let expected: BTreeSet<String> = v.fails.iter().cloned().collect();

@@ -460,7 +460,7 @@ async fn before_service_hook_loads_data_before_the_service_starts() {
     plan.postgres_env = Some("DATABASE_URL".to_string());
     plan.before_service = Some(grader::runtime::BeforeService(std::sync::Arc::new(|pg| {
         Box::pin(async move {
-            let (client, connection) = tokio_postgres::connect(&pg.url, tokio_postgres::NoTls)
+            let (client, connection) = tokio_postgres::connect(&pg, tokio_postgres::NoTls)
                 .await
                 .map_err(|e| e.to_string())?;
             tokio::spawn(connection);

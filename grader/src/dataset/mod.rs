@@ -15,12 +15,11 @@
 
 mod orders;
 
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::runtime::{BeforeService, PostgresInfo};
+pub use crate::pg::{connect, db_error};
 
 /// The role the database probes connect as; its statements are left out of the service's.
 pub const PROBE_ROLE: &str = "grader_probe";
@@ -138,39 +137,14 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-/// The hook for [`crate::runtime::ServicePlan::before_service`] that loads every data set of
-/// the run (`None` when no exercise declares one). The stats of the load land in the returned
-/// cell, for the CLI to print.
-pub fn before_service(
-    datasets: Vec<(String, DatasetSpec)>,
-    seed: u64,
-) -> Option<(BeforeService, Arc<Mutex<Option<LoadStats>>>)> {
-    if datasets.is_empty() {
-        return None;
-    }
-    let stats: Arc<Mutex<Option<LoadStats>>> = Arc::default();
-    let cell = stats.clone();
-    let datasets = Arc::new(datasets);
-    let hook = BeforeService(Arc::new(move |info: PostgresInfo| {
-        let datasets = datasets.clone();
-        let cell = cell.clone();
-        Box::pin(async move {
-            let s = load(&datasets, seed, &info).await?;
-            *cell.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-            Ok(())
-        })
-    }));
-    Some((hook, stats))
-}
-
 /// Runs the schemas, copies the rows in, analyses, and creates the probe role.
 pub async fn load(
     datasets: &[(String, DatasetSpec)],
     seed: u64,
-    info: &PostgresInfo,
+    database_url: &str,
 ) -> Result<LoadStats, String> {
     let started = Instant::now();
-    let client = connect(info, "postgres").await?;
+    let client = connect(database_url, "postgres").await?;
     client
         .batch_execute(&format!(
             "DO $$ BEGIN CREATE ROLE {PROBE_ROLE} SUPERUSER LOGIN; \
@@ -191,7 +165,7 @@ pub async fn load(
             .batch_execute("SET session_replication_role = replica")
             .await
             .map_err(|e| e.to_string())?;
-        let mut rng = crate::engine::random::check_rng(seed, exercise, "@dataset");
+        let mut rng = crate::spec::random::check_rng(seed, exercise, "@dataset");
         let tables = match &spec.generator {
             Generator::Orders(p) => orders::load(&client, p, &mut rng).await,
         }
@@ -212,37 +186,6 @@ pub async fn load(
     stats.analyze = analyze_started.elapsed();
     stats.total = started.elapsed();
     Ok(stats)
-}
-
-/// The message of a database error, with its detail.
-pub fn db_error(e: &tokio_postgres::Error) -> String {
-    match e.as_db_error() {
-        Some(db) => match db.detail() {
-            Some(d) => format!("{} ({d})", db.message()),
-            None => db.message().to_string(),
-        },
-        None => e.to_string(),
-    }
-}
-
-/// A connection to the grader's database as `user`, with its driver task spawned.
-pub async fn connect(info: &PostgresInfo, user: &str) -> Result<tokio_postgres::Client, String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(info.port)
-        .user(user)
-        .dbname(&info.database)
-        .application_name("grader")
-        .connect_timeout(Duration::from_secs(5));
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connecting to the grader's PostgreSQL as {user}: {e}"))?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::http::Response;
-use crate::exercise::template::{self, Scope};
-use crate::exercise::{Expect, Predicate, PredicateOp};
+use crate::spec::template::{self, Scope};
+use crate::spec::{Expect, Predicate, PredicateOp};
 
 /// One expectation that did not hold.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,7 +325,7 @@ pub fn shorten(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exercise::predicate::parse;
+    use crate::spec::predicate::parse;
     use serde_json::json;
 
     fn pred(toml_text: &str) -> Predicate {

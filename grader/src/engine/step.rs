@@ -5,8 +5,8 @@ use serde_json::Value;
 use super::assert::{self, Mismatch};
 use super::http::{OutgoingRequest, Response};
 use super::{CheckContext, FailInfo, Failure};
-use crate::exercise::template;
-use crate::exercise::{BodySpec, CaptureSpec, RequestSpec, Step};
+use crate::spec::template;
+use crate::spec::{BodySpec, CaptureSpec, RequestSpec, Step};
 
 pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(), Failure> {
     for step in steps {

@@ -4,26 +4,19 @@
 //! validates them into the types below; it never sends a request. Everything an author can get
 //! wrong is reported as a located [`Diagnostic`](crate::diagnostic::Diagnostic), all at once.
 
-pub mod db_probes;
-pub mod paginate;
+pub mod coverage;
 mod parse;
-pub mod predicate;
-pub mod probes;
-pub mod revalidate;
 mod source;
-pub mod template;
-pub mod upstream_probes;
 
 use std::time::Duration;
 
-use regex::Regex;
-use serde_json::Value;
-use serde_json_path::JsonPath;
-
 use crate::diagnostic::SourceFile;
+pub use crate::probes::ProbeCall;
+pub use crate::spec::{
+    predicate, template, BodySpec, CaptureSpec, Expect, JsonQuery, Pattern, Predicate, PredicateOp,
+    RequestSpec, StatusSpec, Step, VarGen,
+};
 pub use parse::load_catalog;
-pub use predicate::{Predicate, PredicateOp};
-pub use probes::ProbeCall;
 pub use source::ExerciseSource;
 
 /// All skills and exercises, validated.
@@ -72,31 +65,18 @@ pub struct Exercise {
     /// `[dataset]`: loaded into the grader's PostgreSQL before the service starts.
     pub dataset: Option<crate::dataset::DatasetSpec>,
     pub file: SourceFile,
+    /// The task statement (`README.md`), when there is one.
+    pub readme: Option<SourceFile>,
+    /// The README's requirement ids (`[pag-5.2]`), in order.
+    pub requirements: Vec<coverage::Requirement>,
+    /// Requirements that could be checked but no check covers yet (`untested` in the file).
+    pub untested: Vec<coverage::IdRef>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Task {
     pub number: u32,
     pub title: String,
-}
-
-/// How a random value is generated from the run's seeded RNG.
-#[derive(Debug, Clone)]
-pub enum VarGen {
-    /// `SKU-` and six upper-case hex digits.
-    Sku,
-    /// `count` lower-case words joined by spaces, first letter upper-cased.
-    Words { count: usize },
-    /// An integer in `min..=max`.
-    Int { min: i64, max: i64 },
-    /// A random UUID v4 string.
-    Uuid,
-    /// `word.word<digits>@example.test`
-    Email,
-    /// A lower-case slug like `amber-otter-42`.
-    Slug,
-    /// One of the given strings.
-    Pick(Vec<String>),
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +91,10 @@ pub struct Check {
     pub spec: Vec<String>,
     /// Ids of checks (same exercise) that must pass first; otherwise this one is skipped.
     pub requires: Vec<String>,
+    /// README requirement ids (`[pag-5.2]`) this check can fail; `grader lint` checks coverage.
+    pub covers: Vec<coverage::IdRef>,
+    /// Where the check's id is written in exercise.toml, for located errors.
+    pub span: std::ops::Range<usize>,
     pub timeout: Duration,
     pub body: CheckBody,
 }
@@ -121,84 +105,4 @@ pub enum CheckBody {
     Steps(Vec<Step>),
     /// A built-in probe written in Rust, for what steps cannot say.
     Probe(ProbeCall),
-}
-
-#[derive(Debug, Clone)]
-pub struct Step {
-    pub name: String,
-    pub request: RequestSpec,
-    pub expect: Expect,
-    pub captures: Vec<(String, CaptureSpec)>,
-}
-
-/// A request whose strings may hold `{{var}}` templates.
-#[derive(Debug, Clone)]
-pub struct RequestSpec {
-    pub method: String,
-    /// Path (with query) relative to the service, or an absolute URL from a capture.
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Option<BodySpec>,
-}
-
-#[derive(Debug, Clone)]
-pub enum BodySpec {
-    /// Sent as JSON; `Content-Type: application/json` unless the step sets one.
-    Json(Value),
-    /// Sent byte for byte (after templating).
-    Raw(String),
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct Expect {
-    pub status: Option<StatusSpec>,
-    pub headers: Vec<(String, Predicate)>,
-    pub json: Vec<(JsonQuery, Predicate)>,
-    pub body: Option<Predicate>,
-}
-
-/// Accepted status codes: exact codes and/or classes like `4xx`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusSpec {
-    pub codes: Vec<u16>,
-    pub classes: Vec<u16>,
-}
-
-impl StatusSpec {
-    pub fn accepts(&self, status: u16) -> bool {
-        self.codes.contains(&status) || self.classes.contains(&(status / 100))
-    }
-
-    pub fn describe(&self) -> String {
-        let mut parts: Vec<String> = self.codes.iter().map(|c| c.to_string()).collect();
-        parts.extend(self.classes.iter().map(|c| format!("{c}xx")));
-        match parts.len() {
-            0 => "any status".into(),
-            1 => parts.remove(0),
-            _ => {
-                let last = parts.pop().unwrap_or_default();
-                format!("{} or {}", parts.join(", "), last)
-            }
-        }
-    }
-}
-
-/// A compiled JSONPath with its source text for messages.
-#[derive(Debug, Clone)]
-pub struct JsonQuery {
-    pub text: String,
-    pub path: JsonPath,
-}
-
-#[derive(Debug, Clone)]
-pub enum CaptureSpec {
-    Header(String),
-    Json(JsonQuery),
-}
-
-/// A regex with its source text for messages.
-#[derive(Debug, Clone)]
-pub struct Pattern {
-    pub text: String,
-    pub regex: Regex,
 }

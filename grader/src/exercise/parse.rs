@@ -9,12 +9,14 @@ use serde::Deserialize;
 use serde_json_path::JsonPath;
 use toml::Spanned;
 
-use super::predicate::{self, template_strings};
-use super::{
-    probes, template, BodySpec, CaptureSpec, Catalog, Check, CheckBody, Exercise, ExerciseSource,
-    Expect, JsonQuery, RequestSpec, Skill, StatusSpec, Step, Task, VarGen,
-};
+use super::coverage::{self, IdRef};
+use super::{Catalog, Check, CheckBody, Exercise, ExerciseSource, Skill, Task};
 use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, SourceFile};
+use crate::probes;
+use crate::spec::predicate::{self, template_strings};
+use crate::spec::{
+    template, BodySpec, CaptureSpec, Expect, JsonQuery, RequestSpec, StatusSpec, Step, VarGen,
+};
 
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -52,6 +54,9 @@ struct RawExercise {
     upstreams: BTreeMap<Spanned<String>, toml::Value>,
     /// `[dataset]`: a schema file and a generator the grader loads before the service starts.
     dataset: Option<toml::Value>,
+    /// README requirement ids no check covers yet (see `exercise::coverage`).
+    #[serde(default)]
+    untested: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -68,6 +73,9 @@ struct RawCheck {
     spec: Vec<String>,
     #[serde(default)]
     requires: Vec<Spanned<String>>,
+    /// Requirement ids of the README (`[pag-5.2]`) this check can fail.
+    #[serde(default)]
+    covers: Vec<Spanned<String>>,
     timeout: Option<Spanned<String>>,
     #[serde(default)]
     step: Vec<RawStep>,
@@ -346,8 +354,9 @@ fn load_exercise(
     }
     for c in &checks {
         if let CheckBody::Probe(call) = &c.body {
-            let problem = super::upstream_probes::upstream_of(call)
-                .and_then(|u| super::upstream_probes::check_upstream_ref(u, &upstreams));
+            let problem = call
+                .upstream()
+                .and_then(|u| probes::request::check_upstream_ref(u, &upstreams));
             if let Some(msg) = problem {
                 let span = find_span(&file, &format!("\"{}\"", c.id));
                 diags.push(Diagnostic::new(&file, span, msg));
@@ -377,6 +386,19 @@ fn load_exercise(
         checks,
         upstreams,
         dataset,
+        requirements: readme
+            .as_ref()
+            .map(|r| coverage::requirements(&r.text))
+            .unwrap_or_default(),
+        readme,
+        untested: raw
+            .untested
+            .into_iter()
+            .map(|s| IdRef {
+                span: s.span(),
+                id: s.into_inner(),
+            })
+            .collect(),
         file,
     })
 }
@@ -562,6 +584,15 @@ fn parse_check(
         hint: c.hint.into_inner(),
         spec: c.spec,
         requires: c.requires.into_iter().map(Spanned::into_inner).collect(),
+        covers: c
+            .covers
+            .into_iter()
+            .map(|s| IdRef {
+                span: s.span(),
+                id: s.into_inner(),
+            })
+            .collect(),
+        span,
         timeout,
         body: body?,
     })
@@ -693,7 +724,7 @@ fn parse_expect(
 ) -> Expect {
     let mut out = Expect::default();
     if let Some(s) = e.status {
-        match parse_status(s.get_ref()) {
+        match StatusSpec::parse(s.get_ref()) {
             Ok(spec) => out.status = Some(spec),
             Err(msg) => diags.push(
                 Diagnostic::new(file, s.span(), msg).with_help("write 201, [200, 201] or \"4xx\""),
@@ -734,33 +765,6 @@ fn predicate_at(
             None
         }
     }
-}
-
-pub(super) fn parse_status(v: &toml::Value) -> Result<StatusSpec, String> {
-    let mut spec = StatusSpec {
-        codes: Vec::new(),
-        classes: Vec::new(),
-    };
-    let items: Vec<&toml::Value> = match v {
-        toml::Value::Array(a) => a.iter().collect(),
-        other => vec![other],
-    };
-    if items.is_empty() {
-        return Err("`status` is an empty list".into());
-    }
-    for item in items {
-        match item {
-            toml::Value::Integer(i) if (100..=599).contains(i) => spec.codes.push(*i as u16),
-            toml::Value::String(s) if s.len() == 3 && s.ends_with("xx") => {
-                match s[..1].parse::<u16>() {
-                    Ok(c) if (1..=5).contains(&c) => spec.classes.push(c),
-                    _ => return Err(format!("\"{s}\" is not a status class")),
-                }
-            }
-            other => return Err(format!("{other} is not a status code")),
-        }
-    }
-    Ok(spec)
 }
 
 fn json_query(
@@ -970,15 +974,15 @@ mod tests {
 
     #[test]
     fn status_specs() {
-        let s = parse_status(&toml::Value::Integer(201)).unwrap();
+        let s = StatusSpec::parse(&toml::Value::Integer(201)).unwrap();
         assert!(s.accepts(201) && !s.accepts(200));
-        let s = parse_status(&toml::Value::Array(vec![
+        let s = StatusSpec::parse(&toml::Value::Array(vec![
             toml::Value::Integer(400),
             toml::Value::String("4xx".into()),
         ]))
         .unwrap();
         assert!(s.accepts(422));
         assert_eq!(s.describe(), "400 or 4xx");
-        assert!(parse_status(&toml::Value::Integer(99)).is_err());
+        assert!(StatusSpec::parse(&toml::Value::Integer(99)).is_err());
     }
 }

@@ -17,7 +17,7 @@ impl ExerciseSource {
     /// Human-readable prefix for file names in messages.
     pub fn describe(&self) -> String {
         match self {
-            ExerciseSource::Dir(p) => crate::manifest::display_path(p),
+            ExerciseSource::Dir(p) => crate::diagnostic::display_path(p),
             ExerciseSource::Embedded => "exercises (built in)".into(),
         }
     }
@@ -63,7 +63,7 @@ impl ExerciseSource {
     /// Display name of a file for diagnostics.
     pub fn display_name(&self, rel: &str) -> String {
         match self {
-            ExerciseSource::Dir(root) => crate::manifest::display_path(&root.join(rel)),
+            ExerciseSource::Dir(root) => crate::diagnostic::display_path(&root.join(rel)),
             ExerciseSource::Embedded => format!("exercises/{rel}"),
         }
     }

@@ -466,128 +466,105 @@ impl DockerEnvironment {
         let mut extra_hosts = vec!["host.docker.internal:host-gateway".to_string()];
         let mut service_env: Vec<(String, String)> = Vec::new();
 
-        let mut postgres_info = None;
-        if let Some(var) = &plan.postgres_env {
-            progress.phase_started(
-                Phase::Postgres,
-                &format!("starting PostgreSQL ({})", options.postgres_image),
-            );
+        // PostgreSQL (then the data sets), Redis and the image build need nothing from each
+        // other: they overlap. Each branch runs to its end, so a container that did start is
+        // kept for teardown (and logged) even when another branch failed.
+        let database = async {
+            if plan.postgres_env.is_none() {
+                return Ok(None);
+            }
             let started = Instant::now();
-            let (name, tag) = split_image(&options.postgres_image);
-            let request = GenericImage::new(name, tag)
-                .with_exposed_port(5432.tcp())
-                .with_wait_for(WaitFor::message_on_either_std(
-                    "database system is ready to accept connections",
-                ))
-                .with_network(&network)
-                .with_labels(self.labels())
-                .with_env_var("POSTGRES_PASSWORD", "postgres")
-                .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
-                .with_env_var("POSTGRES_DB", "app")
-                .with_cmd([
-                    "postgres",
-                    "-c",
-                    "shared_preload_libraries=pg_stat_statements",
-                    "-c",
-                    "fsync=off",
-                ])
-                .with_startup_timeout(DEPENDENCY_TIMEOUT);
-            let container = request.start().await.map_err(|e| {
-                dependency_error("PostgreSQL", &options.postgres_image, e.to_string())
-            })?;
-            self.follow_logs(&container, &plan.artifacts_dir.join("postgres.log"));
-            let port = container
-                .get_host_port_ipv4(5432.tcp())
-                .await
-                .map_err(|e| infra("PostgreSQL", e.to_string()))?;
-            let ip = self.container_ip(container.id(), &network).await?;
-            self.postgres = Some(container);
-            let info = PostgresInfo {
-                url: format!("postgres://postgres@127.0.0.1:{port}/app"),
-                port,
-                database: "app".into(),
+            let (container, info, ip) = self.start_postgres(options, &network, progress).await?;
+            let postgres_took = started.elapsed();
+            progress.phase_finished(Phase::Postgres, postgres_took);
+            let data_took = match &plan.before_service {
+                Some(hook) => {
+                    progress.phase_started(Phase::DataSetup, "loading the exercises' data");
+                    let started = Instant::now();
+                    let loaded = (hook.0)(info.url.clone())
+                        .await
+                        .map_err(|m| infra("the exercises' database set-up", m));
+                    if let Err(e) = loaded {
+                        return Err((e, Some(container)));
+                    }
+                    progress.phase_finished(Phase::DataSetup, started.elapsed());
+                    started.elapsed()
+                }
+                None => Duration::ZERO,
             };
-            prepare_database(&info).await?;
-            extra_hosts.push(format!("postgres:{ip}"));
-            service_env.push((var.clone(), "postgres://postgres@postgres:5432/app".into()));
-            postgres_info = Some(info);
-            timings.postgres = started.elapsed();
-            progress.phase_finished(Phase::Postgres, timings.postgres);
-        }
-
-        let mut redis_info = None;
-        if let Some(var) = &plan.redis_env {
-            progress.phase_started(
-                Phase::Redis,
-                &format!("starting Redis ({})", options.redis_image),
-            );
+            Ok(Some((container, info, ip, postgres_took, data_took)))
+        };
+        let cache = async {
+            if plan.redis_env.is_none() {
+                return Ok(None);
+            }
             let started = Instant::now();
-            let (name, tag) = split_image(&options.redis_image);
-            let container = GenericImage::new(name, tag)
-                .with_exposed_port(6379.tcp())
-                .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
-                .with_network(&network)
-                .with_labels(self.labels())
-                .with_cmd([
-                    "redis-server",
-                    "--protected-mode",
-                    "no",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
-                .with_startup_timeout(DEPENDENCY_TIMEOUT)
-                .start()
-                .await
-                .map_err(|e| dependency_error("Redis", &options.redis_image, e.to_string()))?;
-            self.follow_logs(&container, &plan.artifacts_dir.join("redis.log"));
-            let port = container
-                .get_host_port_ipv4(6379.tcp())
-                .await
-                .map_err(|e| infra("Redis", e.to_string()))?;
-            let ip = self.container_ip(container.id(), &network).await?;
-            self.redis = Some(container);
-            extra_hosts.push(format!("redis:{ip}"));
-            service_env.push((var.clone(), "redis://redis:6379".into()));
-            redis_info = Some(RedisInfo {
-                url: format!("redis://127.0.0.1:{port}"),
-                port,
-            });
-            timings.redis = started.elapsed();
-            progress.phase_finished(Phase::Redis, timings.redis);
-        }
-
-        if let (Some(hook), Some(info)) = (&plan.before_service, &postgres_info) {
-            progress.phase_started(Phase::DataSetup, "loading the exercises' data");
+            let (container, info, ip) = self.start_redis(options, &network, progress).await?;
+            progress.phase_finished(Phase::Redis, started.elapsed());
+            Ok(Some((container, info, ip, started.elapsed())))
+        };
+        let image = async {
             let started = Instant::now();
-            (hook.0)(info.clone())
-                .await
-                .map_err(|m| infra("the exercises' database set-up", m))?;
-            timings.data_setup = started.elapsed();
-            progress.phase_finished(Phase::DataSetup, timings.data_setup);
-        }
-
-        let started = Instant::now();
-        if let Some(build) = &options.host_build {
-            progress.phase_started(Phase::Build, &format!("building on the host: {build}"));
-            run_host_build(build, plan).await?;
+            if let Some(build) = &options.host_build {
+                progress.phase_started(Phase::Build, &format!("building on the host: {build}"));
+                run_host_build(build, plan).await?;
+                append_line(
+                    &plan.artifacts_dir.join("build.log"),
+                    &format!("host build took {:.1}s", started.elapsed().as_secs_f64()),
+                );
+            }
+            let image_started = Instant::now();
+            let image = build_image(&docker, plan, options, progress).await?;
             append_line(
                 &plan.artifacts_dir.join("build.log"),
-                &format!("host build took {:.1}s", started.elapsed().as_secs_f64()),
+                &format!(
+                    "image step took {:.1}s",
+                    image_started.elapsed().as_secs_f64()
+                ),
             );
+            progress.phase_finished(Phase::Build, started.elapsed());
+            Ok::<_, StartError>((image, started.elapsed()))
+        };
+        let (database, cache, image) = tokio::join!(database, cache, image);
+        // Keep every container that started, before looking at any error.
+        let database = match database {
+            Ok(d) => d,
+            Err((e, container)) => {
+                if let Some(c) = container {
+                    self.follow_logs(&c, &plan.artifacts_dir.join("postgres.log"));
+                    self.postgres = Some(c);
+                }
+                if let Ok(Some((c, ..))) = cache {
+                    self.redis = Some(c);
+                }
+                return Err(e);
+            }
+        };
+        let mut postgres_info = None;
+        if let Some((container, info, ip, postgres_took, data_took)) = database {
+            self.follow_logs(&container, &plan.artifacts_dir.join("postgres.log"));
+            self.postgres = Some(container);
+            extra_hosts.push(format!("postgres:{ip}"));
+            if let Some(var) = &plan.postgres_env {
+                service_env.push((var.clone(), "postgres://postgres@postgres:5432/app".into()));
+            }
+            postgres_info = Some(info);
+            timings.postgres = postgres_took;
+            timings.data_setup = data_took;
         }
-        let image_started = Instant::now();
-        let image = build_image(&docker, plan, options, progress).await?;
-        append_line(
-            &plan.artifacts_dir.join("build.log"),
-            &format!(
-                "image step took {:.1}s",
-                image_started.elapsed().as_secs_f64()
-            ),
-        );
-        timings.build = started.elapsed();
-        progress.phase_finished(Phase::Build, timings.build);
+        let mut redis_info = None;
+        if let Some((container, info, ip, took)) = cache.map_err(|(e, _)| e)? {
+            self.follow_logs(&container, &plan.artifacts_dir.join("redis.log"));
+            self.redis = Some(container);
+            extra_hosts.push(format!("redis:{ip}"));
+            if let Some(var) = &plan.redis_env {
+                service_env.push((var.clone(), "redis://redis:6379".into()));
+            }
+            redis_info = Some(info);
+            timings.redis = took;
+        }
+        let (image, build_took) = image?;
+        timings.build = build_took;
 
         progress.phase_started(
             Phase::ServiceStart,
@@ -647,6 +624,122 @@ impl DockerEnvironment {
         timings.service_start = started.elapsed();
         progress.phase_finished(Phase::ServiceStart, timings.service_start);
         Ok((postgres_info, redis_info, timings, base_url))
+    }
+
+    /// Starts the PostgreSQL container (with `pg_stat_statements`) and waits until `app`
+    /// accepts connections. The container comes back with the error when it started but is not
+    /// ready, so teardown still finds it.
+    #[allow(clippy::type_complexity)]
+    async fn start_postgres(
+        &self,
+        options: &DockerOptions,
+        network: &str,
+        progress: &dyn ProgressSink,
+    ) -> Result<
+        (ContainerAsync<GenericImage>, PostgresInfo, String),
+        (StartError, Option<ContainerAsync<GenericImage>>),
+    > {
+        progress.phase_started(
+            Phase::Postgres,
+            &format!("starting PostgreSQL ({})", options.postgres_image),
+        );
+        let (name, tag) = split_image(&options.postgres_image);
+        let request = GenericImage::new(name, tag)
+            .with_exposed_port(5432.tcp())
+            .with_wait_for(WaitFor::message_on_either_std(
+                "database system is ready to accept connections",
+            ))
+            .with_network(network)
+            .with_labels(self.labels())
+            .with_env_var("POSTGRES_PASSWORD", "postgres")
+            .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
+            .with_env_var("POSTGRES_DB", "app")
+            .with_cmd([
+                "postgres",
+                "-c",
+                "shared_preload_libraries=pg_stat_statements",
+                "-c",
+                "fsync=off",
+            ])
+            .with_startup_timeout(DEPENDENCY_TIMEOUT);
+        let container = request.start().await.map_err(|e| {
+            (
+                dependency_error("PostgreSQL", &options.postgres_image, e.to_string()),
+                None,
+            )
+        })?;
+        let port = match container.get_host_port_ipv4(5432.tcp()).await {
+            Ok(p) => p,
+            Err(e) => return Err((infra("PostgreSQL", e.to_string()), Some(container))),
+        };
+        let ip = match self.container_ip(container.id(), network).await {
+            Ok(ip) => ip,
+            Err(e) => return Err((e, Some(container))),
+        };
+        let info = PostgresInfo {
+            url: format!("postgres://postgres@127.0.0.1:{port}/app"),
+            port,
+            database: "app".into(),
+        };
+        if let Err(e) = prepare_database(&info).await {
+            return Err((e, Some(container)));
+        }
+        Ok((container, info, ip))
+    }
+
+    /// Starts the Redis container; like [`Self::start_postgres`], a started container comes back
+    /// with the error.
+    #[allow(clippy::type_complexity)]
+    async fn start_redis(
+        &self,
+        options: &DockerOptions,
+        network: &str,
+        progress: &dyn ProgressSink,
+    ) -> Result<
+        (ContainerAsync<GenericImage>, RedisInfo, String),
+        (StartError, Option<ContainerAsync<GenericImage>>),
+    > {
+        progress.phase_started(
+            Phase::Redis,
+            &format!("starting Redis ({})", options.redis_image),
+        );
+        let (name, tag) = split_image(&options.redis_image);
+        let container = GenericImage::new(name, tag)
+            .with_exposed_port(6379.tcp())
+            .with_wait_for(WaitFor::message_on_stdout("Ready to accept connections"))
+            .with_network(network)
+            .with_labels(self.labels())
+            .with_cmd([
+                "redis-server",
+                "--protected-mode",
+                "no",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .with_startup_timeout(DEPENDENCY_TIMEOUT)
+            .start()
+            .await
+            .map_err(|e| {
+                (
+                    dependency_error("Redis", &options.redis_image, e.to_string()),
+                    None,
+                )
+            })?;
+        let port = match container.get_host_port_ipv4(6379.tcp()).await {
+            Ok(p) => p,
+            Err(e) => return Err((infra("Redis", e.to_string()), Some(container))),
+        };
+        let ip = match self.container_ip(container.id(), network).await {
+            Ok(ip) => ip,
+            Err(e) => return Err((e, Some(container))),
+        };
+        let info = RedisInfo {
+            url: format!("redis://127.0.0.1:{port}"),
+            port,
+        };
+        Ok((container, info, ip))
     }
 
     async fn container_ip(&self, id: &str, network: &str) -> Result<String, StartError> {
@@ -893,17 +986,21 @@ impl Drop for DockerEnvironment {
 }
 
 fn dependency_error(what: &str, image: &str, error: String) -> StartError {
-    let message = if error.contains("PullImage") || error.contains("pull") {
-        format!(
-            "the image {image} is not on this machine and could not be pulled; build the offline \
-             images with scripts/build-offline-images, or name another image with \
-             GRADER_{}_IMAGE",
-            what.to_uppercase()
-        )
-    } else {
-        error
-    };
-    infra(what, message)
+    if error.contains("PullImage") || error.contains("pull") {
+        let variable = if what == "Redis" {
+            "GRADER_REDIS_IMAGE"
+        } else {
+            "GRADER_POSTGRES_IMAGE"
+        };
+        return StartError::MissingImage {
+            what: what.to_string(),
+            message: format!("the image {image} is not on this machine and could not be pulled"),
+            fix: format!(
+                "build the offline images with scripts/build-offline-images, or name another image with {variable}"
+            ),
+        };
+    }
+    infra(what, error)
 }
 
 fn split_image(image: &str) -> (String, String) {
@@ -925,7 +1022,7 @@ async fn prepare_database(info: &PostgresInfo) -> Result<(), StartError> {
     let mut last;
     loop {
         let attempt = async {
-            let client = crate::dataset::connect(info, "postgres").await?;
+            let client = crate::pg::connect(&info.url, "postgres").await?;
             client
                 .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
                 .await

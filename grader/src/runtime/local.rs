@@ -120,45 +120,61 @@ impl LocalEnvironment {
             log_tail: vec![],
         })?;
 
-        if plan.postgres_env.is_some() {
+        // PostgreSQL (then the data sets), Redis and the build need nothing from each other:
+        // they overlap, and the service starts once all three are ready. Each branch runs to its
+        // end, so whatever did start is in `self` for teardown when another branch failed.
+        let database = async {
+            if plan.postgres_env.is_none() {
+                return (None, Ok((Duration::ZERO, Duration::ZERO)));
+            }
             progress.phase_started(Phase::Postgres, "starting PostgreSQL (initdb + server)");
             let started = Instant::now();
-            self.postgres = Some(postgres::start(artifacts).await?);
-            timings.postgres = started.elapsed();
-            progress.phase_finished(Phase::Postgres, timings.postgres);
-        }
-
-        if plan.redis_env.is_some() {
+            let postgres = match postgres::start(artifacts).await {
+                Ok(p) => p,
+                Err(e) => return (None, Err(e)),
+            };
+            let postgres_took = started.elapsed();
+            progress.phase_finished(Phase::Postgres, postgres_took);
+            let loaded = load_data(plan, &postgres, progress)
+                .await
+                .map(|data_took| (postgres_took, data_took));
+            (Some(postgres), loaded)
+        };
+        let cache = async {
+            if plan.redis_env.is_none() {
+                return (None, Ok(()));
+            }
             progress.phase_started(Phase::Redis, "starting Redis");
             let started = Instant::now();
-            self.redis = Some(redis::start(artifacts).await?);
-            timings.redis = started.elapsed();
-            progress.phase_finished(Phase::Redis, timings.redis);
-        }
-
-        if let Some(hook) = &plan.before_service {
-            if let Some(info) = self.postgres.as_ref().and_then(|p| p.info.clone()) {
-                progress.phase_started(Phase::DataSetup, "loading the exercises' data");
-                let started = Instant::now();
-                (hook.0)(info)
-                    .await
-                    .map_err(|message| StartError::Infrastructure {
-                        what: "the exercises' database set-up".to_string(),
-                        message,
-                        log_tail: vec![],
-                    })?;
-                timings.data_setup = started.elapsed();
-                progress.phase_finished(Phase::DataSetup, timings.data_setup);
+            match redis::start(artifacts).await {
+                Ok(r) => {
+                    progress.phase_finished(Phase::Redis, started.elapsed());
+                    (Some((r, started.elapsed())), Ok(()))
+                }
+                Err(e) => (None, Err(e)),
             }
-        }
-
-        if let Some(build) = &plan.build {
+        };
+        let build = async {
+            let Some(build) = &plan.build else {
+                return Ok(Duration::ZERO);
+            };
             progress.phase_started(Phase::Build, &format!("building: {build}"));
             let started = Instant::now();
             run_build(build, plan).await?;
-            timings.build = started.elapsed();
-            progress.phase_finished(Phase::Build, timings.build);
+            progress.phase_finished(Phase::Build, started.elapsed());
+            Ok(started.elapsed())
+        };
+        let ((postgres, loaded), (redis, redis_ok), built) = tokio::join!(database, cache, build);
+        self.postgres = postgres;
+        if let Some((redis, took)) = redis {
+            self.redis = Some(redis);
+            timings.redis = took;
         }
+        let (postgres_took, data_took) = loaded?;
+        timings.postgres = postgres_took;
+        timings.data_setup = data_took;
+        redis_ok?;
+        timings.build = built?;
 
         progress.phase_started(
             Phase::ServiceStart,
@@ -356,6 +372,29 @@ fn lock(service: &Mutex<Proc>) -> MutexGuard<'_, Proc> {
 }
 
 /// Runs the build command with `plan.build_timeout`; output goes to `<artifacts>/build.log`.
+/// Runs the plan's data-set hook (when there is one) once PostgreSQL is up; returns how long it
+/// took.
+async fn load_data(
+    plan: &ServicePlan,
+    postgres: &Postgres,
+    progress: &dyn ProgressSink,
+) -> Result<Duration, StartError> {
+    let (Some(hook), Some(info)) = (&plan.before_service, postgres.info.as_ref()) else {
+        return Ok(Duration::ZERO);
+    };
+    progress.phase_started(Phase::DataSetup, "loading the exercises' data");
+    let started = Instant::now();
+    (hook.0)(info.url.clone())
+        .await
+        .map_err(|message| StartError::Infrastructure {
+            what: "the exercises' database set-up".to_string(),
+            message,
+            log_tail: vec![],
+        })?;
+    progress.phase_finished(Phase::DataSetup, started.elapsed());
+    Ok(started.elapsed())
+}
+
 async fn run_build(build: &str, plan: &ServicePlan) -> Result<(), StartError> {
     let log = plan.artifacts_dir.join("build.log");
     let failed = |reason: String, log: &Path| StartError::BuildFailed {

@@ -7,59 +7,12 @@
 //!
 //! INTERFACE CONTRACT (the engine and CLI depend on exactly this; keep it stable).
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod docker;
 pub mod local;
 
-/// What to run, fully resolved from the manifest (paths absolute, defaults applied).
-#[derive(Debug, Clone)]
-pub struct ServicePlan {
-    /// Folder holding the learner's `grader.toml`.
-    pub service_dir: PathBuf,
-    /// Shell command (run with `sh -c`) that builds the service, if any.
-    pub build: Option<String>,
-    pub build_timeout: Duration,
-    /// Shell command (run with `sh -c`) that starts the service.
-    pub command: String,
-    /// Working directory of build and command.
-    pub workdir: PathBuf,
-    /// Extra environment for the service (manifest `[service.env]`). The grader's own environment
-    /// is inherited too.
-    pub env: Vec<(String, String)>,
-    /// Name of the env var that carries the port the service must listen on.
-    pub port_env: String,
-    /// Path polled with GET until it answers 2xx, e.g. `/healthz`.
-    pub health_path: String,
-    pub startup_timeout: Duration,
-    /// `Some(env var name)` when the service wants PostgreSQL, e.g. `DATABASE_URL`.
-    pub postgres_env: Option<String>,
-    /// `Some(env var name)` when the service wants Redis, e.g. `REDIS_URL`.
-    pub redis_env: Option<String>,
-    /// Directory for this run's artifacts: `service.log`, `build.log`, `postgres.log`.
-    pub artifacts_dir: PathBuf,
-    /// Runs once PostgreSQL is up and before the service starts (exercise schemas and data sets
-    /// the grader loads). An `Err` is the grader's failure (infrastructure), not the learner's.
-    pub before_service: Option<BeforeService>,
-}
-
-/// A hook given the grader-owned database before the service starts.
-#[derive(Clone)]
-pub struct BeforeService(pub std::sync::Arc<BeforeServiceFn>);
-
-/// The hook's signature: it gets the database and loads what the exercises need.
-pub type BeforeServiceFn = dyn Fn(
-        PostgresInfo,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-    + Send
-    + Sync;
-
-impl std::fmt::Debug for BeforeService {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BeforeService(..)")
-    }
-}
+pub use crate::manifest::{BeforeService, BeforeServiceFn, ServicePlan};
 
 /// A phase of start-up, reported so the CLI can show progress and the report can give timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +73,13 @@ pub enum StartError {
     },
     #[error("{what} is not installed: {install_hint}")]
     MissingBinary { what: String, install_hint: String },
+    /// A dependency's image is not on this machine; `fix` says how to get one.
+    #[error("{what} could not be started: {message}; {fix}")]
+    MissingImage {
+        what: String,
+        message: String,
+        fix: String,
+    },
     #[error("{what} could not be started: {message}")]
     Infrastructure {
         what: String,

@@ -276,6 +276,16 @@ impl Upstreams {
         }
     }
 
+    /// Puts the routes of the named upstreams back to their declared behaviour: between checks of
+    /// one exercise, without touching the mocks of an exercise graded at the same time.
+    pub fn reset_behaviour_of(&self, names: &[String]) {
+        for u in &self.inner.upstreams {
+            if names.contains(&u.spec.name) {
+                u.reset_behaviour();
+            }
+        }
+    }
+
     /// Stops accepting, closes open connections (held "timeout" calls included) and waits.
     pub async fn shutdown(&self) {
         let tasks: Vec<_> = {
@@ -387,7 +397,7 @@ async fn handle(
                 .at_most_one()
                 .ok()
                 .flatten()
-                .map(crate::exercise::template::text_of)
+                .map(crate::spec::template::text_of)
         }),
     };
     // Decide everything under the lock, so concurrent calls see consistent counts and faults.
@@ -466,7 +476,7 @@ fn canned(
     path_params: &[(String, String)],
     kept: Option<&serde_json::Map<String, Value>>,
 ) -> Response<Full<Bytes>> {
-    let mut scope = crate::exercise::template::Scope::new();
+    let mut scope = crate::spec::template::Scope::new();
     scope.insert("seq".into(), Value::from(seq));
     if let Some(Value::Object(fields)) = request {
         for (k, v) in fields {
@@ -478,7 +488,7 @@ fn canned(
     }
     let r = &route.response;
     match &r.body {
-        CannedBody::Json(v) => match crate::exercise::template::render_json(v, &scope) {
+        CannedBody::Json(v) => match crate::spec::template::render_json(v, &scope) {
             Ok(mut body) => {
                 if let (Some(kept), Value::Object(fields)) = (kept, &mut body) {
                     fields.extend(kept.clone());
@@ -492,7 +502,7 @@ fn canned(
             ),
         },
         CannedBody::Text(t) => {
-            let text = crate::exercise::template::render(t, &scope).unwrap_or_else(|_| t.clone());
+            let text = crate::spec::template::render(t, &scope).unwrap_or_else(|_| t.clone());
             response(r.status, text.into_bytes(), None, &r.headers)
         }
         CannedBody::Empty => response(r.status, Vec::new(), None, &r.headers),

@@ -337,8 +337,8 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
                 ))
             }
             (Some(j), None) => {
-                let v = crate::exercise::predicate::to_json(&j)?;
-                for var in crate::exercise::template::variables_in_json(&v)? {
+                let v = crate::spec::predicate::to_json(&j)?;
+                for var in crate::spec::template::variables_in_json(&v)? {
                     let path_segment = var
                         .strip_prefix("path_")
                         .is_some_and(|p| r.path.split('/').filter_map(path_param).any(|n| n == p));

@@ -5,8 +5,26 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::exercise::template::Scope;
-use crate::exercise::VarGen;
+use super::template::Scope;
+
+/// How a random value is generated from the run's seeded RNG.
+#[derive(Debug, Clone)]
+pub enum VarGen {
+    /// `SKU-` and six upper-case hex digits.
+    Sku,
+    /// `count` lower-case words joined by spaces, first letter upper-cased.
+    Words { count: usize },
+    /// An integer in `min..=max`.
+    Int { min: i64, max: i64 },
+    /// A random UUID v4 string.
+    Uuid,
+    /// `word.word<digits>@example.test`
+    Email,
+    /// A lower-case slug like `amber-otter-42`.
+    Slug,
+    /// One of the given strings.
+    Pick(Vec<String>),
+}
 
 /// A fresh seed for a run: small enough to type back after `--seed`.
 pub fn fresh_seed() -> u64 {

@@ -22,9 +22,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::dataset::{db_error, PROBE_ROLE};
+use crate::dataset::PROBE_ROLE;
 use crate::engine::assert::shorten;
 use crate::engine::{CheckContext, Failure};
+use crate::pg::db_error;
 
 /// Time for the service's last statements to reach `pg_stat_statements`.
 const SETTLE: Duration = Duration::from_millis(150);
@@ -37,7 +38,7 @@ pub async fn connect(ctx: &CheckContext<'_>) -> Result<Client, Failure> {
     let Some(info) = ctx.service.postgres.as_ref() else {
         return Err(Failure::Error(NO_DATABASE.into()));
     };
-    let client = crate::dataset::connect(info, PROBE_ROLE)
+    let client = crate::pg::connect(&info.url, PROBE_ROLE)
         .await
         .map_err(|e| {
             Failure::Error(format!(

@@ -10,16 +10,16 @@ use rand::seq::SliceRandom;
 use serde_json::Value;
 use url::Url;
 
-use super::upstream_calls::{identity_of, judge, Seen};
+use super::params::{Follow, Paginate};
 use crate::engine::assert::{self, describe_json, shorten};
 use crate::engine::http::{OutgoingRequest, Response};
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::paginate::{Follow, Paginate};
-use crate::exercise::template;
-use crate::exercise::upstream_probes::ProbeRequest;
-use crate::exercise::{Expect, StatusSpec};
 use crate::outcome::Exchange;
+use crate::probes::request::ProbeRequest;
+use crate::probes::upstream_calls::run::{identity_of, judge, Seen};
+use crate::spec::template;
+use crate::spec::{Expect, StatusSpec};
 
 /// Problems listed as evidence; more are summarised in one line.
 const MAX_EVIDENCE: usize = 12;
@@ -377,9 +377,8 @@ struct Signals {
 
 impl Signals {
     fn read(p: &Paginate, doc: &Value, resp: &Response, url: &Url) -> Result<Signals, Failure> {
-        let at = |q: &crate::exercise::JsonQuery| {
-            q.path.query(doc).at_most_one().ok().flatten().cloned()
-        };
+        let at =
+            |q: &crate::spec::JsonQuery| q.path.query(doc).at_most_one().ok().flatten().cloned();
         let cursor = match at(&p.next_cursor) {
             Some(Value::String(s)) if !s.is_empty() => Some(s),
             Some(Value::Number(n)) => Some(n.to_string()),

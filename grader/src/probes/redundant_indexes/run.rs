@@ -4,11 +4,11 @@
 //! Primary keys, unique indexes (they enforce a constraint), partial indexes and indexes with
 //! INCLUDE columns are never flagged.
 
-use super::db;
-use crate::dataset::db_error;
+use super::params::RedundantIndexes;
 use crate::engine::http::OutgoingRequest;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::db_probes::RedundantIndexes;
+use crate::pg::db_error;
+use crate::probes::db;
 
 #[derive(Debug)]
 struct Index {

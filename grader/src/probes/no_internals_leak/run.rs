@@ -10,10 +10,10 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::Value;
 
+use super::params::NoInternalsLeak;
 use crate::engine::http::OutgoingRequest;
 use crate::engine::{assert::shorten, CheckContext, FailInfo, Failure};
-use crate::exercise::probes::NoInternalsLeak;
-use crate::exercise::template;
+use crate::spec::template;
 
 /// (what it reveals, pattern)
 static SIGNATURES: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use super::upstream_probes::{request, template_strings, ProbeRequest};
-use super::RequestSpec;
+use crate::probes::request::{request, template_strings, ProbeRequest};
+use crate::spec::RequestSpec;
 
 /// A validator the 200 must carry (RFC 9110 §8.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
-//! Typed parameters of the probes that send several requests and look at the mock upstreams:
-//! `concurrent` and `upstream_calls` (their code is in `engine/probes/`).
+//! What probe parameters share: a request with its expectations (`ProbeRequest`), and what a
+//! probe does to and expects from a mock upstream route (`UpstreamParams`). Parsed from the
+//! exercise file like steps, from the same vocabulary (`spec`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json_path::JsonPath;
 
-use super::{predicate, template, BodySpec, Expect, JsonQuery, RequestSpec};
+use crate::spec::{predicate, template, BodySpec, Expect, JsonQuery, RequestSpec, StatusSpec};
 use crate::upstream::Fault;
 
 /// A request a probe sends, with what its response must show.
@@ -56,27 +57,6 @@ pub struct UpstreamParams {
     pub noun: String,
 }
 
-/// `concurrent`: fires the requests together (or staggered by `at`), then checks each response,
-/// that no response is a 5xx, that every 2xx names the same resource, and the upstream counts.
-#[derive(Debug, Clone)]
-pub struct Concurrent {
-    pub requests: Vec<ProbeRequest>,
-    /// JSONPath of the resource's identity in a response body (default `$.id`).
-    pub identity: JsonQuery,
-    /// Every 2xx response must carry the same identity.
-    pub same_resource: bool,
-    pub upstream: Option<UpstreamParams>,
-}
-
-/// `upstream_calls`: sends the requests in order (with a fault or latency set on the upstream
-/// for this check), checks each response, then counts the upstream's calls.
-#[derive(Debug, Clone)]
-pub struct UpstreamCalls {
-    pub requests: Vec<ProbeRequest>,
-    pub identity: JsonQuery,
-    pub upstream: UpstreamParams,
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRequest {
@@ -112,38 +92,12 @@ struct RawUpstream {
     noun: Option<String>,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawConcurrent {
-    request: Option<toml::Value>,
-    count: Option<usize>,
-    requests: Option<Vec<toml::Value>>,
-    identity: Option<String>,
-    #[serde(default = "yes")]
-    same_resource: bool,
-    upstream: Option<toml::Value>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstreamCalls {
-    requests: Vec<toml::Value>,
-    identity: Option<String>,
-    upstream: toml::Value,
-}
-
-fn yes() -> bool {
-    true
-}
-
-const MAX_CONCURRENT: usize = 500;
-
-fn de<T: serde::de::DeserializeOwned>(what: &str, v: toml::Value) -> Result<T, String> {
+pub fn de<T: serde::de::DeserializeOwned>(what: &str, v: toml::Value) -> Result<T, String> {
     v.try_into()
         .map_err(|e: toml::de::Error| format!("{what}: {}", e.message()))
 }
 
-pub(crate) fn query(text: &str) -> Result<JsonQuery, String> {
+pub fn query(text: &str) -> Result<JsonQuery, String> {
     Ok(JsonQuery {
         path: JsonPath::parse(text)
             .map_err(|e| format!("\"{text}\" is not a valid JSONPath: {e}"))?,
@@ -151,11 +105,11 @@ pub(crate) fn query(text: &str) -> Result<JsonQuery, String> {
     })
 }
 
-fn duration(what: &str, text: &str) -> Result<Duration, String> {
+pub fn duration(what: &str, text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{what} \"{text}\" is not a duration: {e}"))
 }
 
-pub(crate) fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest, String> {
+pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest, String> {
     let r: RawRequest = de(&format!("params of `{probe}`, request {}", index + 1), v)?;
     let body = match (r.json, r.body) {
         (Some(_), Some(_)) => return Err("a request has `json` or `body`, not both".into()),
@@ -167,11 +121,7 @@ pub(crate) fn request(probe: &str, index: usize, v: toml::Value) -> Result<Probe
         return Err(format!("request path \"{}\" must start with /", r.path));
     }
     let mut expect = Expect {
-        status: r
-            .status
-            .as_ref()
-            .map(super::parse::parse_status)
-            .transpose()?,
+        status: r.status.as_ref().map(StatusSpec::parse).transpose()?,
         ..Default::default()
     };
     for (path, pred) in r.expect_json {
@@ -225,7 +175,7 @@ pub(crate) fn request(probe: &str, index: usize, v: toml::Value) -> Result<Probe
     })
 }
 
-fn upstream(v: toml::Value) -> Result<UpstreamParams, String> {
+pub fn upstream(v: toml::Value) -> Result<UpstreamParams, String> {
     let u: RawUpstream = de("params.upstream", v)?;
     if u.calls.is_some() && u.max_calls.is_some() {
         return Err(
@@ -251,69 +201,6 @@ fn upstream(v: toml::Value) -> Result<UpstreamParams, String> {
         fault_times: u.fault_times,
         body_json,
         noun: u.noun.unwrap_or_else(|| "call".into()),
-    })
-}
-
-pub fn parse_concurrent(params: toml::Value) -> Result<Concurrent, String> {
-    let raw: RawConcurrent = de("params of `concurrent`", params)?;
-    let requests = match (raw.request, raw.requests) {
-        (Some(r), None) => {
-            let count = raw.count.unwrap_or(2);
-            if !(2..=MAX_CONCURRENT).contains(&count) {
-                return Err(format!("`count` must be from 2 to {MAX_CONCURRENT}"));
-            }
-            let one = request("concurrent", 0, r)?;
-            (0..count)
-                .map(|i| ProbeRequest {
-                    name: format!("{} #{}", one.name.replace("request 1", "request"), i + 1),
-                    ..one.clone()
-                })
-                .collect()
-        }
-        (None, Some(list)) => {
-            if raw.count.is_some() {
-                return Err("`count` goes with `request`, not with `requests`".into());
-            }
-            if list.len() < 2 {
-                return Err("`requests` needs at least two requests".into());
-            }
-            list.into_iter()
-                .enumerate()
-                .map(|(i, v)| request("concurrent", i, v))
-                .collect::<Result<Vec<_>, _>>()?
-        }
-        _ => {
-            return Err(
-                "`concurrent` takes `request` (with `count`) or `requests`, exactly one".into(),
-            )
-        }
-    };
-    Ok(Concurrent {
-        requests,
-        identity: query(raw.identity.as_deref().unwrap_or("$.id"))?,
-        same_resource: raw.same_resource,
-        upstream: raw.upstream.map(upstream).transpose()?,
-    })
-}
-
-pub fn parse_upstream_calls(params: toml::Value) -> Result<UpstreamCalls, String> {
-    let raw: RawUpstreamCalls = de("params of `upstream_calls`", params)?;
-    let requests = raw
-        .requests
-        .into_iter()
-        .enumerate()
-        .map(|(i, v)| request("upstream_calls", i, v))
-        .collect::<Result<Vec<_>, _>>()?;
-    let upstream = upstream(raw.upstream)?;
-    if upstream.calls.is_none() && upstream.max_calls.is_none() && upstream.body_json.is_empty() {
-        return Err(
-            "params.upstream needs `calls` (the expected count), `max_calls` or `body_json`".into(),
-        );
-    }
-    Ok(UpstreamCalls {
-        requests,
-        identity: query(raw.identity.as_deref().unwrap_or("$.id"))?,
-        upstream,
     })
 }
 
@@ -349,15 +236,6 @@ pub fn template_strings(
     out
 }
 
-/// The upstream a probe uses, if any (for the static check that it is declared).
-pub fn upstream_of(call: &super::ProbeCall) -> Option<&UpstreamParams> {
-    match call {
-        super::ProbeCall::Concurrent(p) => p.upstream.as_ref(),
-        super::ProbeCall::UpstreamCalls(p) => Some(&p.upstream),
-        _ => None,
-    }
-}
-
 /// Why a probe's upstream reference is wrong, if it is: the upstream or its route is not declared.
 pub fn check_upstream_ref(
     u: &UpstreamParams,
@@ -385,59 +263,4 @@ pub fn check_upstream_ref(
         ));
     }
     None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(text: &str) -> toml::Value {
-        toml::from_str(text).unwrap()
-    }
-
-    #[test]
-    fn wait_latency_share_and_max_calls_parse_for_upstream_calls_only() {
-        let p = parse_upstream_calls(params(
-            r#"
-            upstream = { name = "profiles", route = "GET /profiles/{user}", key = "{{user}}", max_calls = 2 }
-            [[requests]]
-            method = "GET"
-            path = "/profiles/{{user}}"
-            [[requests]]
-            method = "GET"
-            path = "/profiles/{{user}}"
-            wait = "3s"
-            under_upstream_delay = 0.5
-            "#,
-        ))
-        .unwrap();
-        assert_eq!(p.upstream.max_calls, Some(2));
-        assert_eq!(p.requests[0].wait, Duration::ZERO);
-        assert_eq!(p.requests[1].wait, Duration::from_secs(3));
-        assert_eq!(p.requests[1].under_upstream_delay, Some(0.5));
-
-        let share = parse_upstream_calls(params(
-            r#"
-            upstream = { name = "p", route = "GET /x", calls = 1 }
-            requests = [{ method = "GET", path = "/x", under_upstream_delay = 2.0 }]
-            "#,
-        ));
-        assert!(share.unwrap_err().contains("at most 1"));
-        let both = parse_upstream_calls(params(
-            r#"
-            upstream = { name = "p", route = "GET /x", calls = 1, max_calls = 2 }
-            requests = [{ method = "GET", path = "/x" }]
-            "#,
-        ));
-        assert!(both.unwrap_err().contains("not both"));
-        let concurrent = parse_concurrent(params(
-            r#"
-            count = 2
-            request = { method = "GET", path = "/x", wait = "1s" }
-            "#,
-        ));
-        assert!(concurrent
-            .unwrap_err()
-            .contains("`concurrent` staggers with `at`"));
-    }
 }

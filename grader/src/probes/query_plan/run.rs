@@ -3,18 +3,18 @@
 //! Limit, no index scan that filters afterwards or skips the index's first column), the shared
 //! buffers per request against a budget, and the number of statements per request (N+1).
 
-use super::db::{self, Statement};
-use super::upstream_calls::{judge as judge_response, Seen};
+use super::params::QueryPlan;
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::db_probes::QueryPlan;
+use crate::probes::db::{self, Statement};
+use crate::probes::upstream_calls::run::{judge as judge_response, Seen};
 
 pub async fn run(p: &QueryPlan, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
     let client = db::connect(ctx).await?;
     db::sample(&client, &p.sample, ctx).await?;
     db::reset(&client).await?;
     let mut sent = Vec::new();
-    let identity = crate::exercise::upstream_probes::query("$.id").map_err(Failure::Error)?;
+    let identity = crate::probes::request::query("$.id").map_err(Failure::Error)?;
     for round in 0..p.repeat {
         for r in &p.requests {
             let req = build_request(ctx, &r.spec)?;

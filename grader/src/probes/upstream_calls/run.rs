@@ -9,13 +9,14 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::params::UpstreamCalls;
 use crate::engine::assert::{self, describe_json, Actual};
 use crate::engine::http::Response;
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::template;
-use crate::exercise::upstream_probes::{ProbeRequest, UpstreamCalls, UpstreamParams};
-use crate::exercise::JsonQuery;
+use crate::probes::request::{ProbeRequest, UpstreamParams};
+use crate::spec::template;
+use crate::spec::JsonQuery;
 use crate::upstream::Upstream;
 
 /// Calls listed as evidence; more are summarised in one line.
@@ -37,7 +38,7 @@ pub async fn run(p: &UpstreamCalls, ctx: &mut CheckContext<'_>) -> Result<(), Fa
             return Err(Failure::Fail(info));
         }
         if let Some(share) = r.under_upstream_delay {
-            super::upstream_latency::check(&p.upstream, &upstream, &r.name, &summary, share, took)?;
+            super::latency::check(&p.upstream, &upstream, &r.name, &summary, share, took)?;
         }
         seen.push(Seen::of(&resp, &p.identity));
     }
@@ -46,7 +47,7 @@ pub async fn run(p: &UpstreamCalls, ctx: &mut CheckContext<'_>) -> Result<(), Fa
 
 /// What an earlier response showed, for `same_as`.
 #[derive(Debug, Clone)]
-pub(super) struct Seen {
+pub(crate) struct Seen {
     pub status: u16,
     pub identity: Option<Value>,
 }
@@ -60,7 +61,7 @@ impl Seen {
     }
 }
 
-pub(super) fn identity_of(resp: &Response, identity: &JsonQuery) -> Option<Value> {
+pub(crate) fn identity_of(resp: &Response, identity: &JsonQuery) -> Option<Value> {
     let doc: Value = serde_json::from_slice(&resp.body).ok()?;
     identity
         .path
@@ -74,7 +75,7 @@ pub(super) fn identity_of(resp: &Response, identity: &JsonQuery) -> Option<Value
 /// Sets the latency or fault the probe asks for on the upstream route, for this check only (the
 /// engine resets every route before the next check). Unknown upstreams and routes are the
 /// exercise's error.
-pub(super) fn apply_behaviour(
+pub(crate) fn apply_behaviour(
     ctx: &CheckContext<'_>,
     u: &UpstreamParams,
 ) -> Result<Arc<Upstream>, Failure> {
@@ -95,7 +96,7 @@ pub(super) fn apply_behaviour(
 
 /// Checks one response: its expectations (via `engine::assert`) and, for a replay, that it repeats
 /// the status and resource of the earlier response it names. `Ok(None)` means it is as expected.
-pub(super) fn judge(
+pub(crate) fn judge(
     ctx: &CheckContext<'_>,
     r: &ProbeRequest,
     summary: &str,
@@ -163,7 +164,7 @@ pub(super) fn judge(
 }
 
 /// Counts the upstream's calls (for the key, when given) and checks their bodies.
-pub(super) fn check_calls(
+pub(crate) fn check_calls(
     ctx: &CheckContext<'_>,
     u: &UpstreamParams,
     upstream: &Upstream,

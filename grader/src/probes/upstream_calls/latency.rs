@@ -9,12 +9,12 @@
 use std::time::Duration;
 
 use crate::engine::{FailInfo, Failure};
-use crate::exercise::upstream_probes::UpstreamParams;
+use crate::probes::request::UpstreamParams;
 use crate::upstream::Upstream;
 
 /// Fails when `took` is not under `share` of the route's current delay (the check's own `delay`,
 /// or the route's declared one).
-pub(super) fn check(
+pub(crate) fn check(
     u: &UpstreamParams,
     upstream: &Upstream,
     request: &str,

@@ -4,17 +4,17 @@
 
 use serde_json::Value;
 
-use super::db::{self, Statement};
-use super::upstream_calls::{judge as judge_response, Seen};
+use super::params::DeepPages;
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::db_probes::DeepPages;
-use crate::exercise::RequestSpec;
+use crate::probes::db::{self, Statement};
+use crate::probes::upstream_calls::run::{judge as judge_response, Seen};
+use crate::spec::RequestSpec;
 
 pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
     let client = db::connect(ctx).await?;
     db::sample(&client, &p.sample, ctx).await?;
-    let identity = crate::exercise::upstream_probes::query("$.id").map_err(Failure::Error)?;
+    let identity = crate::probes::request::query("$.id").map_err(Failure::Error)?;
 
     db::reset(&client).await?;
     let mut spec: RequestSpec = p.request.spec.clone();

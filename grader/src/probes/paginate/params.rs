@@ -4,8 +4,8 @@
 
 use serde::Deserialize;
 
-use super::upstream_probes::{query, request, template_strings, ProbeRequest};
-use super::JsonQuery;
+use crate::probes::request::{query, request, template_strings, ProbeRequest};
+use crate::spec::JsonQuery;
 
 /// How the walk gets from one page to the next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,13 +9,13 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::upstream_calls::{judge, Seen};
+use super::params::{Condition, Revalidate, Validator};
 use crate::engine::assert::shorten;
 use crate::engine::http::Response;
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::revalidate::{Condition, Revalidate, Validator};
-use crate::exercise::upstream_probes::query;
+use crate::probes::request::query;
+use crate::probes::upstream_calls::run::{judge, Seen};
 
 /// Headers a 304 must repeat from the 200 (RFC 9110 §15.4.5), compared by value.
 const REPEATED: &[&str] = &[

@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::upstream_calls::{apply_behaviour, check_calls, identity_of, judge, Seen};
+use super::params::Concurrent;
 use crate::engine::assert::describe_json;
 use crate::engine::http::{OutgoingRequest, Sent};
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::exercise::upstream_probes::Concurrent;
+use crate::probes::upstream_calls::run::{apply_behaviour, check_calls, identity_of, judge, Seen};
 use futures_util::future::join_all;
 
 /// Exchanges kept in the report: one per distinct status, at most this many.

@@ -1,0 +1,118 @@
+//! `query_plan` parameters: which requests to send and the budgets their statements must meet.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::probes::db_params::{parse_sample, DEFAULT_LARGE};
+use crate::probes::request::de;
+use crate::probes::request::{request, ProbeRequest};
+
+/// `query_plan`: sends the requests (`repeat` times), then judges the statements the service ran
+/// for them, read from `pg_stat_statements`: their plans, buffers and number.
+#[derive(Debug, Clone)]
+pub struct QueryPlan {
+    /// Variables taken from the data set, each by a read-only SQL query run by the grader.
+    pub sample: Vec<(String, String)>,
+    pub requests: Vec<ProbeRequest>,
+    pub repeat: u32,
+    /// Judge each statement's plan: no Seq Scan on a large table, no Sort under a Limit, no
+    /// index scan that filters rows of a large table afterwards.
+    pub plan: bool,
+    /// Shared buffers (hit + read) per request, at most this (plus `tolerance`).
+    pub max_buffers_per_request: Option<f64>,
+    /// Statements per request, at most this.
+    pub max_statements_per_request: Option<f64>,
+    pub tolerance: f64,
+    /// A table with at least this many rows (`pg_class.reltuples`) is large.
+    pub large_table_rows: f64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueryPlan {
+    #[serde(default)]
+    sample: BTreeMap<String, String>,
+    requests: Vec<toml::Value>,
+    repeat: Option<u32>,
+    plan: Option<bool>,
+    max_buffers_per_request: Option<f64>,
+    max_statements_per_request: Option<f64>,
+    tolerance: Option<f64>,
+    large_table_rows: Option<f64>,
+}
+
+pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
+    let raw: RawQueryPlan = de("params of `query_plan`", params)?;
+    if raw.requests.is_empty() {
+        return Err("`query_plan` needs at least one request".into());
+    }
+    let requests = raw
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| request("query_plan", i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    let plan = raw.plan.unwrap_or(true);
+    if !plan && raw.max_buffers_per_request.is_none() && raw.max_statements_per_request.is_none() {
+        return Err(
+            "`query_plan` with `plan = false` needs `max_buffers_per_request` or `max_statements_per_request`"
+                .into(),
+        );
+    }
+    let repeat = raw.repeat.unwrap_or(1);
+    if !(1..=100).contains(&repeat) {
+        return Err("`repeat` must be from 1 to 100".into());
+    }
+    let tolerance = raw.tolerance.unwrap_or(0.10);
+    if !(0.0..=1.0).contains(&tolerance) {
+        return Err("`tolerance` is a fraction from 0 to 1 (0.1 = 10%)".into());
+    }
+    Ok(QueryPlan {
+        sample: parse_sample(raw.sample)?,
+        requests,
+        repeat,
+        plan,
+        max_buffers_per_request: raw.max_buffers_per_request,
+        max_statements_per_request: raw.max_statements_per_request,
+        tolerance,
+        large_table_rows: raw.large_table_rows.unwrap_or(DEFAULT_LARGE),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> toml::Value {
+        toml::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn query_plan_params() {
+        let p = parse_query_plan(v(r#"
+            sample = { cid = "SELECT 1" }
+            requests = [{ method = "GET", path = "/c/{{cid}}", status = 200 }]
+            max_buffers_per_request = 40
+        "#))
+        .unwrap();
+        assert!(p.plan);
+        assert_eq!(p.repeat, 1);
+        assert_eq!(
+            crate::probes::db_params::template_strings(&p.requests, &p.sample),
+            vec!["/c/sampled"]
+        );
+        let err = parse_query_plan(v(r#"
+            sample = { cid = "DELETE FROM orders" }
+            requests = [{ method = "GET", path = "/" }]
+        "#))
+        .unwrap_err();
+        assert!(err.contains("read-only"), "{err}");
+        let err = parse_query_plan(v(r#"
+            plan = false
+            requests = [{ method = "GET", path = "/" }]
+        "#))
+        .unwrap_err();
+        assert!(err.contains("needs `max_buffers_per_request`"), "{err}");
+    }
+}

@@ -1,0 +1,430 @@
+//! Running the selected checks against a started service: steps or a probe per check, with a
+//! timeout, a panic guard, `requires`, and the service's death or hang turned into skips with the
+//! cause. Exercises are graded concurrently where they cannot disturb each other (see
+//! [`schedule`]); progress and results still come out in exercise order.
+
+use std::collections::BTreeSet;
+use std::panic::AssertUnwindSafe;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+
+use super::RunEvents;
+use crate::engine::http::HttpClient;
+use crate::engine::{exit_words, step, CheckContext, FailInfo, Failure, LOG_TAIL_LINES};
+use crate::exercise::{Check, CheckBody, Exercise};
+use crate::outcome::{CheckResult, Exchange, FailureDetail, Status};
+use crate::runtime::{RunningService, ServiceState};
+use crate::spec::random;
+use crate::upstream::Upstreams;
+
+/// After this many checks in a row that timed out, the service is taken as hanging and the
+/// remaining checks are skipped with that cause (each would cost its full timeout).
+pub const MAX_CONSECUTIVE_TIMEOUTS: usize = 3;
+
+/// Which checks to run, and with what data.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub seed: u64,
+    /// Check ids to run (`exercise/check`, `check` or a whole `exercise`); empty means all.
+    pub only: Vec<String>,
+}
+
+impl Selection {
+    pub fn selects(&self, exercise: &str, check: &str) -> bool {
+        selects(&self.only, exercise, check)
+    }
+}
+
+/// Whether `--only` filters select a check (no filter selects everything).
+pub fn selects(only: &[String], exercise: &str, check: &str) -> bool {
+    only.is_empty()
+        || only
+            .iter()
+            .any(|o| o == check || *o == format!("{exercise}/{check}") || o == exercise)
+}
+
+/// How the exercises of a run are graded: `alone` ones one after another with nothing else
+/// running, then the `lanes` side by side (each lane's exercises one after another).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Indexes of exercises whose probes read cluster-wide database statistics
+    /// (`pg_stat_statements`, buffer counts): requests of any other exercise would land in the
+    /// same counters, and the service has one database for everything, so they run alone.
+    pub alone: Vec<usize>,
+    /// Indexes of the other exercises, grouped so that exercises sharing a mock upstream (whose
+    /// behaviour a check changes and resets) share a lane.
+    pub lanes: Vec<Vec<usize>>,
+}
+
+/// Decides what may run concurrently. Each exercise has its own routes, data (a category, keys,
+/// users of its own) and mock upstreams, so exercises only disturb each other through shared
+/// counters: database statistics and a mock upstream both declare.
+pub fn schedule(exercises: &[&Exercise], selection: &Selection) -> Schedule {
+    let mut alone = Vec::new();
+    let mut lanes: Vec<(Vec<usize>, BTreeSet<String>)> = Vec::new();
+    for (index, exercise) in exercises.iter().enumerate() {
+        let selected: Vec<&Check> = exercise
+            .checks
+            .iter()
+            .filter(|c| selection.selects(&exercise.id, &c.id))
+            .collect();
+        if selected.is_empty() {
+            continue;
+        }
+        let reads_statistics = selected.iter().any(|c| match &c.body {
+            CheckBody::Probe(p) => p.reads_database_statistics(),
+            CheckBody::Steps(_) => false,
+        });
+        if reads_statistics {
+            alone.push(index);
+            continue;
+        }
+        let upstreams: BTreeSet<String> =
+            exercise.upstreams.iter().map(|u| u.name.clone()).collect();
+        match lanes
+            .iter_mut()
+            .find(|(_, names)| !names.is_disjoint(&upstreams))
+        {
+            Some((members, names)) => {
+                members.push(index);
+                names.extend(upstreams);
+            }
+            None => lanes.push((vec![index], upstreams)),
+        }
+    }
+    Schedule {
+        alone,
+        lanes: lanes.into_iter().map(|(members, _)| members).collect(),
+    }
+}
+
+/// What lanes share while they run.
+struct Shared<'a> {
+    service: &'a RunningService,
+    http: HttpClient,
+    selection: &'a Selection,
+    upstreams: &'a Upstreams,
+    events: &'a dyn RunEvents,
+    /// Set once the service has died or hangs, so later checks are skipped with the cause.
+    gone: Mutex<Option<String>>,
+    consecutive_timeouts: Mutex<usize>,
+    order: Mutex<InOrder>,
+}
+
+/// Passes results to the events in exercise order although exercises finish in any order: the
+/// first unfinished exercise streams, later ones wait in a buffer.
+struct InOrder {
+    buffered: Vec<Vec<CheckResult>>,
+    finished: Vec<bool>,
+    /// Exercises before this one have been passed on completely.
+    next: usize,
+}
+
+impl Shared<'_> {
+    fn started(&self, exercise: usize, id: &str, title: &str) {
+        if self.lock_order().next == exercise {
+            self.events.check_started(id, title);
+        }
+    }
+
+    fn finished(&self, exercise: usize, result: CheckResult) {
+        let mut order = self.lock_order();
+        if order.next == exercise {
+            self.events.check_finished(&result);
+        } else {
+            order.buffered[exercise].push(result);
+        }
+    }
+
+    fn exercise_done(&self, exercise: usize) {
+        let mut order = self.lock_order();
+        order.finished[exercise] = true;
+        while order.next < order.finished.len() && order.finished[order.next] {
+            order.next += 1;
+            let next = order.next;
+            if next < order.buffered.len() {
+                for r in std::mem::take(&mut order.buffered[next]) {
+                    self.events.check_finished(&r);
+                }
+            }
+        }
+    }
+
+    fn lock_order(&self) -> std::sync::MutexGuard<'_, InOrder> {
+        self.order.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Runs the selected checks of the exercises and returns their results in exercise and file
+/// order.
+pub async fn run(
+    exercises: &[&Exercise],
+    service: &RunningService,
+    selection: &Selection,
+    upstreams: &Upstreams,
+    events: &dyn RunEvents,
+) -> Result<Vec<CheckResult>, String> {
+    let plan = schedule(exercises, selection);
+    let shared = Shared {
+        service,
+        http: HttpClient::new()?,
+        selection,
+        upstreams,
+        events,
+        gone: Mutex::new(None),
+        consecutive_timeouts: Mutex::new(0),
+        order: Mutex::new(InOrder {
+            buffered: vec![Vec::new(); exercises.len()],
+            finished: vec![false; exercises.len()],
+            next: 0,
+        }),
+    };
+    // Exercises with nothing selected count as done, so they never hold the output back.
+    for (index, exercise) in exercises.iter().enumerate() {
+        if !exercise
+            .checks
+            .iter()
+            .any(|c| selection.selects(&exercise.id, &c.id))
+        {
+            shared.exercise_done(index);
+        }
+    }
+    let mut by_exercise: Vec<Vec<CheckResult>> = vec![Vec::new(); exercises.len()];
+    for &index in &plan.alone {
+        by_exercise[index] = grade_exercise(&shared, index, exercises[index]).await;
+    }
+    let lanes = plan.lanes.iter().map(|lane| {
+        let shared = &shared;
+        async move {
+            let mut out = Vec::new();
+            for &index in lane {
+                out.push((index, grade_exercise(shared, index, exercises[index]).await));
+            }
+            out
+        }
+    });
+    for lane in futures_util::future::join_all(lanes).await {
+        for (index, results) in lane {
+            by_exercise[index] = results;
+        }
+    }
+    Ok(by_exercise.into_iter().flatten().collect())
+}
+
+async fn grade_exercise(
+    shared: &Shared<'_>,
+    index: usize,
+    exercise: &Exercise,
+) -> Vec<CheckResult> {
+    let mut results: Vec<CheckResult> = Vec::new();
+    let upstream_names: Vec<String> = exercise.upstreams.iter().map(|u| u.name.clone()).collect();
+    for check in &exercise.checks {
+        if !shared.selection.selects(&exercise.id, &check.id) {
+            continue;
+        }
+        let id = format!("{}/{}", exercise.id, check.id);
+        shared.started(index, &id, &check.title);
+        let started = Instant::now();
+        let gone = shared
+            .gone
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let outcome = if let Some(cause) = gone {
+            Outcome::Skip(format!("not run: your service {cause}"))
+        } else if let Some(missing) = unmet_requirement(check, &exercise.id, &results) {
+            Outcome::Skip(format!("not run: requires {missing}, which did not pass"))
+        } else {
+            // Latency and faults a probe set for an earlier check never leak into this one.
+            shared.upstreams.reset_behaviour_of(&upstream_names);
+            run_one(exercise, check, shared).await
+        };
+        note_service_health(shared, &outcome, &id);
+        let result = to_result(
+            exercise,
+            check,
+            &id,
+            outcome,
+            started.elapsed().as_millis() as u64,
+        );
+        shared.finished(index, result.clone());
+        results.push(result);
+    }
+    shared.exercise_done(index);
+    results
+}
+
+/// Records a death or a hang, so that the checks after it are skipped with the cause.
+fn note_service_health(shared: &Shared<'_>, outcome: &Outcome, id: &str) {
+    let mut gone = shared.gone.lock().unwrap_or_else(|e| e.into_inner());
+    if gone.is_some() {
+        return;
+    }
+    if let ServiceState::Exited { code, signal } = shared.service.state() {
+        *gone = Some(format!("{} during {id}", exit_words(code, signal)));
+        return;
+    }
+    let mut timeouts = shared
+        .consecutive_timeouts
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    match outcome {
+        Outcome::TimedOut(..) => *timeouts += 1,
+        Outcome::Skip(_) => {}
+        _ => *timeouts = 0,
+    }
+    if *timeouts >= MAX_CONSECUTIVE_TIMEOUTS {
+        *gone = Some(format!(
+            "did not answer within the time limit in {MAX_CONSECUTIVE_TIMEOUTS} checks in a row (the last was {id}), so it is taken as hanging"
+        ));
+    }
+}
+
+enum Outcome {
+    /// Passed, with what the check measured along the way.
+    Pass(Vec<String>),
+    Failed(Failure, Vec<Exchange>),
+    /// Failed because the check's time ran out (counts towards "the service hangs").
+    TimedOut(Failure, Vec<Exchange>),
+    Skip(String),
+}
+
+fn unmet_requirement(check: &Check, exercise: &str, results: &[CheckResult]) -> Option<String> {
+    check.requires.iter().find_map(|r| {
+        let full = format!("{exercise}/{r}");
+        let passed = results
+            .iter()
+            .any(|res| res.id == full && res.status == Status::Pass);
+        (!passed).then_some(full)
+    })
+}
+
+async fn run_one(exercise: &Exercise, check: &Check, shared: &Shared<'_>) -> Outcome {
+    let mut rng = random::check_rng(shared.selection.seed, &exercise.id, &check.id);
+    let scope = random::generate(&exercise.vars, &mut rng);
+    let service = shared.service;
+    let mut ctx = CheckContext {
+        http: &shared.http,
+        service,
+        scope,
+        rng,
+        exchanges: Vec::new(),
+        vars: &exercise.vars,
+        upstreams: shared.upstreams,
+        measurements: Vec::new(),
+    };
+    let work = async {
+        match &check.body {
+            CheckBody::Steps(steps) => step::run_steps(&mut ctx, steps).await,
+            CheckBody::Probe(call) => crate::probes::run(call, &mut ctx).await,
+        }
+    };
+    // A panic in a probe is a grader bug: report it as an error on this check and carry on.
+    let guarded = AssertUnwindSafe(tokio::time::timeout(check.timeout, work)).catch_unwind();
+    let failure = match guarded.await {
+        Ok(Ok(Ok(()))) => return Outcome::Pass(ctx.measurements),
+        Ok(Ok(Err(failure))) => failure,
+        Ok(Err(_elapsed)) => {
+            let failure = Failure::Fail(FailInfo {
+                message: format!(
+                    "the check did not finish within {}s",
+                    check.timeout.as_secs()
+                ),
+                expected: format!("the check to finish within {}s", check.timeout.as_secs()),
+                actual: "the service kept the grader waiting (slow or hanging responses)".into(),
+                log_tail: service.log_tail(LOG_TAIL_LINES),
+                ..Default::default()
+            });
+            return Outcome::TimedOut(failure, ctx.exchanges);
+        }
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            Failure::Error(format!("the grader crashed while running this check ({what}); this is a grader bug, please report it"))
+        }
+    };
+    // A request that timed out on its own (the client's bound) is a hang as well.
+    if let Failure::Fail(info) = &failure {
+        if info.actual.contains("timeout") || info.actual.contains("timed out") {
+            return Outcome::TimedOut(failure, ctx.exchanges);
+        }
+    }
+    Outcome::Failed(failure, ctx.exchanges)
+}
+
+fn to_result(
+    exercise: &Exercise,
+    check: &Check,
+    id: &str,
+    outcome: Outcome,
+    duration_ms: u64,
+) -> CheckResult {
+    let mut result = CheckResult {
+        id: id.to_string(),
+        exercise: exercise.id.clone(),
+        title: check.title.clone(),
+        skill: check.skill.clone(),
+        task: check.task,
+        points: check.points,
+        earned: 0,
+        status: Status::Pass,
+        duration_ms,
+        message: None,
+        measurements: Vec::new(),
+        detail: None,
+    };
+    let teaching =
+        |expected: String, actual: String, evidence, exchanges, service_log_tail| FailureDetail {
+            expected,
+            actual,
+            why: check.why.clone(),
+            hint: check.hint.clone(),
+            spec: check.spec.clone(),
+            evidence,
+            exchanges,
+            service_log_tail,
+        };
+    match outcome {
+        Outcome::Pass(measurements) => {
+            result.earned = check.points;
+            result.measurements = measurements;
+        }
+        Outcome::Skip(reason) => {
+            result.status = Status::Skip;
+            result.message = Some(reason);
+        }
+        Outcome::Failed(Failure::Fail(info), exchanges)
+        | Outcome::TimedOut(Failure::Fail(info), exchanges) => {
+            result.status = Status::Fail;
+            result.message = Some(info.message);
+            result.detail = Some(teaching(
+                info.expected,
+                info.actual,
+                info.evidence,
+                exchanges,
+                info.log_tail,
+            ));
+        }
+        Outcome::Failed(Failure::Error(reason), exchanges)
+        | Outcome::TimedOut(Failure::Error(reason), exchanges) => {
+            result.status = Status::Error;
+            result.message = Some(format!("grader error: {reason}"));
+            result.detail = Some(FailureDetail {
+                expected: "the grader to run this check".into(),
+                actual: reason,
+                why: "This is not your service's fault: the grader could not run the check.".into(),
+                hint: "Run again; if it repeats, report it with the seed and this output.".into(),
+                spec: Vec::new(),
+                evidence: Vec::new(),
+                exchanges,
+                service_log_tail: Vec::new(),
+            });
+        }
+    }
+    result
+}
