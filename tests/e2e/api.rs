@@ -67,7 +67,7 @@ fn not_passed(report: &RunReport) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_runs_at_once_give_the_reference_and_a_variant_their_own_verdicts() {
-    let variant = variants()
+    let variant = all_variants()
         .into_iter()
         .find(|v| v.bug == "page-offset")
         .expect("the page-offset variant is listed");

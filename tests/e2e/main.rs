@@ -95,7 +95,7 @@ fn every_variant_fails_exactly_its_checks() {
 
 #[test]
 fn every_check_is_caught_by_some_variant() {
-    let caught: BTreeSet<String> = variants().into_iter().flat_map(|v| v.fails).collect();
+    let caught: BTreeSet<String> = all_variants().into_iter().flat_map(|v| v.fails).collect();
     let catalog = grader::exercise::load_catalog(&grader::exercise::ExerciseSource::Dir(
         repo_root().join("exercises"),
     ))
@@ -155,6 +155,24 @@ fn malformed_manifest_is_located_and_exits_2() {
     let run = grade(&fixture("bad-manifest"), &[], &[]);
     assert_eq!(run.code, 2, "{}", run.stderr);
     insta::assert_snapshot!("bad-manifest", normalise_paths(&run.stderr));
+}
+
+#[test]
+fn shipped_exercises_lint_clean_with_every_requirement_accounted_for() {
+    let out = std::process::Command::new(grader_bin())
+        .args(["lint", "--exercises-dir"])
+        .arg(repo_root().join("exercises"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("requirements: "), "{stdout}");
 }
 
 #[test]
