@@ -201,7 +201,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
-fn record_response(r: &Response) -> RecordedResponse {
+pub(crate) fn record_response(r: &Response) -> RecordedResponse {
     let text = r.text();
     let shown: String = text.chars().take(MAX_SHOWN_BODY_CHARS).collect();
     let cut = shown.len() < text.len();

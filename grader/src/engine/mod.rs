@@ -8,6 +8,7 @@
 pub mod assert;
 pub mod http;
 pub mod step;
+pub mod wire;
 
 use rand_chacha::ChaCha8Rng;
 use url::Url;
@@ -104,10 +105,47 @@ impl CheckContext<'_> {
         let summary = format!("{} {}", req.method, req.url.path());
         let sent = self.http.send(step, req).await;
         self.exchanges.push(sent.exchange);
-        let transport = match sent.response {
-            Ok(response) => return Ok(response),
-            Err(transport) => transport,
-        };
+        match sent.response {
+            Ok(response) => Ok(response),
+            Err(transport) => Err(self.transport_failure(step, &summary, transport).await),
+        }
+    }
+
+    /// Sends a request on a fresh socket and reads the wire as it is (see [`wire`]): the
+    /// response's `body` is every byte that followed its head, whatever the framing rules say.
+    /// The exchange is recorded with those bytes as its body.
+    pub async fn send_raw(
+        &mut self,
+        step: &str,
+        req: OutgoingRequest,
+    ) -> Result<wire::RawResponse, Failure> {
+        let summary = format!("{} {}", req.method, req.url.path());
+        let result = wire::exchange_raw(&req, self.http.timeout()).await;
+        self.exchanges.push(crate::outcome::Exchange {
+            step: step.to_string(),
+            request: crate::outcome::RecordedRequest {
+                method: req.method.clone(),
+                url: req.url.to_string(),
+                headers: req.headers.clone(),
+                body: req
+                    .body
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned()),
+            },
+            curl: http::curl_command(&req),
+            response: result
+                .as_ref()
+                .ok()
+                .map(|raw| http::record_response(&raw.response)),
+            transport_error: result.as_ref().err().cloned(),
+        });
+        match result {
+            Ok(raw) => Ok(raw),
+            Err(transport) => Err(self.transport_failure(step, &summary, transport).await),
+        }
+    }
+
+    async fn transport_failure(&self, step: &str, summary: &str, transport: String) -> Failure {
         let mut info = FailInfo {
             message: format!("{step}: {transport}"),
             expected: format!("a response to {summary}"),
@@ -125,7 +163,7 @@ impl CheckContext<'_> {
         } else if info.actual.contains("timeout") || info.actual.contains("no complete response") {
             info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
         }
-        Err(Failure::Fail(info))
+        Failure::Fail(info)
     }
 }
 

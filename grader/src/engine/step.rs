@@ -12,7 +12,15 @@ pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(),
     for step in steps {
         let req = build_request(ctx, &step.request)?;
         let summary = format!("{} {}", req.method, req.url.path());
-        let resp = ctx.send(&step.name, req).await?;
+        let resp = if step.expect.no_body {
+            let raw = ctx.send_raw(&step.name, req).await?;
+            if !raw.response.body.is_empty() {
+                return Err(Failure::Fail(stray_body(&step.name, &summary, &raw)));
+            }
+            raw.response
+        } else {
+            ctx.send(&step.name, req).await?
+        };
         let mismatches =
             assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
         if !mismatches.is_empty() {
@@ -21,6 +29,28 @@ pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(),
         capture(ctx, step, &resp)?;
     }
     Ok(())
+}
+
+/// A response that must have no body carried bytes after its head: name them as they were on
+/// the wire, and what they do to the next response on the connection.
+fn stray_body(step: &str, summary: &str, raw: &super::wire::RawResponse) -> FailInfo {
+    let bytes = &raw.response.body;
+    let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+    let status = raw.response.status;
+    FailInfo {
+        message: format!(
+            "{step}: the {status} response to {summary} carried {} byte{} after its headers",
+            bytes.len(),
+            if bytes.len() == 1 { "" } else { "s" }
+        ),
+        expected: format!("nothing after the head of a {status} response to {summary}"),
+        actual: format!("{} bytes on the wire after the head: {shown:?}", bytes.len()),
+        evidence: vec![
+            format!("head as sent:\n{}", raw.head),
+            "an HTTP client stops reading at the end of the head here, so these bytes are read as the start of the next response on the connection (\"invalid HTTP version\")".into(),
+        ],
+        ..Default::default()
+    }
 }
 
 /// Renders a request spec into a concrete request. A template error here means the exercise is

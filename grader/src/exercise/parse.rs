@@ -115,6 +115,7 @@ struct RawExpect {
     #[serde(default)]
     json: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     body: Option<Spanned<toml::Value>>,
+    no_body: Option<Spanned<bool>>,
 }
 
 /// Loads and validates the whole catalogue. All problems in all files are reported together.
@@ -723,6 +724,15 @@ fn parse_expect(
     diags: &mut Diagnostics,
 ) -> Expect {
     let mut out = Expect::default();
+    if let Some(no_body) = &e.no_body {
+        out.no_body = *no_body.get_ref();
+        if out.no_body && (!e.json.is_empty() || e.body.is_some()) {
+            diags.push(
+                Diagnostic::new(file, no_body.span(), "`no_body = true` cannot go with `json` or `body` expectations")
+                    .with_help("a response without a body has no JSON to judge: check the body in another step"),
+            );
+        }
+    }
     if let Some(s) = e.status {
         match StatusSpec::parse(s.get_ref()) {
             Ok(spec) => out.status = Some(spec),

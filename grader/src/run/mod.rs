@@ -388,7 +388,16 @@ pub async fn execute(
                 }
             }
         }
-        (None, Some(url)) => Some(RunningService::external(url.clone())),
+        (None, Some(url)) => {
+            let health = plan
+                .manifest
+                .as_ref()
+                .map(|m| m.service.health_path.clone());
+            Some(RunningService::external(
+                url.clone(),
+                health.as_deref().unwrap_or("/healthz"),
+            ))
+        }
         (None, None) => None,
     };
 

@@ -110,6 +110,8 @@ pub struct RunningService {
     pub timings: StartTimings,
     /// `local`, `docker` or `external`.
     pub kind: &'static str,
+    /// The path that answered 2xx at start-up; probes use it to warm connections.
+    pub health_path: String,
     backend: Backend,
 }
 
@@ -121,9 +123,10 @@ enum Backend {
 
 impl RunningService {
     /// A service somebody else runs: no processes, no databases.
-    pub fn external(base_url: url::Url) -> Self {
+    pub fn external(base_url: url::Url, health_path: &str) -> Self {
         RunningService {
             base_url,
+            health_path: health_path.to_string(),
             postgres: None,
             redis: None,
             timings: StartTimings::default(),
@@ -210,6 +213,7 @@ pub async fn start_docker(
         redis: started.redis,
         timings: started.timings,
         kind: "docker",
+        health_path: plan.health_path.clone(),
         backend: Backend::Docker(Box::new(started.env)),
     })
 }
@@ -228,6 +232,7 @@ pub async fn start_local(
         redis,
         timings,
         kind: "local",
+        health_path: plan.health_path.clone(),
         backend: Backend::Local(Box::new(env)),
     })
 }

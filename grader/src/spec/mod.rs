@@ -46,6 +46,9 @@ pub struct Expect {
     pub headers: Vec<(String, Predicate)>,
     pub json: Vec<(JsonQuery, Predicate)>,
     pub body: Option<Predicate>,
+    /// `no_body = true`: the step goes over a raw connection, and not one byte may follow the
+    /// response head (HEAD, 204 and 304 responses have no body; RFC 9110 §6.4.1).
+    pub no_body: bool,
 }
 
 /// Accepted status codes: exact codes and/or classes like `4xx`.

@@ -16,6 +16,12 @@ pub struct Concurrent {
     /// Every 2xx response must carry the same identity.
     pub same_resource: bool,
     pub upstream: Option<UpstreamParams>,
+    /// How many times the burst is repeated, each time with fresh data (a race that shows one
+    /// time in three still fails the check).
+    pub rounds: u32,
+    /// Open every connection and send one request on it before the burst, then release all
+    /// requests together; off only to test what a cold burst does.
+    pub warm: bool,
 }
 
 #[derive(Deserialize)]
@@ -28,6 +34,9 @@ struct RawConcurrent {
     #[serde(default = "yes")]
     same_resource: bool,
     upstream: Option<toml::Value>,
+    rounds: Option<u32>,
+    #[serde(default = "yes")]
+    warm: bool,
 }
 
 fn yes() -> bool {
@@ -35,6 +44,8 @@ fn yes() -> bool {
 }
 
 const MAX_CONCURRENT: usize = 500;
+/// Rounds when the file does not say: enough that a race with a narrow window is still caught.
+pub const DEFAULT_ROUNDS: u32 = 3;
 
 pub fn parse_concurrent(params: toml::Value) -> Result<Concurrent, String> {
     let raw: RawConcurrent = de("params of `concurrent`", params)?;
@@ -70,11 +81,26 @@ pub fn parse_concurrent(params: toml::Value) -> Result<Concurrent, String> {
             )
         }
     };
+    let rounds = raw.rounds.unwrap_or(DEFAULT_ROUNDS);
+    if !(1..=20).contains(&rounds) {
+        return Err("`rounds` must be from 1 to 20".into());
+    }
+    let upstream = raw.upstream.map(upstream).transpose()?;
+    if let Some(u) = &upstream {
+        if rounds > 1 && u.key.is_none() && (u.calls.is_some() || u.max_calls.is_some()) {
+            return Err(
+                "params.upstream counts calls without a `key`, so later rounds would count the earlier rounds' calls too: give it a `key` (rendered from this round's data) or set `rounds = 1`"
+                    .into(),
+            );
+        }
+    }
     Ok(Concurrent {
         requests,
         identity: query(raw.identity.as_deref().unwrap_or("$.id"))?,
         same_resource: raw.same_resource,
-        upstream: raw.upstream.map(upstream).transpose()?,
+        upstream,
+        rounds,
+        warm: raw.warm,
     })
 }
 
@@ -94,5 +120,35 @@ mod tests {
         assert!(parse_concurrent(params)
             .unwrap_err()
             .contains("`concurrent` staggers with `at`"));
+    }
+
+    #[test]
+    fn rounds_default_to_several_and_need_a_key_to_count_calls() {
+        let p = parse_concurrent(
+            toml::from_str(r#"request = { method = "GET", path = "/x" }"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!((p.rounds, p.warm), (DEFAULT_ROUNDS, true));
+        let unkeyed = parse_concurrent(
+            toml::from_str(
+                r#"
+                request = { method = "GET", path = "/x" }
+                upstream = { name = "p", route = "GET /x", max_calls = 1 }
+                "#,
+            )
+            .unwrap(),
+        );
+        assert!(unkeyed.unwrap_err().contains("give it a `key`"));
+        let one_round = parse_concurrent(
+            toml::from_str(
+                r#"
+                rounds = 1
+                request = { method = "GET", path = "/x" }
+                upstream = { name = "p", route = "GET /x", max_calls = 1 }
+                "#,
+            )
+            .unwrap(),
+        );
+        assert!(one_round.is_ok());
     }
 }

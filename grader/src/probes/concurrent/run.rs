@@ -2,50 +2,138 @@
 //! whole set: every response as its request expects, no 5xx and no transport failure, every 2xx
 //! naming the same resource, and what reached the mock upstream.
 //!
-//! Races only show under real concurrency, so requests are rendered first and then released at
-//! once; the report keeps one exchange per distinct outcome, not all N.
+//! Races only show under real concurrency: requests are rendered first, every connection is
+//! opened and warmed with one request (so the service has accepted it and has a thread or task
+//! ready), then all requests are released together at a barrier. The burst repeats for `rounds`
+//! rounds with fresh data, so a race with a narrow window is still caught; a seed replays the
+//! data, never the thread interleaving. The report keeps one exchange per distinct outcome.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio::sync::Barrier;
 
 use super::params::Concurrent;
 use crate::engine::assert::describe_json;
 use crate::engine::http::{OutgoingRequest, Sent};
 use crate::engine::step::build_request;
+use crate::engine::wire::Held;
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::upstream_calls::run::{apply_behaviour, check_calls, identity_of, judge, Seen};
-use futures_util::future::join_all;
 
 /// Exchanges kept in the report: one per distinct status, at most this many.
 const SHOWN_EXCHANGES: usize = 4;
 
 pub async fn run(p: &Concurrent, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
-    let upstream = p
-        .upstream
-        .as_ref()
-        .map(|u| apply_behaviour(ctx, u))
-        .transpose()?;
+    let mut warm_connections = 0;
+    for round in 1..=p.rounds {
+        if round > 1 {
+            // Each round is a new trial: new keys, new orders, new users.
+            ctx.scope = ctx.fresh_scope();
+        }
+        if let Some(u) = &p.upstream {
+            apply_behaviour(ctx, u)?;
+        }
+        let (sent, warm) = burst(p, ctx).await?;
+        warm_connections += warm;
+        judge_round(p, ctx, sent).map_err(|f| in_round(f, round, p.rounds))?;
+    }
+    let n = p.requests.len();
+    ctx.measured(format!(
+        "{} round{} of {n} requests released together, {warm_connections} of {} on connections warmed first",
+        p.rounds,
+        if p.rounds == 1 { "" } else { "s" },
+        n * p.rounds as usize
+    ));
+    Ok(())
+}
+
+fn in_round(failure: Failure, round: u32, rounds: u32) -> Failure {
+    match failure {
+        Failure::Fail(mut info) if rounds > 1 => {
+            info.message = format!("round {round} of {rounds}: {}", info.message);
+            Failure::Fail(info)
+        }
+        other => other,
+    }
+}
+
+/// Opens (and warms) one connection per request, waits until all are open, then releases every
+/// request at once (each after its own `at`). Returns the sends and how many connections were
+/// warm.
+async fn burst(p: &Concurrent, ctx: &mut CheckContext<'_>) -> Result<(Vec<Sent>, usize), Failure> {
     let requests: Vec<OutgoingRequest> = p
         .requests
         .iter()
         .map(|r| build_request(ctx, &r.spec))
         .collect::<Result<_, _>>()?;
-    let summary = requests
-        .first()
-        .map(|r| format!("{} {}", r.method, r.url.path()))
-        .unwrap_or_default();
-    let http = ctx.http;
-    let sent: Vec<Sent> = join_all(p.requests.iter().zip(requests).map(|(r, req)| {
-        let at: Duration = r.at;
-        async move {
-            if !at.is_zero() {
-                tokio::time::sleep(at).await;
+    let base = ctx.service.base_url.clone();
+    let timeout = ctx.http.timeout();
+    if !p.warm {
+        let http = ctx.http;
+        let sent = join_all(p.requests.iter().zip(requests).map(|(r, req)| async move {
+            if !r.at.is_zero() {
+                tokio::time::sleep(r.at).await;
             }
             http.send(&r.name, req).await
+        }))
+        .await;
+        return Ok((sent, 0));
+    }
+    let warm_path = ctx.service.health_path.clone();
+    let opened =
+        join_all((0..requests.len()).map(|_| Held::open(&base, &warm_path, timeout))).await;
+    let mut held = Vec::with_capacity(opened.len());
+    for (r, h) in p.requests.iter().zip(opened) {
+        match h {
+            Ok(h) => held.push(h),
+            Err(e) => {
+                return Err(Failure::Fail(FailInfo {
+                    message: format!(
+                        "{}: could not open {} connections to the service before the burst: {e}",
+                        r.name,
+                        p.requests.len()
+                    ),
+                    expected: format!("{} connections accepted at once", p.requests.len()),
+                    actual: e,
+                    ..Default::default()
+                }))
+            }
         }
-    }))
+    }
+    let warm = held.iter().filter(|h| h.warm).count();
+    let barrier = Barrier::new(held.len());
+    let barrier = &barrier;
+    let sent = join_all(p.requests.iter().zip(requests).zip(held).map(
+        |((r, req), h)| async move {
+            barrier.wait().await;
+            if !r.at.is_zero() {
+                tokio::time::sleep(r.at).await;
+            }
+            h.send(&r.name, req, timeout).await
+        },
+    ))
     .await;
+    Ok((sent, warm))
+}
 
+/// Judges one round: transport failures and 5xx, each response as its request expects, the
+/// upstream's calls, and one resource for every success.
+fn judge_round(p: &Concurrent, ctx: &mut CheckContext<'_>, sent: Vec<Sent>) -> Result<(), Failure> {
+    let upstream = p
+        .upstream
+        .as_ref()
+        .map(|u| ctx.upstreams.get(&u.name).cloned().map_err(Failure::Error))
+        .transpose()?;
+    let summary = sent
+        .first()
+        .map(|s| {
+            let url = url::Url::parse(&s.exchange.request.url)
+                .map(|u| u.path().to_string())
+                .unwrap_or_default();
+            format!("{} {url}", s.exchange.request.method)
+        })
+        .unwrap_or_default();
     // Keep the evidence short: the first exchange of each outcome.
     let mut shown: Vec<String> = Vec::new();
     for s in &sent {
