@@ -36,16 +36,12 @@ fn reference_service_scores_100_percent() {
 fn every_variant_fails_exactly_its_checks() {
     let variants = variants();
     // Two at a time: each run owns a PostgreSQL and a service, and the machine has two cores.
-    let jobs = variants
-        .iter()
-        .map(|v| format!("{} {}", v.exercise, v.bug))
-        .collect();
-    let runs = run_parallel(2, jobs, |job| {
-        let (exercise, bug) = job.split_once(' ').unwrap();
+    let jobs = variants.clone();
+    let runs = run_parallel(2, jobs, |v| {
         grade(
-            &reference_dir(),
-            &["--seed", "4242", "--exercise", exercise],
-            &[("REFSVC_BUG", bug)],
+            &v.dir(),
+            &["--seed", "4242", "--exercise", &v.exercise],
+            &[(v.switch(), &v.bug)],
         )
     });
     let mut problems = Vec::new();

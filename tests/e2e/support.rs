@@ -75,6 +75,7 @@ pub fn grade(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("NO_COLOR", "1")
         .env_remove("GITHUB_STEP_SUMMARY")
         .env_remove("REFSVC_BUG")
+        .env_remove("INDEP_BUG")
         .env_remove("HOSTILE_MODE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -107,10 +108,10 @@ pub fn grade(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
 }
 
 /// Runs `f` over `items` with at most `width` at once, keeping the input order.
-pub fn run_parallel<T: Send + 'static>(
+pub fn run_parallel<I: Send, T: Send + 'static>(
     width: usize,
-    items: Vec<String>,
-    f: fn(String) -> T,
+    items: Vec<I>,
+    f: fn(I) -> T,
 ) -> Vec<T> {
     let mut results: Vec<Option<T>> = (0..items.len()).map(|_| None).collect();
     let queue = std::sync::Mutex::new(items.into_iter().enumerate().collect::<Vec<_>>());
@@ -131,12 +132,32 @@ pub fn run_parallel<T: Send + 'static>(
     results.into_iter().map(|r| r.unwrap()).collect()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 pub struct Variant {
     /// The exercise the bug belongs to; the variant is graded on it alone.
     pub exercise: String,
     pub bug: String,
     pub fails: Vec<String>,
+    /// Another service folder (relative to variants.toml) with its own planted bugs; default the
+    /// reference service.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// That service's switch; default the file's `env` (REFSVC_BUG).
+    #[serde(default)]
+    pub env: Option<String>,
+}
+
+impl Variant {
+    pub fn dir(&self) -> PathBuf {
+        match &self.service {
+            Some(s) => reference_dir().join(s),
+            None => reference_dir(),
+        }
+    }
+
+    pub fn switch(&self) -> &str {
+        self.env.as_deref().unwrap_or("REFSVC_BUG")
+    }
 }
 
 /// The variants to grade: all, or only one exercise's with `E2E_EXERCISE=<id>` (a fast loop
