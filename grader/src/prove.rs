@@ -37,6 +37,13 @@ pub struct Variant {
     pub bug: String,
     /// Exactly the checks (`exercise/check`) this bug must fail.
     pub fails: Vec<String>,
+    /// Another service folder, relative to the variants file, with bugs of its own (for example
+    /// one written independently from the README); default the reference service.
+    #[serde(default)]
+    pub service: Option<String>,
+    /// That service's switch; default the file's `env`.
+    #[serde(default)]
+    pub env: Option<String>,
 }
 
 pub fn load(path: &Path) -> Result<VariantsFile, Diagnostics> {
