@@ -428,3 +428,40 @@ fn to_result(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exercise::{load_catalog, ExerciseSource};
+
+    #[test]
+    fn database_statistics_run_alone_and_the_rest_side_by_side() {
+        let catalog = load_catalog(&ExerciseSource::Embedded).unwrap();
+        let exercises: Vec<&Exercise> = catalog.exercises.iter().collect();
+        let ids: Vec<&str> = exercises.iter().map(|e| e.id.as_str()).collect();
+        let plan = schedule(&exercises, &Selection::default());
+        let alone: Vec<&str> = plan.alone.iter().map(|&i| ids[i]).collect();
+        assert_eq!(alone, ["database-indexing"]);
+        let in_lanes: usize = plan.lanes.iter().map(Vec::len).sum();
+        assert_eq!(in_lanes, ids.len() - 1);
+        assert!(plan.lanes.len() > 1, "independent exercises share no lane");
+
+        // Selecting only steps-based checks of the indexing exercise lets it join a lane.
+        let only_api = Selection {
+            seed: 1,
+            only: vec!["api-design".into()],
+        };
+        let plan = schedule(&exercises, &only_api);
+        assert!(plan.alone.is_empty());
+        assert_eq!(plan.lanes.len(), 1);
+    }
+
+    #[test]
+    fn only_filters_match_a_check_its_exercise_or_its_full_id() {
+        let only = vec!["pagination".to_string(), "api-design/head-no-body".into()];
+        assert!(selects(&only, "pagination", "anything"));
+        assert!(selects(&only, "api-design", "head-no-body"));
+        assert!(!selects(&only, "api-design", "create-returns-201"));
+        assert!(selects(&[], "x", "y"));
+    }
+}
