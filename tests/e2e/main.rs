@@ -256,6 +256,45 @@ fn hostile_services_fail_checks_with_the_cause() {
 }
 
 #[test]
+fn a_hanging_service_costs_three_timeouts_then_the_rest_is_skipped_with_the_cause() {
+    let run = grade(
+        &fixture("hostile"),
+        &[
+            "--seed",
+            "7",
+            "--only",
+            "create-returns-201",
+            "--only",
+            "unknown-route-404",
+            "--only",
+            "read-unknown-404",
+            "--only",
+            "malformed-json-400",
+            "--only",
+            "wrong-content-type-415",
+        ],
+        &[("HOSTILE_MODE", "hang")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    let checks = report["checks"].as_array().unwrap();
+    let statuses: Vec<&str> = checks
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["fail", "fail", "fail", "skip", "skip"],
+        "{report}"
+    );
+    let skipped = checks[3]["message"].as_str().unwrap();
+    assert!(
+        skipped.contains("3 checks in a row") && skipped.contains("hanging"),
+        "{skipped}"
+    );
+}
+
+#[test]
 fn report_formats_agree() {
     let env = [("REFSVC_BUG", "no-405")];
     let dir = tempfile::tempdir().unwrap();

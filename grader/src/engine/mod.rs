@@ -160,11 +160,17 @@ impl CheckContext<'_> {
                 exit_words(code, signal)
             );
             info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
-        } else if info.actual.contains("timeout") || info.actual.contains("no complete response") {
+        } else if is_hang(&info.actual) {
             info.log_tail = self.service.log_tail(LOG_TAIL_LINES);
         }
         Failure::Fail(info)
     }
+}
+
+/// Whether a transport error says the service did not answer in time (the client's messages:
+/// "no complete response within 10s", "no complete response head", "... request timeout").
+pub fn is_hang(transport: &str) -> bool {
+    transport.contains("no complete response") || transport.contains("timeout")
 }
 
 /// "exited with code 1" / "was killed by signal 9"

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 
 use super::RunEvents;
 use crate::engine::http::HttpClient;
-use crate::engine::{exit_words, step, CheckContext, FailInfo, Failure, LOG_TAIL_LINES};
+use crate::engine::{exit_words, is_hang, step, CheckContext, FailInfo, Failure, LOG_TAIL_LINES};
 use crate::exercise::{Check, CheckBody, Exercise};
 use crate::outcome::{CheckResult, Exchange, FailureDetail, Status};
 use crate::runtime::{RunningService, ServiceState};
@@ -350,7 +350,7 @@ async fn run_one(exercise: &Exercise, check: &Check, shared: &Shared<'_>) -> Out
     };
     // A request that timed out on its own (the client's bound) is a hang as well.
     if let Failure::Fail(info) = &failure {
-        if info.actual.contains("timeout") || info.actual.contains("timed out") {
+        if is_hang(&info.actual) {
             return Outcome::TimedOut(failure, ctx.exchanges);
         }
     }
