@@ -288,6 +288,18 @@ fn explain(id: &str, source: &SourceArgs) -> i32 {
     if !c.spec.is_empty() {
         println!("spec: {}", c.spec.join("; "));
     }
+    if !c.covers.is_empty() {
+        println!("\nrequirements it grades (exercises/{}/README.md):", ex.id);
+        for cover in &c.covers {
+            let line = ex
+                .readme
+                .as_ref()
+                .zip(ex.requirements.iter().find(|r| r.id == cover.id))
+                .map(|(readme, r)| line_around(&readme.text, r.span.start))
+                .unwrap_or_default();
+            println!("  [{}] {line}", cover.id);
+        }
+    }
     exit::OK
 }
 
@@ -341,6 +353,20 @@ async fn check(args: CheckArgs) -> i32 {
         return exit::USAGE;
     }
     code
+}
+
+/// The README line holding a requirement marker, without markup noise, for `explain`.
+fn line_around(text: &str, offset: usize) -> String {
+    let start = text[..offset].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let end = text[offset..]
+        .find('\n')
+        .map(|i| offset + i)
+        .unwrap_or(text.len());
+    text[start..end]
+        .trim()
+        .trim_start_matches(['-', '|', ' '])
+        .trim_end_matches(['|', ' '])
+        .to_string()
 }
 
 /// Prints why a run could not start and returns its exit code.

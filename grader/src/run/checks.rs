@@ -378,13 +378,21 @@ fn to_result(
         measurements: Vec::new(),
         detail: None,
     };
+    // The README requirements the check grades come first among the references, so a learner
+    // can find the sentence they broke: "README [api-2.1]".
+    let spec: Vec<String> = check
+        .covers
+        .iter()
+        .map(|c| format!("README [{}]", c.id))
+        .chain(check.spec.iter().cloned())
+        .collect();
     let teaching =
         |expected: String, actual: String, evidence, exchanges, service_log_tail| FailureDetail {
             expected,
             actual,
             why: check.why.clone(),
             hint: check.hint.clone(),
-            spec: check.spec.clone(),
+            spec: spec.clone(),
             evidence,
             exchanges,
             service_log_tail,
