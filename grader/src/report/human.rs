@@ -629,7 +629,7 @@ fn summary(w: &mut Writer, report: &RunReport) {
     w.labelled(
         "seed",
         &format!(
-            "{} — replay with: {}",
+            "{} — replay with: {} (replays the data, not thread timing)",
             report.seed,
             sanitize(&report.replay)
         ),
