@@ -114,10 +114,54 @@ pub enum Bug {
     CacheAuthedPublic,
     /// Page `Cache-Control` quotes the max-age: `public, max-age="60"`.
     CacheMaxAgeQuoted,
+    /// The `Location` of a create names an id made up before the insert; the row got its own.
+    LocationOtherId,
+    /// Mass assignment: a create keeps the `id`, `created_at` and `updated_at` the client sent.
+    MassAssignment,
+    /// A product created without a `description` gets `""` instead of `null`.
+    DescriptionDefaultEmpty,
+    /// The SKU pattern checks the characters but not the length: `^[A-Z0-9-]*$`.
+    SkuNoLength,
+    /// The SKU is matched like Python's `re.match(r"^[A-Z0-9-]{3,64}$")`: a final newline passes.
+    SkuTrailingNewline,
+    /// The name's length is counted in UTF-8 bytes, so 200 `é` (400 bytes) are refused.
+    NameLengthBytes,
+    /// Control characters in a name are checked as `c < ' '`: DEL (U+007F) passes.
+    NameControlBelowSpace,
+    /// A description of exactly 2000 characters is refused (`>= 2000`).
+    DescriptionLimitOffByOne,
+    /// A price of 0 is refused: prices must be positive.
+    PriceZeroRefused,
+    /// A missing `price_cents` becomes 0 instead of an error.
+    PriceDefaultsToZero,
+    /// A `description` of any JSON type is stored as its JSON text.
+    DescriptionAnyJson,
+    /// A JSON body that is not an object (`[]`, `null`, `42`) answers 500.
+    NonObject500,
+    /// An id that is not a UUID answers 400, as a framework's typed path extractor does.
+    InvalidId400,
+    /// `PUT` to an unknown id creates the product instead of answering 404.
+    PutUpserts,
+    /// A merge patch's `null` is treated as absent, so `{"description": null}` changes nothing.
+    PatchIgnoresNull,
+    /// Problem documents have no `detail`.
+    ProblemNoDetail,
+    /// Timestamps are in the server's zone: `2026-11-28T17:04:05+02:00`.
+    TimestampsOffset,
+    /// `Content-Type` is compared as a whole string, so `application/json; charset=utf-8` answers 415.
+    ContentTypeExact,
+    /// A wrong method on `/products/{id}` answers 405 with the collection's `Allow: GET, HEAD, POST`.
+    ItemAllowWrong,
+    /// A create with a taken SKU overwrites that product (an upsert), then answers 409.
+    SkuUpsertThen409,
+    /// SKUs are checked with a SELECT before the INSERT, with no unique constraint: concurrent creates race.
+    SkuCheckThenInsert,
+    /// A hand-written `HEAD /products/{id}` answers 200 without looking the product up.
+    HeadAlways200,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 50] = [
+    pub const ALL: [Bug; 72] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -168,6 +212,28 @@ impl Bug {
         Bug::CacheLastModifiedFuture,
         Bug::CacheAuthedPublic,
         Bug::CacheMaxAgeQuoted,
+        Bug::LocationOtherId,
+        Bug::MassAssignment,
+        Bug::DescriptionDefaultEmpty,
+        Bug::SkuNoLength,
+        Bug::SkuTrailingNewline,
+        Bug::NameLengthBytes,
+        Bug::NameControlBelowSpace,
+        Bug::DescriptionLimitOffByOne,
+        Bug::PriceZeroRefused,
+        Bug::PriceDefaultsToZero,
+        Bug::DescriptionAnyJson,
+        Bug::NonObject500,
+        Bug::InvalidId400,
+        Bug::PutUpserts,
+        Bug::PatchIgnoresNull,
+        Bug::ProblemNoDetail,
+        Bug::TimestampsOffset,
+        Bug::ContentTypeExact,
+        Bug::ItemAllowWrong,
+        Bug::SkuUpsertThen409,
+        Bug::SkuCheckThenInsert,
+        Bug::HeadAlways200,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -223,6 +289,28 @@ impl Bug {
             Bug::CacheLastModifiedFuture => "cache-last-modified-future",
             Bug::CacheAuthedPublic => "cache-authed-public",
             Bug::CacheMaxAgeQuoted => "cache-max-age-quoted",
+            Bug::LocationOtherId => "location-other-id",
+            Bug::MassAssignment => "mass-assignment",
+            Bug::DescriptionDefaultEmpty => "description-default-empty",
+            Bug::SkuNoLength => "sku-no-length",
+            Bug::SkuTrailingNewline => "sku-trailing-newline",
+            Bug::NameLengthBytes => "name-length-bytes",
+            Bug::NameControlBelowSpace => "name-control-below-space",
+            Bug::DescriptionLimitOffByOne => "description-limit-off-by-one",
+            Bug::PriceZeroRefused => "price-zero-refused",
+            Bug::PriceDefaultsToZero => "price-defaults-to-zero",
+            Bug::DescriptionAnyJson => "description-any-json",
+            Bug::NonObject500 => "non-object-500",
+            Bug::InvalidId400 => "invalid-id-400",
+            Bug::PutUpserts => "put-upserts",
+            Bug::PatchIgnoresNull => "patch-ignores-null",
+            Bug::ProblemNoDetail => "problem-no-detail",
+            Bug::TimestampsOffset => "timestamps-offset",
+            Bug::ContentTypeExact => "content-type-exact",
+            Bug::ItemAllowWrong => "item-allow-wrong",
+            Bug::SkuUpsertThen409 => "sku-upsert-then-409",
+            Bug::SkuCheckThenInsert => "sku-check-then-insert",
+            Bug::HeadAlways200 => "head-always-200",
         }
     }
 

@@ -71,7 +71,14 @@ async fn read_json<S: Send + Sync>(
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.split(';').next())
+            .and_then(|value| {
+                if bugs::is(Bug::ContentTypeExact) {
+                    // `req.headers["content-type"] === "application/json"`: a parameter such as
+                    // `charset` is not expected.
+                    return Some(value);
+                }
+                value.split(';').next()
+            })
             .map(|essence| essence.trim().to_ascii_lowercase());
         if !media_type.is_some_and(|media_type| accepted.contains(&media_type.as_str())) {
             return Err(Problem::new(

@@ -178,6 +178,10 @@ impl IntoResponse for Problem {
             if !self.errors.is_empty() {
                 body["errors"] = json!(self.errors);
             }
+            if bugs::is(Bug::ProblemNoDetail) {
+                // Only the members RFC 9457 requires of every problem, nothing to act on.
+                body.as_object_mut().map(|members| members.remove("detail"));
+            }
             let content_type = [(header::CONTENT_TYPE, "application/problem+json")];
             (self.status, content_type, body.to_string()).into_response()
         };

@@ -6,7 +6,7 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use serde::{Serialize, Serializer};
 use serde_json::{json, Map, Value};
 use tokio_postgres::error::SqlState;
@@ -52,12 +52,25 @@ pub fn router() -> Router<AppState> {
     } else {
         "GET, HEAD, PUT, PATCH, DELETE"
     };
+    if bugs::is(Bug::HeadAlways200) {
+        // `app.head("/products/:id", (req, res) => res.type("json").sendStatus(200))`.
+        item = item.head(|| async { ([(header::CONTENT_TYPE, "application/json")], "") });
+    }
     Router::new()
         .route(
             "/products",
             allow(get(crate::pagination::list).post(create), "GET, HEAD, POST"),
         )
-        .route("/products/{id}", allow(item, item_methods))
+        .route("/products/{id}", allow(item, item_allow(item_methods)))
+}
+
+/// The `Allow` of a 405 on `/products/{id}`.
+fn item_allow(item_methods: &'static str) -> &'static str {
+    if bugs::is(Bug::ItemAllowWrong) {
+        // One 405 handler for the whole API, written for the collection.
+        return "GET, HEAD, POST";
+    }
+    item_methods
 }
 
 /// A product as every response shows it.
@@ -108,6 +121,14 @@ fn timestamp<S: Serializer>(at: &DateTime<Utc>, serializer: S) -> Result<S::Ok, 
     if bugs::is(Bug::LocalTimestamps) {
         return serializer.collect_str(&at.format("%Y-%m-%d %H:%M:%S"));
     }
+    if bugs::is(Bug::TimestampsOffset) {
+        // The server's local zone (Central European Summer Time) instead of UTC.
+        let local = FixedOffset::east_opt(2 * 3600).expect("a valid offset");
+        return serializer.collect_str(
+            &at.with_timezone(&local)
+                .to_rfc3339_opts(SecondsFormat::Micros, true),
+        );
+    }
     serializer.collect_str(&at.to_rfc3339_opts(SecondsFormat::Micros, true))
 }
 
@@ -125,6 +146,10 @@ impl ProductInput {
     /// Validates a whole representation (a create or a replace), reporting every bad field.
     fn validate(body: &Value) -> Result<Self, Problem> {
         let Some(fields) = body.as_object() else {
+            if bugs::is(Bug::NonObject500) {
+                // As `body["sku"]` on a list or null throws in a dynamic language.
+                return Err(Problem::internal("the request body is not an object"));
+            }
             return Err(Problem::invalid(vec![FieldError::new(
                 "",
                 "must be a JSON object",
@@ -169,10 +194,16 @@ fn required_string<'a>(fields: &'a Map<String, Value>, field: &str) -> Result<&'
 
 fn sku(fields: &Map<String, Value>) -> Result<String, String> {
     let sku = required_string(fields, "sku")?;
-    if !(3..=64).contains(&sku.chars().count()) {
+    // Python's `re.match(r"^[A-Z0-9-]{3,64}$", sku)` also matches before a final newline.
+    let checked = if bugs::is(Bug::SkuTrailingNewline) {
+        sku.strip_suffix('\n').unwrap_or(sku)
+    } else {
+        sku
+    };
+    if !bugs::is(Bug::SkuNoLength) && !(3..=64).contains(&checked.chars().count()) {
         return Err("must be 3 to 64 characters long".into());
     }
-    if !sku
+    if !checked
         .chars()
         .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
     {
@@ -183,11 +214,21 @@ fn sku(fields: &Map<String, Value>) -> Result<String, String> {
 
 fn name(fields: &Map<String, Value>) -> Result<String, String> {
     let name = required_string(fields, "name")?;
-    if !(1..=200).contains(&name.chars().count()) {
+    let length = if bugs::is(Bug::NameLengthBytes) {
+        name.len()
+    } else {
+        name.chars().count()
+    };
+    if !(1..=200).contains(&length) {
         return Err("must be 1 to 200 characters long".into());
     }
+    let control = if bugs::is(Bug::NameControlBelowSpace) {
+        name.chars().any(|c| c < ' ')
+    } else {
+        name.chars().any(char::is_control)
+    };
     // Besides being against the rules, U+0000 cannot be stored in a PostgreSQL text column.
-    if !bugs::is(Bug::LeakDbErrors) && name.chars().any(char::is_control) {
+    if !bugs::is(Bug::LeakDbErrors) && control {
         return Err("must not contain control characters".into());
     }
     Ok(name.to_owned())
@@ -197,7 +238,13 @@ fn description(fields: &Map<String, Value>) -> Result<Option<String>, String> {
     match fields.get("description") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(description)) => {
-            if description.chars().count() > 2000 {
+            let length = description.chars().count();
+            let too_long = if bugs::is(Bug::DescriptionLimitOffByOne) {
+                length >= 2000
+            } else {
+                length > 2000
+            };
+            if too_long {
                 return Err("must be at most 2000 characters long".into());
             }
             // Descriptions may hold line breaks and tabs, but PostgreSQL cannot store U+0000.
@@ -206,6 +253,8 @@ fn description(fields: &Map<String, Value>) -> Result<Option<String>, String> {
             }
             Ok(Some(description.clone()))
         }
+        // As a dynamic language stores `str(value)` of whatever arrived.
+        Some(other) if bugs::is(Bug::DescriptionAnyJson) => Ok(Some(other.to_string())),
         Some(_) => Err("must be a string or null".into()),
     }
 }
@@ -232,6 +281,8 @@ fn category(fields: &Map<String, Value>) -> Result<Option<String>, String> {
 /// still an integer, as in JSON Schema; `12.5` is not.
 fn price_cents(fields: &Map<String, Value>) -> Result<i32, String> {
     let number = match fields.get("price_cents") {
+        // As `#[serde(default)]` or `body.price_cents || 0` would.
+        None if bugs::is(Bug::PriceDefaultsToZero) => return Ok(0),
         None | Some(Value::Null) => return Err("is required".into()),
         Some(Value::Number(number)) => number,
         Some(_) => return Err("must be an integer".into()),
@@ -248,8 +299,13 @@ fn price_cents(fields: &Map<String, Value>) -> Result<i32, String> {
         // Saturates for huge values such as 1e30, which the range check below then rejects.
         value as i64
     };
-    if value < 0 {
-        return Err("must be at least 0".into());
+    let min = if bugs::is(Bug::PriceZeroRefused) {
+        1
+    } else {
+        0
+    };
+    if value < min {
+        return Err(format!("must be at least {min}"));
     }
     if value > MAX_PRICE_CENTS {
         return Err(format!("must be at most {MAX_PRICE_CENTS}"));
@@ -272,6 +328,11 @@ impl<S: Send + Sync> FromRequestParts<S> for ProductId {
         // has one URL (not also its upper-case or un-hyphenated spellings).
         match Uuid::try_parse(&raw) {
             Ok(id) if id.hyphenated().to_string() == raw => Ok(Self(id)),
+            // What a typed path extractor (axum's `Path<Uuid>`) answers by itself.
+            Err(_) if bugs::is(Bug::InvalidId400) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "The id is not a valid UUID.",
+            )),
             _ => Err(not_found(&raw)),
         }
     }
@@ -300,8 +361,45 @@ async fn create(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let input = ProductInput::validate(&body)?;
+    let mut input = ProductInput::validate(&body)?;
+    if bugs::is(Bug::DescriptionDefaultEmpty) {
+        // As a `description text NOT NULL DEFAULT ''` column would store it.
+        input.description.get_or_insert_with(String::new);
+    }
     let client = state.pool.get().await?;
+    let id = Uuid::new_v4();
+    let product = if bugs::is(Bug::MassAssignment) {
+        insert_as_sent(&client, &body, &input).await?
+    } else if bugs::is(Bug::SkuUpsertThen409) {
+        upsert_by_sku(&client, id, &input).await?
+    } else if bugs::is(Bug::SkuCheckThenInsert) {
+        check_then_insert(&client, id, &input).await?
+    } else {
+        insert(&client, id, &input).await?
+    };
+    if bugs::is(Bug::Create200NoLocation) {
+        return Ok(Json(product).into_response());
+    }
+    let mut location_id = product.id;
+    if bugs::is(Bug::LocationOtherId) {
+        // The handler made up an id for the URL, and the database gave the row its own.
+        location_id = Uuid::new_v4();
+    }
+    let location = format!("/products/{location_id}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(product),
+    )
+        .into_response())
+}
+
+/// Inserts a product with the given id; a taken SKU is a 409.
+async fn insert(
+    client: &deadpool_postgres::Client,
+    id: Uuid,
+    input: &ProductInput,
+) -> Result<Product, Problem> {
     let statement = client
         .prepare_cached(&format!(
             "INSERT INTO products (id, sku, name, description, price_cents, category)
@@ -313,7 +411,7 @@ async fn create(
         .query_one(
             &statement,
             &[
-                &Uuid::new_v4(),
+                &id,
                 &input.sku,
                 &input.name,
                 &input.description,
@@ -323,17 +421,116 @@ async fn create(
         )
         .await
         .map_err(|error| sku_taken(error, &input.sku))?;
-    let product = Product::from_row(&row);
-    if bugs::is(Bug::Create200NoLocation) {
-        return Ok(Json(product).into_response());
+    Ok(Product::from_row(&row))
+}
+
+/// Planted bug `MassAssignment`: the row takes the `id`, `created_at` and `updated_at` of the
+/// request body when it has them, as `Product(**body)` or `Object.assign(product, body)` would.
+async fn insert_as_sent(
+    client: &deadpool_postgres::Client,
+    body: &Value,
+    input: &ProductInput,
+) -> Result<Product, Problem> {
+    let sent = |field: &str| body.get(field).and_then(Value::as_str);
+    let id = sent("id")
+        .and_then(|id| Uuid::try_parse(id).ok())
+        .unwrap_or_else(Uuid::new_v4);
+    let at = |field: &str| {
+        sent(field)
+            .and_then(|at| DateTime::parse_from_rfc3339(at).ok())
+            .map_or_else(Utc::now, |at| at.with_timezone(&Utc))
+    };
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO products
+                     (id, sku, name, description, price_cents, category, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 RETURNING {COLUMNS}"
+            ),
+            &[
+                &id,
+                &input.sku,
+                &input.name,
+                &input.description,
+                &input.price_cents,
+                &input.category,
+                &at("created_at"),
+                &at("updated_at"),
+            ],
+        )
+        .await
+        .map_err(|error| sku_taken(error, &input.sku))?;
+    Ok(Product::from_row(&row))
+}
+
+/// Planted bug `SkuUpsertThen409`: `INSERT ... ON CONFLICT (sku) DO UPDATE`, then a 409 when the
+/// row was not new. The conflict is reported, but the other product has been overwritten.
+async fn upsert_by_sku(
+    client: &deadpool_postgres::Client,
+    id: Uuid,
+    input: &ProductInput,
+) -> Result<Product, Problem> {
+    let row = client
+        .query_one(
+            &format!(
+                "INSERT INTO products (id, sku, name, description, price_cents, category)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (sku) DO UPDATE
+                 SET name = EXCLUDED.name, description = EXCLUDED.description,
+                     price_cents = EXCLUDED.price_cents, category = EXCLUDED.category,
+                     updated_at = now()
+                 RETURNING {COLUMNS}, (xmax = 0) AS inserted"
+            ),
+            &[
+                &id,
+                &input.sku,
+                &input.name,
+                &input.description,
+                &input.price_cents,
+                &input.category,
+            ],
+        )
+        .await?;
+    if !row.get::<_, bool>("inserted") {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("A product with sku {} already exists.", input.sku),
+        ));
     }
-    let location = format!("/products/{}", product.id);
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(product),
-    )
-        .into_response())
+    Ok(Product::from_row(&row))
+}
+
+/// Planted bug `SkuCheckThenInsert`: a look-up, then the insert, in a table whose SKUs are not
+/// constrained. Requests that arrive together all pass the look-up.
+async fn check_then_insert(
+    client: &deadpool_postgres::Client,
+    id: Uuid,
+    input: &ProductInput,
+) -> Result<Product, Problem> {
+    static UNCONSTRAINED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    UNCONSTRAINED
+        .get_or_try_init(|| async {
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE products DROP CONSTRAINT IF EXISTS {SKU_CONSTRAINT}"
+                ))
+                .await
+        })
+        .await?;
+    let taken = client
+        .query_opt("SELECT 1 FROM products WHERE sku = $1", &[&input.sku])
+        .await?;
+    if taken.is_some() {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            format!("A product with sku {} already exists.", input.sku),
+        ));
+    }
+    // The work a real handler does between its look-up and its insert (more validation, a
+    // call to another service), long enough that requests sent together all see "not taken".
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    insert(client, id, input).await
 }
 
 /// `GET /products/{id}` (and, through axum, `HEAD`).
@@ -401,8 +598,12 @@ async fn overwrite(state: &AppState, id: Uuid, body: &Value) -> Result<Json<Prod
         )
         .await
         .map_err(|error| sku_taken(error, &input.sku))?;
-    row.map(|row| Json(Product::from_row(&row)))
-        .ok_or_else(|| not_found(id))
+    match row {
+        Some(row) => Ok(Json(Product::from_row(&row))),
+        // PUT as "create or replace", against the task's "an unknown id answers 404".
+        None if bugs::is(Bug::PutUpserts) => Ok(Json(insert(&client, id, &input).await?)),
+        None => Err(not_found(id)),
+    }
 }
 
 /// Applies `patch` to the stored product and validates the result as a whole.
@@ -464,7 +665,10 @@ fn merge_patch(target: &mut Value, patch: &Value) {
     };
     for (key, value) in patch {
         if value.is_null() {
-            target.remove(key);
+            // Deserialising the patch into `Option` fields makes `null` and "absent" the same.
+            if !bugs::is(Bug::PatchIgnoresNull) {
+                target.remove(key);
+            }
         } else {
             merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
         }
@@ -545,6 +749,63 @@ mod tests {
             ["/sku", "/name", "/description", "/price_cents"]
         );
         assert_eq!(error_pointers(json!([1, 2])), [""]);
+    }
+
+    /// Whether `body` with `field` set to `value` is valid.
+    fn accepts(field: &str, value: Value) -> bool {
+        let mut body = valid();
+        body[field] = value;
+        ProductInput::validate(&body).is_ok()
+    }
+
+    #[test]
+    fn sku_is_3_to_64_characters_of_a_z_0_9_and_dash() {
+        assert!(accepts("sku", json!("A1B")));
+        assert!(accepts(
+            "sku",
+            json!(format!("SKU-7F3A21-{}", "A".repeat(53)))
+        ));
+        assert!(!accepts("sku", json!("AB")));
+        assert!(!accepts(
+            "sku",
+            json!(format!("SKU-7F3A21-{}", "A".repeat(54)))
+        ));
+        assert!(!accepts("sku", json!("")));
+        for bad in ["sku-1a2b3c", "SKU_1", "SKU 1", "SKU-Ä1", "SKU-7F3A21\n"] {
+            assert!(!accepts("sku", json!(bad)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn name_length_counts_characters_and_control_characters_are_refused() {
+        assert!(accepts("name", json!("Q")));
+        assert!(accepts("name", json!("é".repeat(200))));
+        assert!(!accepts("name", json!("é".repeat(201))));
+        assert!(!accepts("name", json!("")));
+        assert!(accepts("name", json!("Crème brûlée & Co's mug (½ l)")));
+        for control in ['\u{0}', '\u{1}', '\t', '\n', '\u{1f}', '\u{7f}'] {
+            assert!(
+                !accepts("name", json!(format!("mug{control}"))),
+                "{control:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn description_is_at_most_2000_characters_line_breaks_allowed() {
+        let line = format!("{}\n", "é".repeat(19));
+        assert!(accepts("description", json!(line.repeat(100))));
+        assert!(!accepts("description", json!(line.repeat(100) + "x")));
+        assert!(accepts("description", Value::Null));
+        assert!(!accepts("description", json!({ "text": "mug" })));
+    }
+
+    #[test]
+    fn a_collection_allow_is_not_used_for_items() {
+        assert_eq!(
+            item_allow("GET, HEAD, PUT, PATCH, DELETE"),
+            "GET, HEAD, PUT, PATCH, DELETE"
+        );
     }
 
     #[test]
