@@ -114,10 +114,34 @@ pub enum Bug {
     CacheAuthedPublic,
     /// Page `Cache-Control` quotes the max-age: `public, max-age="60"`.
     CacheMaxAgeQuoted,
+    /// `limit=0` answers 400 instead of the default page.
+    PageLimitZeroRefused,
+    /// `limit=100`, the maximum itself, answers 400 (`>=` where `>` was meant).
+    PageLimitMaxRefused,
+    /// `limit` is clamped only in the SQL (`LIMIT min(limit + 1, 101)`): `limit=101` answers 101 products.
+    PageClampAfterLookahead,
+    /// Without `sort`, products are listed oldest first (`ORDER BY created_at` without `DESC`).
+    PageDefaultOldestFirst,
+    /// `max_price_cents` is exclusive: `price_cents < max`.
+    PageMaxPriceExclusive,
+    /// `next_cursor` is the signed cursor's JSON itself, not hex: `{"s":…}` is not URL-safe.
+    PageCursorRawJson,
+    /// The cursor's checksum is not verified: a decoded, edited and re-encoded cursor is accepted.
+    PageCursorUnsigned,
+    /// The cursor is bound to the category and sort, not to the price filters.
+    PageCursorIgnoresPrices,
+    /// The cursor is bound to `limit` too: another limit with a cursor answers 400.
+    PageCursorBoundToLimit,
+    /// The `Link rel="next"` target leaves out `limit`.
+    PageLinkDropsLimit,
+    /// Any string is accepted as a product's `category` (no length or character check).
+    PageCategoryUnchecked,
+    /// `PATCH /products/{id}` resets `category` to null unless the patch names it.
+    PagePatchDropsCategory,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 50] = [
+    pub const ALL: [Bug; 62] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -168,6 +192,18 @@ impl Bug {
         Bug::CacheLastModifiedFuture,
         Bug::CacheAuthedPublic,
         Bug::CacheMaxAgeQuoted,
+        Bug::PageLimitZeroRefused,
+        Bug::PageLimitMaxRefused,
+        Bug::PageClampAfterLookahead,
+        Bug::PageDefaultOldestFirst,
+        Bug::PageMaxPriceExclusive,
+        Bug::PageCursorRawJson,
+        Bug::PageCursorUnsigned,
+        Bug::PageCursorIgnoresPrices,
+        Bug::PageCursorBoundToLimit,
+        Bug::PageLinkDropsLimit,
+        Bug::PageCategoryUnchecked,
+        Bug::PagePatchDropsCategory,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -223,6 +259,18 @@ impl Bug {
             Bug::CacheLastModifiedFuture => "cache-last-modified-future",
             Bug::CacheAuthedPublic => "cache-authed-public",
             Bug::CacheMaxAgeQuoted => "cache-max-age-quoted",
+            Bug::PageLimitZeroRefused => "page-limit-zero-refused",
+            Bug::PageLimitMaxRefused => "page-limit-max-refused",
+            Bug::PageClampAfterLookahead => "page-clamp-after-lookahead",
+            Bug::PageDefaultOldestFirst => "page-default-oldest-first",
+            Bug::PageMaxPriceExclusive => "page-max-price-exclusive",
+            Bug::PageCursorRawJson => "page-cursor-raw-json",
+            Bug::PageCursorUnsigned => "page-cursor-unsigned",
+            Bug::PageCursorIgnoresPrices => "page-cursor-ignores-prices",
+            Bug::PageCursorBoundToLimit => "page-cursor-bound-to-limit",
+            Bug::PageLinkDropsLimit => "page-link-drops-limit",
+            Bug::PageCategoryUnchecked => "page-category-unchecked",
+            Bug::PagePatchDropsCategory => "page-patch-drops-category",
         }
     }
 
