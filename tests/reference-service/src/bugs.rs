@@ -138,10 +138,34 @@ pub enum Bug {
     PageCategoryUnchecked,
     /// `PATCH /products/{id}` resets `category` to null unless the patch names it.
     PagePatchDropsCategory,
+    /// A payment without `X-Client-Id` is made for an anonymous client instead of answering 401.
+    IdemClientOptional,
+    /// `order_id` has no upper length limit.
+    IdemOrderIdUnbounded,
+    /// `amount_cents` of 0 is accepted (`>= 0`).
+    IdemAmountZeroAccepted,
+    /// `currency` is checked for length only: `eur` and `E1R` are accepted.
+    IdemCurrencyAnyCase,
+    /// The key is claimed before the body is validated, and the 422 is stored under it.
+    IdemInvalidRemembered,
+    /// `GET /payments/{id}` shows a payment to any client.
+    IdemReadAnyClient,
+    /// Without a key the card is charged first; storing the missing key then fails with 400.
+    IdemKeyCheckedAfterCharge,
+    /// The structured-field quotes are kept: `"k"` and `k` are different keys.
+    IdemQuotedKeyDistinct,
+    /// Keys must be shorter than 255 characters (`<` where `<=` was meant).
+    IdemKeyMax254,
+    /// Key characters are not checked: spaces and tabs are accepted.
+    IdemKeyAnyChars,
+    /// The body fingerprint covers `order_id` and `amount_cents` only, not `currency`.
+    IdemFingerprintPartial,
+    /// The provider client has no timeout: a provider that never answers hangs the payment.
+    IdemNoProviderTimeout,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 62] = [
+    pub const ALL: [Bug; 74] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -204,6 +228,18 @@ impl Bug {
         Bug::PageLinkDropsLimit,
         Bug::PageCategoryUnchecked,
         Bug::PagePatchDropsCategory,
+        Bug::IdemClientOptional,
+        Bug::IdemOrderIdUnbounded,
+        Bug::IdemAmountZeroAccepted,
+        Bug::IdemCurrencyAnyCase,
+        Bug::IdemInvalidRemembered,
+        Bug::IdemReadAnyClient,
+        Bug::IdemKeyCheckedAfterCharge,
+        Bug::IdemQuotedKeyDistinct,
+        Bug::IdemKeyMax254,
+        Bug::IdemKeyAnyChars,
+        Bug::IdemFingerprintPartial,
+        Bug::IdemNoProviderTimeout,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -271,6 +307,18 @@ impl Bug {
             Bug::PageLinkDropsLimit => "page-link-drops-limit",
             Bug::PageCategoryUnchecked => "page-category-unchecked",
             Bug::PagePatchDropsCategory => "page-patch-drops-category",
+            Bug::IdemClientOptional => "idem-client-optional",
+            Bug::IdemOrderIdUnbounded => "idem-order-id-unbounded",
+            Bug::IdemAmountZeroAccepted => "idem-amount-zero-accepted",
+            Bug::IdemCurrencyAnyCase => "idem-currency-any-case",
+            Bug::IdemInvalidRemembered => "idem-invalid-remembered",
+            Bug::IdemReadAnyClient => "idem-read-any-client",
+            Bug::IdemKeyCheckedAfterCharge => "idem-key-checked-after-charge",
+            Bug::IdemQuotedKeyDistinct => "idem-quoted-key-distinct",
+            Bug::IdemKeyMax254 => "idem-key-max-254",
+            Bug::IdemKeyAnyChars => "idem-key-any-chars",
+            Bug::IdemFingerprintPartial => "idem-fingerprint-partial",
+            Bug::IdemNoProviderTimeout => "idem-no-provider-timeout",
         }
     }
 
