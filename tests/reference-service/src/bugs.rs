@@ -158,10 +158,58 @@ pub enum Bug {
     SkuCheckThenInsert,
     /// A hand-written `HEAD /products/{id}` answers 200 without looking the product up.
     HeadAlways200,
+    /// `limit=0` answers 400 instead of the default page.
+    PageLimitZeroRefused,
+    /// `limit=100`, the maximum itself, answers 400 (`>=` where `>` was meant).
+    PageLimitMaxRefused,
+    /// `limit` is clamped only in the SQL (`LIMIT min(limit + 1, 101)`): `limit=101` answers 101 products.
+    PageClampAfterLookahead,
+    /// Without `sort`, products are listed oldest first (`ORDER BY created_at` without `DESC`).
+    PageDefaultOldestFirst,
+    /// `max_price_cents` is exclusive: `price_cents < max`.
+    PageMaxPriceExclusive,
+    /// `next_cursor` is the signed cursor's JSON itself, not hex: `{"s":…}` is not URL-safe.
+    PageCursorRawJson,
+    /// The cursor's checksum is not verified: a decoded, edited and re-encoded cursor is accepted.
+    PageCursorUnsigned,
+    /// The cursor is bound to the category and sort, not to the price filters.
+    PageCursorIgnoresPrices,
+    /// The cursor is bound to `limit` too: another limit with a cursor answers 400.
+    PageCursorBoundToLimit,
+    /// The `Link rel="next"` target leaves out `limit`.
+    PageLinkDropsLimit,
+    /// Any string is accepted as a product's `category` (no length or character check).
+    PageCategoryUnchecked,
+    /// `PATCH /products/{id}` resets `category` to null unless the patch names it.
+    PagePatchDropsCategory,
+    /// A payment without `X-Client-Id` is made for an anonymous client instead of answering 401.
+    IdemClientOptional,
+    /// `order_id` has no upper length limit.
+    IdemOrderIdUnbounded,
+    /// `amount_cents` of 0 is accepted (`>= 0`).
+    IdemAmountZeroAccepted,
+    /// `currency` is checked for length only: `eur` and `E1R` are accepted.
+    IdemCurrencyAnyCase,
+    /// The key is claimed before the body is validated, and the 422 is stored under it.
+    IdemInvalidRemembered,
+    /// `GET /payments/{id}` shows a payment to any client.
+    IdemReadAnyClient,
+    /// Without a key the card is charged first; storing the missing key then fails with 400.
+    IdemKeyCheckedAfterCharge,
+    /// The structured-field quotes are kept: `"k"` and `k` are different keys.
+    IdemQuotedKeyDistinct,
+    /// Keys must be shorter than 255 characters (`<` where `<=` was meant).
+    IdemKeyMax254,
+    /// Key characters are not checked: spaces and tabs are accepted.
+    IdemKeyAnyChars,
+    /// The body fingerprint covers `order_id` and `amount_cents` only, not `currency`.
+    IdemFingerprintPartial,
+    /// The provider client has no timeout: a provider that never answers hangs the payment.
+    IdemNoProviderTimeout,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 72] = [
+    pub const ALL: [Bug; 96] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -234,6 +282,30 @@ impl Bug {
         Bug::SkuUpsertThen409,
         Bug::SkuCheckThenInsert,
         Bug::HeadAlways200,
+        Bug::PageLimitZeroRefused,
+        Bug::PageLimitMaxRefused,
+        Bug::PageClampAfterLookahead,
+        Bug::PageDefaultOldestFirst,
+        Bug::PageMaxPriceExclusive,
+        Bug::PageCursorRawJson,
+        Bug::PageCursorUnsigned,
+        Bug::PageCursorIgnoresPrices,
+        Bug::PageCursorBoundToLimit,
+        Bug::PageLinkDropsLimit,
+        Bug::PageCategoryUnchecked,
+        Bug::PagePatchDropsCategory,
+        Bug::IdemClientOptional,
+        Bug::IdemOrderIdUnbounded,
+        Bug::IdemAmountZeroAccepted,
+        Bug::IdemCurrencyAnyCase,
+        Bug::IdemInvalidRemembered,
+        Bug::IdemReadAnyClient,
+        Bug::IdemKeyCheckedAfterCharge,
+        Bug::IdemQuotedKeyDistinct,
+        Bug::IdemKeyMax254,
+        Bug::IdemKeyAnyChars,
+        Bug::IdemFingerprintPartial,
+        Bug::IdemNoProviderTimeout,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -311,6 +383,30 @@ impl Bug {
             Bug::SkuUpsertThen409 => "sku-upsert-then-409",
             Bug::SkuCheckThenInsert => "sku-check-then-insert",
             Bug::HeadAlways200 => "head-always-200",
+            Bug::PageLimitZeroRefused => "page-limit-zero-refused",
+            Bug::PageLimitMaxRefused => "page-limit-max-refused",
+            Bug::PageClampAfterLookahead => "page-clamp-after-lookahead",
+            Bug::PageDefaultOldestFirst => "page-default-oldest-first",
+            Bug::PageMaxPriceExclusive => "page-max-price-exclusive",
+            Bug::PageCursorRawJson => "page-cursor-raw-json",
+            Bug::PageCursorUnsigned => "page-cursor-unsigned",
+            Bug::PageCursorIgnoresPrices => "page-cursor-ignores-prices",
+            Bug::PageCursorBoundToLimit => "page-cursor-bound-to-limit",
+            Bug::PageLinkDropsLimit => "page-link-drops-limit",
+            Bug::PageCategoryUnchecked => "page-category-unchecked",
+            Bug::PagePatchDropsCategory => "page-patch-drops-category",
+            Bug::IdemClientOptional => "idem-client-optional",
+            Bug::IdemOrderIdUnbounded => "idem-order-id-unbounded",
+            Bug::IdemAmountZeroAccepted => "idem-amount-zero-accepted",
+            Bug::IdemCurrencyAnyCase => "idem-currency-any-case",
+            Bug::IdemInvalidRemembered => "idem-invalid-remembered",
+            Bug::IdemReadAnyClient => "idem-read-any-client",
+            Bug::IdemKeyCheckedAfterCharge => "idem-key-checked-after-charge",
+            Bug::IdemQuotedKeyDistinct => "idem-quoted-key-distinct",
+            Bug::IdemKeyMax254 => "idem-key-max-254",
+            Bug::IdemKeyAnyChars => "idem-key-any-chars",
+            Bug::IdemFingerprintPartial => "idem-fingerprint-partial",
+            Bug::IdemNoProviderTimeout => "idem-no-provider-timeout",
         }
     }
 

@@ -120,11 +120,12 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 
 fn encode_cursor(data: &CursorData) -> String {
     let payload = serde_json::to_string(data).expect("a cursor serialises");
-    format!(
-        "{}{:016x}",
-        hex(payload.as_bytes()),
-        fnv(&format!("{CURSOR_KEY}{payload}"))
-    )
+    let checksum = fnv(&format!("{CURSOR_KEY}{payload}"));
+    // Planted bug: the signed JSON goes out as it is, with characters a URL cannot carry.
+    if bugs::is(Bug::PageCursorRawJson) {
+        return format!("{payload}{checksum:016x}");
+    }
+    format!("{}{checksum:016x}", hex(payload.as_bytes()))
 }
 
 /// Decodes and checks a cursor. Anything wrong is the client's mistake: 400.
@@ -140,22 +141,43 @@ fn decode_cursor(cursor: &str) -> Result<CursorData, Problem> {
     if cursor.len() <= 16 || cursor.len() > 1024 {
         return Err(invalid());
     }
-    let (body, sum) = cursor.split_at(cursor.len() - 16);
-    let payload = unhex(body)
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(invalid)?;
-    if format!("{:016x}", fnv(&format!("{CURSOR_KEY}{payload}"))) != sum {
+    let Some((body, sum)) = cursor
+        .is_char_boundary(cursor.len() - 16)
+        .then(|| cursor.split_at(cursor.len() - 16))
+    else {
+        return Err(invalid());
+    };
+    let payload = if bugs::is(Bug::PageCursorRawJson) {
+        Some(body.to_string())
+    } else {
+        unhex(body).and_then(|b| String::from_utf8(b).ok())
+    }
+    .ok_or_else(invalid)?;
+    // Planted bug page-cursor-unsigned: the checksum is never compared.
+    if format!("{:016x}", fnv(&format!("{CURSOR_KEY}{payload}"))) != sum
+        && !bugs::is(Bug::PageCursorUnsigned)
+    {
         return Err(invalid());
     }
     serde_json::from_str(&payload).map_err(|_| invalid())
 }
 
-/// The filters a cursor is bound to.
-fn fingerprint(sort: Sort, category: Option<&str>, min: Option<i32>, max: Option<i32>) -> String {
-    format!(
-        "{:016x}",
-        fnv(&format!("{}|{category:?}|{min:?}|{max:?}", sort.name()))
-    )
+/// The filters a cursor is bound to (not the limit: a client may change it between pages).
+fn fingerprint(
+    sort: Sort,
+    category: Option<&str>,
+    min: Option<i32>,
+    max: Option<i32>,
+    limit: i64,
+) -> String {
+    let text = if bugs::is(Bug::PageCursorIgnoresPrices) {
+        format!("{}|{category:?}", sort.name())
+    } else if bugs::is(Bug::PageCursorBoundToLimit) {
+        format!("{}|{category:?}|{min:?}|{max:?}|{limit}", sort.name())
+    } else {
+        format!("{}|{category:?}|{min:?}|{max:?}", sort.name())
+    };
+    format!("{:016x}", fnv(&text))
 }
 
 fn parse_price(name: &str, value: &str) -> Result<i32, Problem> {
@@ -184,8 +206,19 @@ impl ListQuery {
                 .clamp(1, MAX_LIMIT),
             Some(raw) => match raw.parse::<i64>() {
                 Ok(n) if n < 0 => return Err(bad_request("limit must not be negative.")),
+                Ok(0) if bugs::is(Bug::PageLimitZeroRefused) => {
+                    return Err(bad_request("limit must be at least 1."))
+                }
                 Ok(0) => DEFAULT_LIMIT,
-                Ok(n) if bugs::is(Bug::PageLimitUnbounded) => n,
+                Ok(n) if n >= MAX_LIMIT && bugs::is(Bug::PageLimitMaxRefused) => {
+                    return Err(bad_request("limit must be less than 100."))
+                }
+                Ok(n)
+                    if bugs::is(Bug::PageLimitUnbounded)
+                        || bugs::is(Bug::PageClampAfterLookahead) =>
+                {
+                    n
+                }
                 Ok(n) => n.min(MAX_LIMIT),
                 // Larger than any i64: as oversized as it gets.
                 Err(_) if !raw.is_empty() && raw.bytes().all(|b| b.is_ascii_digit()) => MAX_LIMIT,
@@ -222,7 +255,7 @@ impl ListQuery {
                 if data.s != sort.name() {
                     return Err(changed());
                 }
-                let filters = fingerprint(sort, category.as_deref(), min_price, max_price);
+                let filters = fingerprint(sort, category.as_deref(), min_price, max_price, limit);
                 if data.f != filters && !bugs::is(Bug::PageCursorUnbound) {
                     return Err(changed());
                 }
@@ -249,6 +282,7 @@ impl ListQuery {
             self.category.as_deref(),
             self.min_price,
             self.max_price,
+            self.limit,
         )
     }
 }
@@ -287,10 +321,17 @@ pub async fn list(
     }
     if let (Some(max), true) = (q.max_price, price_filters) {
         let a = arg(Box::new(max), &mut args);
-        conditions.push(format!("price_cents <= {a}"));
+        // Planted bug page-max-price-exclusive: "up to 1000" leaves out 1000.
+        let op = if bugs::is(Bug::PageMaxPriceExclusive) {
+            "<"
+        } else {
+            "<="
+        };
+        conditions.push(format!("price_cents {op} {a}"));
     }
     let no_tiebreaker = bugs::is(Bug::PageNoTiebreaker);
     let (column, op, direction) = match q.sort {
+        Sort::Newest if bugs::is(Bug::PageDefaultOldestFirst) => ("created_at", ">", "ASC"),
         Sort::Newest => ("created_at", "<", "DESC"),
         Sort::Price => ("price_cents", ">", "ASC"),
     };
@@ -326,7 +367,14 @@ pub async fn list(
     };
     let always_next = bugs::is(Bug::PageAlwaysNext);
     // One row more than the page: whether it exists says whether there is a next page.
-    let fetch = if always_next { q.limit } else { q.limit + 1 };
+    let fetch = if always_next {
+        q.limit
+    } else if bugs::is(Bug::PageClampAfterLookahead) {
+        // Clamps the rows fetched, but not the page cut from them.
+        (q.limit + 1).min(MAX_LIMIT + 1)
+    } else {
+        q.limit + 1
+    };
     let l = arg(Box::new(fetch), &mut args);
     let mut sql = format!(
         "SELECT {COLUMNS} FROM products{} ORDER BY {order} LIMIT {l}",
@@ -402,6 +450,9 @@ fn next_link(q: &ListQuery, cursor: &str) -> String {
         ("limit", q.limit.to_string()),
         ("sort", q.sort.name().to_string()),
     ];
+    if bugs::is(Bug::PageLinkDropsLimit) {
+        pairs.remove(0);
+    }
     if let Some(c) = &q.category {
         pairs.push(("category", c.clone()));
     }
@@ -462,7 +513,7 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_reject_tampering_and_other_filters() {
-        let f = fingerprint(Sort::Price, Some("tea"), None, None);
+        let f = fingerprint(Sort::Price, Some("tea"), None, None, 20);
         let cursor = encode_cursor(&CursorData {
             s: "price_cents".into(),
             f,

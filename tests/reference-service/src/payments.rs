@@ -96,7 +96,12 @@ impl PaymentInput {
             )]));
         };
         let order_id = match object.get("order_id").and_then(Value::as_str) {
-            Some(s) if (1..=100).contains(&s.chars().count()) => s.to_string(),
+            Some(s)
+                if !s.is_empty()
+                    && (s.chars().count() <= 100 || bugs::is(Bug::IdemOrderIdUnbounded)) =>
+            {
+                s.to_string()
+            }
             _ => {
                 errors.push(FieldError::new(
                     "/order_id",
@@ -107,6 +112,8 @@ impl PaymentInput {
         };
         let amount_cents = match object.get("amount_cents").and_then(Value::as_i64) {
             Some(n) if (1..=MAX_AMOUNT_CENTS).contains(&n) => n,
+            // Planted bug idem-amount-zero-accepted: `>= 0` where `>= 1` was meant.
+            Some(0) if bugs::is(Bug::IdemAmountZeroAccepted) => 0,
             _ => {
                 errors.push(FieldError::new(
                     "/amount_cents",
@@ -116,7 +123,13 @@ impl PaymentInput {
             }
         };
         let currency = match object.get("currency").and_then(Value::as_str) {
-            Some(s) if s.len() == 3 && s.chars().all(|c| c.is_ascii_uppercase()) => s.to_string(),
+            Some(s)
+                if s.len() == 3
+                    && (s.chars().all(|c| c.is_ascii_uppercase())
+                        || bugs::is(Bug::IdemCurrencyAnyCase)) =>
+            {
+                s.to_string()
+            }
             _ => {
                 errors.push(FieldError::new(
                     "/currency",
@@ -139,6 +152,10 @@ impl PaymentInput {
 /// The body as canonical JSON (object keys sorted at every level): the same request always has
 /// the same fingerprint, whatever order the client wrote its fields in.
 fn fingerprint(body: &Value) -> String {
+    // Planted bug idem-fingerprint-partial: only the fields thought to identify a payment.
+    if bugs::is(Bug::IdemFingerprintPartial) {
+        return format!("{}|{}", body["order_id"], body["amount_cents"]);
+    }
     fn canonical(v: &Value) -> Value {
         match v {
             Value::Object(map) => {
@@ -156,6 +173,7 @@ fn fingerprint(body: &Value) -> String {
 fn client_id(headers: &HeaderMap) -> Result<String, Problem> {
     match headers.get(CLIENT_HEADER).and_then(|v| v.to_str().ok()) {
         Some(c) if !c.trim().is_empty() => Ok(c.trim().to_string()),
+        _ if bugs::is(Bug::IdemClientOptional) => Ok("anonymous".to_string()),
         _ => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "Send X-Client-Id: it names the client the payment belongs to.",
@@ -166,7 +184,7 @@ fn client_id(headers: &HeaderMap) -> Result<String, Problem> {
 /// The key, or `None` when it is missing and the planted bug makes keys optional.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let Some(raw) = headers.get(KEY_HEADER) else {
-        if bugs::is(Bug::IdemKeyOptional) {
+        if bugs::is(Bug::IdemKeyOptional) || bugs::is(Bug::IdemKeyCheckedAfterCharge) {
             return Ok(None);
         }
         return Err(Problem::new(
@@ -179,12 +197,19 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
     let key = text
         .strip_prefix('"')
         .and_then(|t| t.strip_suffix('"'))
+        .filter(|_| !bugs::is(Bug::IdemQuotedKeyDistinct))
         .unwrap_or(text);
     if bugs::is(Bug::IdemKeyUnvalidated) {
         return Ok(Some(key.to_string()));
     }
-    let valid =
-        (1..=MAX_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+    // Planted bug idem-key-max-254: `<` where `<=` was meant.
+    let longest = if bugs::is(Bug::IdemKeyMax254) {
+        MAX_KEY_CHARS - 1
+    } else {
+        MAX_KEY_CHARS
+    };
+    let valid = (1..=longest).contains(&key.len())
+        && (key.bytes().all(|b| (0x21..=0x7e).contains(&b)) || bugs::is(Bug::IdemKeyAnyChars));
     if !valid {
         return Err(Problem::new(
             StatusCode::BAD_REQUEST,
@@ -203,8 +228,24 @@ async fn create(
     let client = client_id(&headers)?;
     let key = idempotency_key(&headers)?;
     // Invalid bodies are rejected before the key is claimed, so they are never stored.
-    let input = PaymentInput::validate(&body)?;
+    let input = match PaymentInput::validate(&body) {
+        Ok(input) => input,
+        Err(problem) => {
+            if let (Some(key), true) = (&key, bugs::is(Bug::IdemInvalidRemembered)) {
+                remember_invalid(&state, &client, key, &fingerprint(&body)).await?;
+            }
+            return Err(problem);
+        }
+    };
     let Some(key) = key else {
+        if bugs::is(Bug::IdemKeyCheckedAfterCharge) {
+            // Planted bug: charges, then fails to store the payment under a missing key.
+            let _ = charge(&input).await;
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "POST /payments requires an Idempotency-Key header.",
+            ));
+        }
         // Planted bug idem-key-optional: no key, no protection.
         return execute(&state, &client, &input).await;
     };
@@ -253,6 +294,35 @@ async fn create(
         }
     }
     Err(in_flight())
+}
+
+/// Planted bug idem-invalid-remembered: the key is claimed for an invalid body and its 422 kept,
+/// so the corrected retry (another body under the same key) is refused as a mismatch.
+async fn remember_invalid(
+    state: &AppState,
+    client: &str,
+    key: &str,
+    print: &str,
+) -> Result<(), Problem> {
+    let body = json!({
+        "type": "about:blank",
+        "title": "Unprocessable Content",
+        "status": 422,
+        "detail": "The payment is invalid.",
+    })
+    .to_string();
+    state
+        .pool
+        .get()
+        .await?
+        .execute(
+            "INSERT INTO idempotency_keys (client_id, key, fingerprint, response_status, response_body)
+             VALUES ($1, $2, $3, 422, $4)
+             ON CONFLICT (client_id, key) DO NOTHING",
+            &[&client, &key, &print, &body],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Charges and completes a claimed key; on a provider failure, releases it.
@@ -504,11 +574,17 @@ async fn read(
         return Err(not_found());
     };
     let db = state.pool.get().await?;
+    // Planted bug idem-read-any-client: the payment is looked up by id alone.
+    let owner = if bugs::is(Bug::IdemReadAnyClient) {
+        None
+    } else {
+        Some(client)
+    };
     let row = db
         .query_opt(
             "SELECT order_id, amount_cents, currency, charge_id, created_at
-             FROM payments WHERE id = $1 AND client_id = $2",
-            &[&uuid, &client],
+             FROM payments WHERE id = $1 AND ($2::text IS NULL OR client_id = $2)",
+            &[&uuid, &owner],
         )
         .await?
         .ok_or_else(not_found)?;
@@ -529,9 +605,15 @@ fn provider() -> Result<&'static (reqwest::Client, String), String> {
     PROVIDER
         .get_or_init(|| {
             let url = std::env::var("PAYMENTS_URL").ok()?;
+            // Planted bug idem-no-provider-timeout: reqwest's default, no timeout at all.
+            let timeout = if bugs::is(Bug::IdemNoProviderTimeout) {
+                Duration::from_secs(24 * 3600)
+            } else {
+                PROVIDER_TIMEOUT
+            };
             let client = reqwest::Client::builder()
                 .no_proxy()
-                .timeout(PROVIDER_TIMEOUT)
+                .timeout(timeout)
                 .build()
                 .ok()?;
             Some((client, url.trim_end_matches('/').to_string()))

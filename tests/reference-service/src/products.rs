@@ -106,13 +106,18 @@ impl Product {
 
     /// The fields a client can write, as the JSON document a merge patch applies to.
     fn writable_fields(&self) -> Value {
-        json!({
+        let mut fields = json!({
             "sku": self.sku,
             "name": self.name,
             "description": self.description,
             "price_cents": self.price_cents,
             "category": self.category,
-        })
+        });
+        // Planted bug page-patch-drops-category: a PATCH starts from a product without it.
+        if bugs::is(Bug::PagePatchDropsCategory) {
+            fields["category"] = Value::Null;
+        }
+        fields
     }
 }
 
@@ -264,10 +269,11 @@ fn category(fields: &Map<String, Value>) -> Result<Option<String>, String> {
     match fields.get("category") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(category)) => {
-            let valid = (1..=64).contains(&category.len())
-                && category
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            let valid = bugs::is(Bug::PageCategoryUnchecked)
+                || (1..=64).contains(&category.len())
+                    && category
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
             if !valid {
                 return Err("must be 1 to 64 characters of a-z, 0-9 and -".into());
             }

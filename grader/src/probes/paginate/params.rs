@@ -74,6 +74,21 @@ pub struct Paginate {
     pub accept_refusal: bool,
     /// Give up (and fail) after this many pages.
     pub max_pages: usize,
+    /// Every page that has a next page must hold exactly this many items (template: usually the
+    /// query's `limit`); the last page at most this many.
+    pub page_size: Option<String>,
+    /// Another query of the same list (templates) whose first page must list the same items, in
+    /// the same order, as this walk's first page (e.g. `limit=0` against no `limit`).
+    pub same_first_page_as: Option<Vec<(String, String)>>,
+    /// Every next cursor must be made of RFC 3986 unreserved characters only (A-Z a-z 0-9 - . _
+    /// ~), so it can be put into a URL as it is.
+    pub cursor_url_safe: bool,
+    /// Every next link must repeat each parameter of the first query, with the same value.
+    pub link_keeps_query: bool,
+    /// After page 1, send its cursor truncated (one character off, cut in half) and forged (the
+    /// JSON inside it, if the grader can decode it, with one value changed and re-encoded): each
+    /// must answer 400 with a problem document.
+    pub tamper: bool,
 }
 
 #[derive(Deserialize)]
@@ -100,6 +115,14 @@ struct RawPaginate {
     #[serde(default)]
     accept_refusal: bool,
     max_pages: Option<usize>,
+    page_size: Option<toml::Value>,
+    same_first_page_as: Option<toml::Table>,
+    #[serde(default)]
+    cursor_url_safe: bool,
+    #[serde(default)]
+    link_keeps_query: bool,
+    #[serde(default)]
+    tamper: bool,
 }
 
 #[derive(Deserialize)]
@@ -151,20 +174,21 @@ pub fn parse(params: toml::Value) -> Result<Paginate, String> {
             raw.path
         ));
     }
-    let mut query_params = Vec::new();
-    for (k, v) in raw.query {
-        let v = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            other => {
-                return Err(format!(
-                    "params.query.{k} must be a string or an integer, not {}",
-                    other.type_str()
-                ))
-            }
-        };
-        query_params.push((k, v));
-    }
+    let query_params = query_table("params.query", raw.query)?;
+    let same_first_page_as = raw
+        .same_first_page_as
+        .map(|t| query_table("params.same_first_page_as", t))
+        .transpose()?;
+    let page_size = match raw.page_size {
+        None => None,
+        Some(toml::Value::Integer(n)) if n >= 1 => Some(n.to_string()),
+        Some(toml::Value::String(s)) => Some(s),
+        Some(other) => {
+            return Err(format!(
+                "params.page_size is a positive integer or a template like \"{{{{page_size}}}}\", not {other}"
+            ))
+        }
+    };
     let follow = match raw.follow.as_deref().unwrap_or("cursor") {
         "cursor" => Follow::Cursor,
         "link" => Follow::Link,
@@ -174,6 +198,9 @@ pub fn parse(params: toml::Value) -> Result<Paginate, String> {
             ))
         }
     };
+    if raw.link_keeps_query && follow != Follow::Link {
+        return Err("params.link_keeps_query judges next links: it needs follow = \"link\"".into());
+    }
     let mut seed = Vec::new();
     let mut total = 0;
     for (i, s) in raw.seed.into_iter().enumerate() {
@@ -236,7 +263,31 @@ pub fn parse(params: toml::Value) -> Result<Paginate, String> {
         pages: raw.pages,
         accept_refusal: raw.accept_refusal,
         max_pages: raw.max_pages.unwrap_or(500),
+        page_size,
+        same_first_page_as,
+        cursor_url_safe: raw.cursor_url_safe,
+        link_keeps_query: raw.link_keeps_query,
+        tamper: raw.tamper,
     })
+}
+
+/// A query table (`{ category = "{{category}}", limit = 10 }`) as ordered pairs of templates.
+fn query_table(what: &str, table: toml::Table) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for (k, v) in table {
+        let v = match v {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(i) => i.to_string(),
+            other => {
+                return Err(format!(
+                    "{what}.{k} must be a string or an integer, not {}",
+                    other.type_str()
+                ))
+            }
+        };
+        pairs.push((k, v));
+    }
+    Ok(pairs)
 }
 
 impl Paginate {
@@ -249,6 +300,13 @@ impl Paginate {
         let mut out = template_strings(&requests, None);
         out.push(self.path.clone());
         out.extend(self.query.iter().map(|(_, v)| v.clone()));
+        out.extend(
+            self.same_first_page_as
+                .iter()
+                .flatten()
+                .map(|(_, v)| v.clone()),
+        );
+        out.extend(self.page_size.clone());
         out.extend(self.writes.iter().filter_map(|w| w.delete_prefix.clone()));
         out.extend(self.fresh.iter().map(|v| format!("{{{{{v}}}}}")));
         out
@@ -287,6 +345,42 @@ mod tests {
         assert_eq!(p.follow, Follow::Cursor);
         assert_eq!(p.writes.as_ref().unwrap().insert_count, 3);
         assert!(p.template_strings().contains(&"{{category}}".to_string()));
+    }
+
+    #[test]
+    fn parses_the_judging_options() {
+        let p = params(
+            r#"
+            path = "/products"
+            query = { category = "{{category}}", limit = 0 }
+            same_first_page_as = { category = "{{category}}" }
+            page_size = "{{page_size}}"
+            follow = "link"
+            link_keeps_query = true
+            cursor_url_safe = true
+            tamper = true
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            p.same_first_page_as.as_deref(),
+            Some(&[("category".to_string(), "{{category}}".to_string())][..])
+        );
+        assert_eq!(p.page_size.as_deref(), Some("{{page_size}}"));
+        assert!(p.cursor_url_safe && p.link_keeps_query && p.tamper);
+        assert!(p.template_strings().contains(&"{{page_size}}".to_string()));
+        assert_eq!(
+            params("path = \"/p\"\npage_size = 100")
+                .unwrap()
+                .page_size
+                .as_deref(),
+            Some("100")
+        );
+        assert!(params("path = \"/p\"\npage_size = 0").is_err());
+        let e = params("path = \"/p\"\nlink_keeps_query = true").unwrap_err();
+        assert!(e.contains("follow"), "{e}");
+        let e = params("path = \"/p\"\nsame_first_page_as = { limit = 1.5 }").unwrap_err();
+        assert!(e.contains("same_first_page_as.limit"), "{e}");
     }
 
     #[test]

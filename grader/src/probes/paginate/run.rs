@@ -10,6 +10,8 @@ use rand::seq::SliceRandom;
 use serde_json::Value;
 use url::Url;
 
+use super::cursor;
+use super::order::out_of_order;
 use super::params::{Follow, Paginate};
 use crate::engine::assert::{self, describe_json, shorten};
 use crate::engine::http::{OutgoingRequest, Response};
@@ -19,7 +21,7 @@ use crate::outcome::Exchange;
 use crate::probes::request::ProbeRequest;
 use crate::probes::upstream_calls::run::{identity_of, judge, Seen};
 use crate::spec::template;
-use crate::spec::{Expect, StatusSpec};
+use crate::spec::{Expect, Predicate, PredicateOp, StatusSpec};
 
 /// Problems listed as evidence; more are summarised in one line.
 const MAX_EVIDENCE: usize = 12;
@@ -38,6 +40,7 @@ pub async fn run(p: &Paginate, ctx: &mut CheckContext<'_>) -> Result<(), Failure
 struct Kept {
     first_create: Option<Exchange>,
     first_write: Option<Exchange>,
+    reference_page: Option<Exchange>,
     first_page: Option<Exchange>,
     previous_page: Option<Exchange>,
     last_page: Option<Exchange>,
@@ -57,6 +60,7 @@ impl Kept {
         [
             self.first_create,
             self.first_write,
+            self.reference_page,
             self.first_page,
             self.previous_page,
             self.last_page,
@@ -72,6 +76,8 @@ impl Kept {
 struct Created {
     id: String,
     in_walk: bool,
+    /// The name of the request that created it ("create a product priced exactly 1000").
+    label: String,
 }
 
 async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Result<(), Failure> {
@@ -90,18 +96,61 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
             created.push(Created {
                 id,
                 in_walk: group.in_walk,
+                label: group.request.name.clone(),
             });
         }
     }
     let seeded: BTreeMap<&str, bool> = created.iter().map(|c| (c.id.as_str(), c.in_walk)).collect();
+    let labels: BTreeMap<&str, &str> = created
+        .iter()
+        .map(|c| (c.id.as_str(), c.label.as_str()))
+        .collect();
+    let made_by = |id: &str| {
+        labels
+            .get(id)
+            .map(|l| format!(" (made by \"{l}\")"))
+            .unwrap_or_default()
+    };
     let mut expected: BTreeSet<String> = created
         .iter()
         .filter(|c| c.in_walk)
         .map(|c| c.id.clone())
         .collect();
 
+    let page_size = match &p.page_size {
+        None => None,
+        Some(t) => {
+            let text = template::render(t, &ctx.scope).map_err(Failure::Error)?;
+            Some(text.trim().parse::<usize>().map_err(|_| {
+                Failure::Error(format!(
+                    "params.page_size is \"{text}\", not a number of items"
+                ))
+            })?)
+        }
+    };
+    // The page the first page must equal, read before the walk.
+    let reference = match &p.same_first_page_as {
+        None => None,
+        Some(q) => {
+            let (summary, ids) = reference_page(p, q, ctx, kept).await?;
+            if ids.is_empty() && !expected.is_empty() {
+                return Err(fail(
+                    format!(
+                        "the reference page ({summary}) lists no items, though {} created items match it",
+                        expected.len()
+                    ),
+                    "a first page with items when items match".into(),
+                    "0 items".into(),
+                    vec![],
+                ));
+            }
+            Some((summary, ids))
+        }
+    };
+
     // 2. Walk.
     let base = first_url(p, ctx)?;
+    let first_query: Vec<(String, String)> = base.query_pairs().into_owned().collect();
     let mut url = base.clone();
     let mut pages_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut problems: Vec<String> = Vec::new();
@@ -163,7 +212,8 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
             pages_of.entry(id.clone()).or_default().push(page);
             if seeded.get(id.as_str()) == Some(&false) {
                 problems.push(format!(
-                    "item {id} appeared on page {page}, but it does not match the list's filters ({})",
+                    "item {id}{} appeared on page {page}, but it does not match the list's filters ({})",
+                    made_by(&id),
                     describe_query(&p.query, ctx)
                 ));
             }
@@ -194,8 +244,37 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
             }
         }
 
+        if let (1, Some((ref_summary, ref_ids))) = (page, &reference) {
+            let ids: Vec<String> = items.iter().filter_map(|i| item_id(i, p)).collect();
+            if let Some(problem) = compare_pages(&ids, ref_ids) {
+                return Err(fail(
+                    format!("{label} ({summary}) is not the same page as {ref_summary}: {problem}"),
+                    format!("the same items, in the same order, as {ref_summary}"),
+                    format!(
+                        "{} items on {label}, {} on the reference page",
+                        ids.len(),
+                        ref_ids.len()
+                    ),
+                    vec![],
+                ));
+            }
+        }
+
         // What the page says about the next one.
         let signals = Signals::read(p, &doc, &resp, &url)?;
+        if let (true, Some(c)) = (p.cursor_url_safe, &signals.cursor) {
+            if let Some(bad) = cursor::first_unsafe(c) {
+                return Err(fail(
+                    format!(
+                        "{label} ({summary}): the next cursor \"{}\" holds {bad:?}, which is not URL-safe: a cursor may hold only A-Z a-z 0-9 - . _ ~ so that a client can put it into a query string as it is",
+                        shorten(c, 80)
+                    ),
+                    "a next cursor of A-Z a-z 0-9 - . _ ~ only (RFC 3986 unreserved characters)".into(),
+                    format!("{} = \"{}\"", p.next_cursor.text, shorten(c, 120)),
+                    vec![],
+                ));
+            }
+        }
         if let Some(problem) = signals.has_more_problem(p, &label) {
             return Err(fail(
                 problem.clone(),
@@ -225,6 +304,58 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                 signals.link.clone()
             }
         };
+        if let Some(size) = page_size {
+            let short = next.is_some() && items.len() != size;
+            if short || items.len() > size {
+                return Err(fail(
+                    format!(
+                        "{label} ({summary}) holds {} items{}, but the page size asked for is {size}: {}",
+                        items.len(),
+                        if next.is_some() { " and has a next page" } else { "" },
+                        if short {
+                            "every page but the last must hold exactly that many"
+                        } else {
+                            "no page may hold more"
+                        }
+                    ),
+                    format!(
+                        "{size} items on every page but the last, at most {size} on the last"
+                    ),
+                    format!("{} items", items.len()),
+                    vec![],
+                ));
+            }
+        }
+        if let (true, Some(next_url)) = (p.link_keeps_query, &next) {
+            let pairs: Vec<(String, String)> = next_url.query_pairs().into_owned().collect();
+            let dropped: Vec<String> = first_query
+                .iter()
+                .filter(|kv| !pairs.contains(kv))
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !dropped.is_empty() {
+                return Err(fail(
+                    format!(
+                        "{label} ({summary}): the next link <{}> does not repeat {}: the link must keep the request's filters, sort and limit, and add the cursor",
+                        &next_url[url::Position::BeforePath..],
+                        dropped.join(", ")
+                    ),
+                    format!(
+                        "a next link with {} and a cursor",
+                        first_query
+                            .iter()
+                            .map(|(k, v)| format!("{k}={v}"))
+                            .collect::<Vec<_>>()
+                            .join("&")
+                    ),
+                    next_url[url::Position::BeforePath..].to_string(),
+                    vec![],
+                ));
+            }
+        }
+        if let (1, true, Some(c)) = (page, p.tamper, &signals.cursor) {
+            tamper(p, ctx, &base, c).await?;
+        }
         last_len = items.len();
         let stop_here = p.pages == Some(page);
         match next {
@@ -302,7 +433,8 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
     if ended {
         for id in &missing {
             problems.push(format!(
-                "item {id} was on no page, though it existed for the whole walk and matches the filters"
+                "item {id}{} was on no page, though it existed for the whole walk and matches the filters",
+                made_by(id)
             ));
         }
         let walked_after_writes = p.writes.as_ref().is_some_and(|w| w.after_page < page);
@@ -486,19 +618,6 @@ pub(crate) fn next_link(header: &str) -> Option<String> {
             return Some(target.trim().to_string());
         }
         rest = after;
-    }
-}
-
-fn out_of_order(prev: &Value, key: &Value, descending: bool) -> bool {
-    let ord = match (prev, key) {
-        (Value::Number(a), Value::Number(b)) => a.as_f64().partial_cmp(&b.as_f64()),
-        (Value::String(a), Value::String(b)) => Some(a.cmp(b)),
-        _ => None,
-    };
-    match ord {
-        Some(std::cmp::Ordering::Greater) => !descending,
-        Some(std::cmp::Ordering::Less) => descending,
-        _ => false,
     }
 }
 
@@ -697,6 +816,150 @@ async fn delete(
     Ok(())
 }
 
+/// Reads the first page of the list with another query, before the walk: the page the walk's
+/// first page must equal. Returns how to name it and its item ids.
+async fn reference_page(
+    p: &Paginate,
+    query: &[(String, String)],
+    ctx: &mut CheckContext<'_>,
+    kept: &mut Kept,
+) -> Result<(String, Vec<String>), Failure> {
+    let path = template::render(&p.path, &ctx.scope).map_err(Failure::Error)?;
+    let mut url = ctx.url(&path)?;
+    if !query.is_empty() {
+        let mut pairs = url.query_pairs_mut();
+        for (k, v) in query {
+            pairs.append_pair(k, &template::render(v, &ctx.scope).map_err(Failure::Error)?);
+        }
+    }
+    let summary = format!("GET {}", &url[url::Position::BeforePath..]);
+    let label = "the reference page";
+    let req = OutgoingRequest {
+        method: "GET".into(),
+        url,
+        headers: vec![("Accept".into(), "application/json".into())],
+        body: None,
+    };
+    let sent = ctx.send(label, req).await;
+    if let Some(ex) = ctx.exchanges.pop() {
+        kept.reference_page = Some(ex);
+    }
+    let resp = sent?;
+    let doc = page_document(ctx, label, &summary, &resp)?;
+    let ids = match p.items.path.query(&doc).at_most_one() {
+        Ok(Some(Value::Array(items))) => items.iter().filter_map(|i| item_id(i, p)).collect(),
+        _ => {
+            return Err(fail(
+                format!("{label} ({summary}) has no array at {}", p.items.text),
+                format!("the page's items as an array at {}", p.items.text),
+                shorten(&resp.text(), 200),
+                vec![],
+            ))
+        }
+    };
+    Ok((summary, ids))
+}
+
+/// Why two pages differ (by their item ids, in order), or `None` when they are the same.
+fn compare_pages(ids: &[String], reference: &[String]) -> Option<String> {
+    if ids == reference {
+        return None;
+    }
+    if ids.len() != reference.len() {
+        return Some(format!(
+            "it lists {} item{}, the reference page {}",
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" },
+            reference.len()
+        ));
+    }
+    let at = ids.iter().zip(reference).position(|(a, b)| a != b)?;
+    Some(format!(
+        "both list {} items, but item {} is {} here and {} there",
+        ids.len(),
+        at + 1,
+        ids[at],
+        reference[at]
+    ))
+}
+
+/// Sends tampered forms of page 1's cursor (truncated, forged): each must answer 400 with a
+/// problem document. A cursor the grader cannot decode is only truncated.
+async fn tamper(
+    p: &Paginate,
+    ctx: &mut CheckContext<'_>,
+    base: &Url,
+    cursor: &str,
+) -> Result<(), Failure> {
+    let expect = Expect {
+        status: Some(StatusSpec {
+            codes: vec![400],
+            classes: vec![],
+        }),
+        headers: vec![(
+            "content-type".into(),
+            Predicate {
+                ops: vec![PredicateOp::MediaType("application/problem+json".into())],
+            },
+        )],
+        ..Default::default()
+    };
+    let forms = cursor::tampered(cursor);
+    let mut refused = 0;
+    for form in &forms {
+        let mut url = base.clone();
+        url.query_pairs_mut()
+            .append_pair(&p.cursor_param, &form.cursor);
+        let summary = format!("GET {}", &url[url::Position::BeforePath..]);
+        let step = format!("send {}", form.how);
+        let resp = ctx
+            .send(
+                &step,
+                OutgoingRequest {
+                    method: "GET".into(),
+                    url,
+                    headers: vec![("Accept".into(), "application/json".into())],
+                    body: None,
+                },
+            )
+            .await?;
+        let mismatches =
+            assert::check_expect(&expect, &resp, &ctx.scope).map_err(Failure::Error)?;
+        if let Some(m) = mismatches.first() {
+            return Err(fail(
+                format!(
+                    "{step} ({summary}): expected {} {}, got {}",
+                    m.subject, m.expected, m.actual
+                ),
+                "400 with a problem document (application/problem+json) for a cursor that is not one the service issued, unchanged".into(),
+                mismatches
+                    .iter()
+                    .map(|m| format!("{}: {}", m.subject, m.actual))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                vec![format!(
+                    "page 1's cursor was \"{}\"; the grader sent \"{}\"",
+                    shorten(cursor, 120),
+                    shorten(&form.cursor, 120)
+                )],
+            ));
+        }
+        // Passed: the exchange is not worth showing.
+        ctx.exchanges.pop();
+        refused += 1;
+    }
+    let forged = forms.iter().any(|f| f.how.starts_with("a forged"));
+    ctx.measured(format!(
+        "{refused} tampered cursors refused with 400{}",
+        if forged {
+            ""
+        } else {
+            " (the cursor does not decode to JSON the grader can change, so none was forged)"
+        }
+    ));
+    Ok(())
+}
+
 fn fail(message: String, expected: String, actual: String, evidence: Vec<String>) -> Failure {
     Failure::Fail(FailInfo {
         message,
@@ -730,10 +993,21 @@ mod tests {
     }
 
     #[test]
-    fn order_and_pages_read_well() {
-        assert!(out_of_order(&Value::from(5), &Value::from(3), false));
-        assert!(!out_of_order(&Value::from(3), &Value::from(3), false));
-        assert!(out_of_order(&Value::from(3), &Value::from(5), true));
+    fn pages_compare_by_ids_in_order() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(compare_pages(&ids(&["a", "b"]), &ids(&["a", "b"])), None);
+        assert_eq!(
+            compare_pages(&ids(&[]), &ids(&["a", "b"])).unwrap(),
+            "it lists 0 items, the reference page 2"
+        );
+        assert_eq!(
+            compare_pages(&ids(&["a", "c"]), &ids(&["a", "b"])).unwrap(),
+            "both list 2 items, but item 2 is c here and b there"
+        );
+    }
+
+    #[test]
+    fn pages_read_well() {
         assert_eq!(join_pages(&[2, 3]), "2 and 3");
         assert_eq!(join_pages(&[1, 4, 9]), "1, 4 and 9");
     }
