@@ -535,7 +535,7 @@ async fn check_then_insert(
     }
     // The work a real handler does between its look-up and its insert (more validation, a
     // call to another service), long enough that requests sent together all see "not taken".
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     insert(client, id, input).await
 }
 
