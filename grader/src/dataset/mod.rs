@@ -3,8 +3,9 @@
 //! An exercise that grades database work (indexing) declares `[dataset]` in its `exercise.toml`:
 //! a schema file in the exercise folder and a named, built-in generator with parameters. The
 //! grader runs the schema, bulk-loads seeded random rows with `COPY ... FROM STDIN`, runs
-//! `VACUUM ANALYZE`, and creates [`PROBE_ROLE`], the role its database probes connect as (so the
-//! statements the grader runs never mix with the service's in `pg_stat_statements`).
+//! `VACUUM ANALYZE`, creates [`PROBE_ROLE`], the role its database probes connect as (so the
+//! statements the grader runs never mix with the service's), and turns on `auto_explain` for the
+//! database (so the service's executed plans reach the server log the probes read).
 //!
 //! Why the grader ships the schema instead of the service's migrations creating it: the data must
 //! exist before the service starts (its migrations then add indexes to a full table, as in
@@ -184,8 +185,48 @@ pub async fn load(
         .await
         .map_err(|e| format!("VACUUM ANALYZE: {}", db_error(&e)))?;
     stats.analyze = analyze_started.elapsed();
+    log_executed_plans(&client).await?;
     stats.total = started.elapsed();
     Ok(stats)
+}
+
+/// The settings that make every top-level statement of the service leave its executed plan in
+/// the server log, where the database probes read it (`probes::db`): `auto_explain` loaded into
+/// each new session of the database, with `log_analyze` and `log_buffers` (the pages each node
+/// touched), without timing (never used, and it costs), as JSON. Set on the database, before the
+/// service starts, so each of its connections has them; the probe role turns them off for itself.
+const AUTO_EXPLAIN: &[(&str, &str)] = &[
+    ("session_preload_libraries", "auto_explain"),
+    ("auto_explain.log_min_duration", "0"),
+    ("auto_explain.log_analyze", "on"),
+    ("auto_explain.log_buffers", "on"),
+    ("auto_explain.log_timing", "off"),
+    ("auto_explain.log_triggers", "off"),
+    ("auto_explain.log_nested_statements", "off"),
+    ("auto_explain.log_format", "json"),
+    ("auto_explain.log_level", "log"),
+];
+
+/// Turns on [`AUTO_EXPLAIN`] for the database, if PostgreSQL has the module (a session that
+/// cannot load a `session_preload_libraries` entry is refused, so it is loaded here first). Without
+/// it the database probes report an error naming the cause.
+async fn log_executed_plans(client: &tokio_postgres::Client) -> Result<(), String> {
+    if client.batch_execute("LOAD 'auto_explain'").await.is_err() {
+        return Ok(());
+    }
+    let mut sql = String::from("DO $$ BEGIN\n");
+    for (name, value) in AUTO_EXPLAIN {
+        sql.push_str(&format!(
+            "EXECUTE format('ALTER DATABASE %I SET {name} = %L', current_database(), '{value}');\n"
+        ));
+    }
+    sql.push_str(&format!(
+        "ALTER ROLE {PROBE_ROLE} SET auto_explain.log_min_duration = -1;\nEND $$"
+    ));
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| format!("enabling auto_explain: {}", db_error(&e)))
 }
 
 #[cfg(test)]

@@ -114,10 +114,22 @@ pub enum Bug {
     CacheAuthedPublic,
     /// Page `Cache-Control` quotes the max-age: `public, max-age="60"`.
     CacheMaxAgeQuoted,
+    /// The report's range is served by a BRIN index on `created_at` (128 pages per range).
+    IdxBrinReport,
+    /// A customer's orders are all fetched, then sorted and paged in the application.
+    IdxSortInApp,
+    /// The report counts `created_at BETWEEN from AND to`: the upper bound is included.
+    IdxReportBetween,
+    /// The next link carries the cursor as `after=`, which the handler never reads: page 1 again.
+    IdxNextRepeatsPage,
+    /// The email lookup compares `email ILIKE $1`, which no index serves.
+    IdxIlikeEmail,
+    /// A customer's orders compare `customer_id::text = $1`: the cast hides the column from its index.
+    IdxCastCustomer,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 50] = [
+    pub const ALL: [Bug; 56] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -168,6 +180,12 @@ impl Bug {
         Bug::CacheLastModifiedFuture,
         Bug::CacheAuthedPublic,
         Bug::CacheMaxAgeQuoted,
+        Bug::IdxBrinReport,
+        Bug::IdxSortInApp,
+        Bug::IdxReportBetween,
+        Bug::IdxNextRepeatsPage,
+        Bug::IdxIlikeEmail,
+        Bug::IdxCastCustomer,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -223,6 +241,12 @@ impl Bug {
             Bug::CacheLastModifiedFuture => "cache-last-modified-future",
             Bug::CacheAuthedPublic => "cache-authed-public",
             Bug::CacheMaxAgeQuoted => "cache-max-age-quoted",
+            Bug::IdxBrinReport => "idx-brin-report",
+            Bug::IdxSortInApp => "idx-sort-in-app",
+            Bug::IdxReportBetween => "idx-report-between",
+            Bug::IdxNextRepeatsPage => "idx-next-repeats-page",
+            Bug::IdxIlikeEmail => "idx-ilike-email",
+            Bug::IdxCastCustomer => "idx-cast-customer",
         }
     }
 
