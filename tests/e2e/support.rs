@@ -75,6 +75,7 @@ pub fn grade(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env("NO_COLOR", "1")
         .env_remove("GITHUB_STEP_SUMMARY")
         .env_remove("REFSVC_BUG")
+        .env_remove("REFSVC_STYLE")
         .env_remove("HOSTILE_MODE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

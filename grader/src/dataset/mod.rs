@@ -185,9 +185,56 @@ pub async fn load(
         .await
         .map_err(|e| format!("VACUUM ANALYZE: {}", db_error(&e)))?;
     stats.analyze = analyze_started.elapsed();
+    record_checksums(&client, &analyze).await?;
     log_executed_plans(&client).await?;
     stats.total = started.elapsed();
     Ok(stats)
+}
+
+/// Where the grader keeps what it loaded, so a check can tell later whether the service changed it.
+pub const CHECKSUMS: &str = "grader.dataset_checksums";
+
+/// Settings that fix the text form of every value, so a row's text (and its hash) does not depend
+/// on the session.
+pub const CHECKSUM_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3";
+
+/// The row count and an order-independent checksum of a table (the sum of its rows' text hashes).
+pub fn checksum_sql(table: &str) -> String {
+    format!(
+        "SELECT count(*)::bigint, coalesce(sum(hashtext(t::text)::bigint), 0)::bigint FROM {table} t"
+    )
+}
+
+/// Records the row count and checksum of each loaded table in [`CHECKSUMS`].
+async fn record_checksums(
+    client: &tokio_postgres::Client,
+    tables: &[String],
+) -> Result<(), String> {
+    let e =
+        |e: tokio_postgres::Error| format!("recording the data set's checksums: {}", db_error(&e));
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS grader;
+             CREATE TABLE IF NOT EXISTS {CHECKSUMS} (table_name text PRIMARY KEY, row_count bigint NOT NULL, checksum bigint NOT NULL);
+             {CHECKSUM_SETTINGS};"
+        ))
+        .await
+        .map_err(e)?;
+    for t in tables {
+        let row = client.query_one(&checksum_sql(t), &[]).await.map_err(e)?;
+        let (rows, sum): (i64, i64) = (row.get(0), row.get(1));
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {CHECKSUMS} VALUES ($1, $2, $3)
+                     ON CONFLICT (table_name) DO UPDATE SET row_count = $2, checksum = $3"
+                ),
+                &[t, &rows, &sum],
+            )
+            .await
+            .map_err(e)?;
+    }
+    client.batch_execute("RESET ALL").await.map_err(e)
 }
 
 /// The settings that make every top-level statement of the service leave its executed plan in

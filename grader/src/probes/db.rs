@@ -627,6 +627,69 @@ pub async fn nothing_measured(client: &Client, what: &str) -> Failure {
     }
 }
 
+/// Fails when a table's rows are not the ones the grader loaded: their count and checksum are
+/// compared with those recorded after the load (`dataset::CHECKSUMS`).
+pub async fn unchanged(client: &Client, tables: &[String]) -> Result<(), Failure> {
+    use crate::dataset::{checksum_sql, CHECKSUMS, CHECKSUM_SETTINGS};
+    client
+        .batch_execute(CHECKSUM_SETTINGS)
+        .await
+        .map_err(err("preparing the checksum"))?;
+    let mut changed = Vec::new();
+    let mut evidence = Vec::new();
+    for t in tables {
+        let loaded = client
+            .query_opt(
+                &format!("SELECT row_count, checksum FROM {CHECKSUMS} WHERE table_name = $1"),
+                &[t],
+            )
+            .await
+            .map_err(err("reading the data set's checksums"))?;
+        let Some(loaded) = loaded else {
+            return Err(Failure::Error(format!(
+                "the grader recorded no checksum of table {t} when it loaded the data set (is it one of the data set's tables?)"
+            )));
+        };
+        let (rows0, sum0): (i64, i64) = (loaded.get(0), loaded.get(1));
+        let now = client
+            .query_one(&checksum_sql(t), &[])
+            .await
+            .map_err(err(&format!("reading table {t}")))?;
+        let (rows, sum): (i64, i64) = (now.get(0), now.get(1));
+        // (pg_stat_user_tables would name the writes, but its counters land up to seconds
+        // late: the checksum is the evidence.)
+        evidence.push(format!(
+            "table {t}: {rows} rows now, {rows0} loaded; checksum of the rows {}",
+            if sum == sum0 { "unchanged" } else { "differs" },
+        ));
+        if rows != rows0 || sum != sum0 {
+            changed.push(if rows != rows0 {
+                format!("{t} has {rows} rows, the grader loaded {rows0}")
+            } else {
+                format!("{t} has the rows the grader loaded, but their values changed")
+            });
+        }
+    }
+    let _ = client
+        .batch_execute(
+            "RESET TimeZone; RESET DateStyle; RESET IntervalStyle; RESET extra_float_digits",
+        )
+        .await;
+    if changed.is_empty() {
+        return Ok(());
+    }
+    Err(Failure::Fail(FailInfo {
+        message: format!("the data set changed: {}", changed.join("; ")),
+        expected: format!(
+            "{} exactly as the grader loaded them (your migrations add indexes; they never rewrite, add or delete rows)",
+            tables.join(", ")
+        ),
+        actual: changed.join("\n"),
+        evidence,
+        ..Default::default()
+    }))
+}
+
 // ------------------------------------------------------------------------------------------
 // The catalog and the plan judge.
 

@@ -126,10 +126,12 @@ pub enum Bug {
     IdxIlikeEmail,
     /// A customer's orders compare `customer_id::text = $1`: the cast hides the column from its index.
     IdxCastCustomer,
+    /// The migration lower-cases every stored email, so a plain index on `email` serves the lookup.
+    IdxNormaliseEmails,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 56] = [
+    pub const ALL: [Bug; 57] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -186,6 +188,7 @@ impl Bug {
         Bug::IdxNextRepeatsPage,
         Bug::IdxIlikeEmail,
         Bug::IdxCastCustomer,
+        Bug::IdxNormaliseEmails,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -247,6 +250,7 @@ impl Bug {
             Bug::IdxNextRepeatsPage => "idx-next-repeats-page",
             Bug::IdxIlikeEmail => "idx-ilike-email",
             Bug::IdxCastCustomer => "idx-cast-customer",
+            Bug::IdxNormaliseEmails => "idx-normalise-emails",
         }
     }
 

@@ -32,11 +32,13 @@ pub fn compare(answer: &Answer, doc: &Value, scope: &Scope) -> Result<Option<Wro
     let expected = match scope.get(&answer.equals) {
         Some(Value::Array(a)) => a.clone(),
         Some(Value::Null) => Vec::new(),
-        other => return Err(format!(
+        other => {
+            return Err(format!(
             "sample `{}` must give a JSON array (json_agg(...)) to compare answers with, got {}",
             answer.equals,
             other.map_or("nothing".into(), describe_json)
-        )),
+        ))
+        }
     };
     let actual: Vec<&Value> = answer.items.path.query(doc).all();
     let id = |v: &Value| {

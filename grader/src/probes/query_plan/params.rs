@@ -31,6 +31,9 @@ pub struct QueryPlan {
     pub large_table_rows: f64,
     /// Responses compared with answers the grader computes from its data set.
     pub answers: Vec<Answer>,
+    /// Tables whose rows must still be the ones the grader loaded (count and checksum), after
+    /// the requests.
+    pub unchanged: Vec<String>,
 }
 
 impl QueryPlan {
@@ -57,6 +60,8 @@ struct RawQueryPlan {
     large_table_rows: Option<f64>,
     #[serde(default)]
     answers: Vec<toml::Value>,
+    #[serde(default)]
+    unchanged: Vec<String>,
 }
 
 pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
@@ -88,11 +93,19 @@ pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
         && max_buffers_per_request.is_none()
         && raw.max_statements_per_request.is_none()
         && answers.is_empty()
+        && raw.unchanged.is_empty()
     {
         return Err(
-            "`query_plan` with `plan = false` needs `max_buffers_per_request`, `max_statements_per_request` or `answers`"
+            "`query_plan` with `plan = false` needs `max_buffers_per_request`, `max_statements_per_request`, `answers` or `unchanged`"
                 .into(),
         );
+    }
+    if let Some(t) = raw
+        .unchanged
+        .iter()
+        .find(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(format!("`unchanged` lists table names; \"{t}\" is not one"));
     }
     let repeat = raw.repeat.unwrap_or(1);
     if !(1..=100).contains(&repeat) {
@@ -112,6 +125,7 @@ pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
         tolerance,
         large_table_rows: raw.large_table_rows.unwrap_or(DEFAULT_LARGE),
         answers,
+        unchanged: raw.unchanged,
     })
 }
 
@@ -163,6 +177,20 @@ mod tests {
         .unwrap();
         assert!(!p.measures());
         assert_eq!(p.answers[0].at, 1);
+        let p = parse_query_plan(v(r#"
+            requests = [{ method = "GET", path = "/" }]
+            plan = false
+            unchanged = ["orders"]
+        "#))
+        .unwrap();
+        assert_eq!(p.unchanged, vec!["orders"]);
+        let err = parse_query_plan(v(r#"
+            requests = [{ method = "GET", path = "/" }]
+            plan = false
+            unchanged = ["orders; DROP TABLE x"]
+        "#))
+        .unwrap_err();
+        assert!(err.contains("is not one"), "{err}");
         let p = parse_query_plan(v(r#"
             sample = { pages = "SELECT 30" }
             requests = [{ method = "GET", path = "/" }]

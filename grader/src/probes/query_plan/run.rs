@@ -64,6 +64,9 @@ pub async fn run(p: &QueryPlan, ctx: &mut CheckContext<'_>) -> Result<(), Failur
             }
         }
     }
+    if !p.unchanged.is_empty() {
+        db::unchanged(&client, &p.unchanged).await?;
+    }
     if log.is_none() {
         return Ok(());
     }
