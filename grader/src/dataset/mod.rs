@@ -240,8 +240,9 @@ async fn record_checksums(
 /// The settings that make every top-level statement of the service leave its executed plan in
 /// the server log, where the database probes read it (`probes::db`): `auto_explain` loaded into
 /// each new session of the database, with `log_analyze` and `log_buffers` (the pages each node
-/// touched), without timing (never used, and it costs), as JSON. Set on the database, before the
-/// service starts, so each of its connections has them; the probe role turns them off for itself.
+/// touched), without timing (never used, and it costs), as JSON; and no parallel plans, so a plan
+/// replays with the same numbers. Set on the database, before the service starts, so each of its
+/// connections has them; the probe role turns the logging off for itself.
 const AUTO_EXPLAIN: &[(&str, &str)] = &[
     ("session_preload_libraries", "auto_explain"),
     ("auto_explain.log_min_duration", "0"),
@@ -252,6 +253,10 @@ const AUTO_EXPLAIN: &[(&str, &str)] = &[
     ("auto_explain.log_nested_statements", "off"),
     ("auto_explain.log_format", "json"),
     ("auto_explain.log_level", "log"),
+    // How a parallel plan splits its rows between processes changes from run to run, and with
+    // it the rows each node shows; without it plans and their numbers replay exactly. (The pages
+    // a query reads are the same either way.)
+    ("max_parallel_workers_per_gather", "0"),
 ];
 
 /// Turns on [`AUTO_EXPLAIN`] for the database, if PostgreSQL has the module (a session that

@@ -497,16 +497,15 @@ impl Statement {
         self.hit + self.read
     }
 
-    /// `3 × SELECT ... — 23.0 buffers per call (hit 23.0, read 0.0)`
+    /// `3 × SELECT ... — 23.0 buffers per call`. (How many of them were read into shared
+    /// buffers rather than found there depends on what ran before, not on the query: the total
+    /// is what is judged and shown.)
     pub fn line(&self) -> String {
-        let per = |n: i64| n as f64 / self.calls.max(1) as f64;
         format!(
-            "{} × {} — {:.1} buffers per call (hit {:.1}, read {:.1})",
+            "{} × {} — {:.1} buffers per call",
             self.calls,
             normalise(&self.query),
-            per(self.buffers()),
-            per(self.hit),
-            per(self.read)
+            self.buffers() as f64 / self.calls.max(1) as f64,
         )
     }
 }
