@@ -286,6 +286,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn checksums_and_plan_logging_are_set_for_the_database() {
+        assert_eq!(
+            checksum_sql("orders"),
+            "SELECT count(*)::bigint, coalesce(sum(hashtext(t::text)::bigint), 0)::bigint FROM orders t"
+        );
+        let names: Vec<&str> = AUTO_EXPLAIN.iter().map(|(n, _)| *n).collect();
+        for needed in [
+            "session_preload_libraries",
+            "auto_explain.log_analyze",
+            "auto_explain.log_buffers",
+            "auto_explain.log_format",
+            "max_parallel_workers_per_gather",
+        ] {
+            assert!(names.contains(&needed), "{needed}");
+        }
+    }
+
+    #[test]
     fn thousands_groups_digits() {
         assert_eq!(thousands(0), "0");
         assert_eq!(thousands(999), "999");

@@ -474,3 +474,32 @@ fn infra(message: String, log_tail: Vec<String>) -> StartError {
         log_tail,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collectors_text_log_is_appended_to_the_artifact_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("log");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("postgresql-2026-01-01_000002.log"), "second\n").unwrap();
+        std::fs::write(logs.join("postgresql-2026-01-01_000001.log"), "first\n").unwrap();
+        std::fs::write(
+            logs.join("postgresql-2026-01-01_000001.csv"),
+            "csv,not,kept\n",
+        )
+        .unwrap();
+        let artifact = dir.path().join("postgres.log");
+        std::fs::write(&artifact, "start-up\n").unwrap();
+        keep_collector_log(&logs, &artifact);
+        assert_eq!(
+            std::fs::read_to_string(&artifact).unwrap(),
+            "start-up\nfirst\nsecond\n"
+        );
+        // No collector directory (a server that never started): nothing happens.
+        keep_collector_log(&dir.path().join("missing"), &artifact);
+        assert!(LOG_SETTINGS.contains(&"log_destination=stderr,csvlog"));
+    }
+}
