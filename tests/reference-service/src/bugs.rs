@@ -128,10 +128,16 @@ pub enum Bug {
     IdxCastCustomer,
     /// The migration lower-cases every stored email, so a plain index on `email` serves the lookup.
     IdxNormaliseEmails,
+    /// A customer's orders come oldest first (`ORDER BY created_at, id`, cursors continue upwards).
+    IdxOldestFirst,
+    /// The email lookup compares `lower(email) = $1`: the parameter is not lower-cased.
+    IdxEmailParamNotLowered,
+    /// `GET /orders` ignores `status`: the newest orders of any status.
+    IdxRecentIgnoresStatus,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 57] = [
+    pub const ALL: [Bug; 60] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -189,6 +195,9 @@ impl Bug {
         Bug::IdxIlikeEmail,
         Bug::IdxCastCustomer,
         Bug::IdxNormaliseEmails,
+        Bug::IdxOldestFirst,
+        Bug::IdxEmailParamNotLowered,
+        Bug::IdxRecentIgnoresStatus,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -251,6 +260,9 @@ impl Bug {
             Bug::IdxIlikeEmail => "idx-ilike-email",
             Bug::IdxCastCustomer => "idx-cast-customer",
             Bug::IdxNormaliseEmails => "idx-normalise-emails",
+            Bug::IdxOldestFirst => "idx-oldest-first",
+            Bug::IdxEmailParamNotLowered => "idx-email-param-not-lowered",
+            Bug::IdxRecentIgnoresStatus => "idx-recent-ignores-status",
         }
     }
 

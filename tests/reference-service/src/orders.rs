@@ -320,13 +320,20 @@ async fn customer_orders(
                         .collect()
                 })
         } else {
+            // Oldest first: "created_at, id" without DESC, and cursors continue upwards. As fast
+            // as the right order (the same index, walked forwards), and wrong.
+            let (order, after_op) = if bugs::is(Bug::IdxOldestFirst) {
+                ("created_at, id", ">")
+            } else {
+                ("created_at DESC, id DESC", "<")
+            };
             match cursor {
                 None => {
                     let q = sql(
                         ROUTE,
                         &format!(
                             "SELECT {ORDER_COLUMNS} FROM orders WHERE {by_customer} AND status = $2
-                             ORDER BY created_at DESC, id DESC LIMIT $3"
+                             ORDER BY {order} LIMIT $3"
                         ),
                     );
                     db.query(&q, &[customer_param, &status, &limit]).await
@@ -336,8 +343,8 @@ async fn customer_orders(
                         ROUTE,
                         &format!(
                             "SELECT {ORDER_COLUMNS} FROM orders WHERE {by_customer} AND status = $2
-                               AND (created_at, id) < ($3, $4)
-                             ORDER BY created_at DESC, id DESC LIMIT $5"
+                               AND (created_at, id) {after_op} ($3, $4)
+                             ORDER BY {order} LIMIT $5"
                         ),
                     );
                     db.query(&q, &[customer_param, &status, &at, &after, &limit])
@@ -389,7 +396,10 @@ async fn find_customers(State(state): State<AppState>, Query(params): Params) ->
         Ok(c) => c,
         Err(r) => return r,
     };
-    let q = if bugs::is(Bug::IdxNormaliseEmails) {
+    let q = if bugs::is(Bug::IdxEmailParamNotLowered) {
+        // The column is lower-cased, the parameter is not: an upper-case email finds nobody.
+        "SELECT id, email, name FROM customers WHERE lower(email) = $1 ORDER BY id"
+    } else if bugs::is(Bug::IdxNormaliseEmails) {
         "SELECT id, email, name FROM customers WHERE email = lower($1) ORDER BY id"
     } else if bugs::is(Bug::IdxIlikeEmail) {
         // "ILIKE ignores case": and no B-tree index serves it.
@@ -496,13 +506,22 @@ async fn recent_orders(State(state): State<AppState>, Query(params): Params) -> 
         }
         return Json(json!({ "items": items })).into_response();
     }
+    // The status filter forgotten: the newest orders of any status (`$1 IS NOT NULL` keeps the
+    // parameter's type known).
+    let by_status = if bugs::is(Bug::IdxRecentIgnoresStatus) {
+        "$1::text IS NOT NULL"
+    } else {
+        "o.status = $1"
+    };
     let rows = match db
         .query(
             &sql(
                 "/orders",
-                "SELECT o.id, o.customer_id, o.status, o.created_at, o.total_cents, c.email, c.name
-                 FROM orders o JOIN customers c ON c.id = o.customer_id
-                 WHERE o.status = $1 ORDER BY o.created_at DESC, o.id DESC LIMIT $2",
+                &format!(
+                    "SELECT o.id, o.customer_id, o.status, o.created_at, o.total_cents, c.email, c.name
+                     FROM orders o JOIN customers c ON c.id = o.customer_id
+                     WHERE {by_status} ORDER BY o.created_at DESC, o.id DESC LIMIT $2"
+                ),
             ),
             &[&status, &limit],
         )
