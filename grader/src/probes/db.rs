@@ -24,9 +24,11 @@
 //!   A backend turns idle only after its statement ended, and `auto_explain` writes at executor
 //!   end, so every plan of the request lands before the end marker: no sleeps, no lost plans.
 //! - **Buffers** are the shared blocks (hit + read, 8 kB pages) the executed plan's nodes touched:
-//!   deterministic for a fixed data set and plan, unlike time. They leave out what a new
-//!   connection spends filling its catalog caches (about 9 pages on its first statements), which
-//!   is the connection's cost, not the query's: so budgets need no warm-up and no slack for it.
+//!   deterministic for a fixed data set and plan, unlike time. A connection's first statement of
+//!   a kind also reads about 9 catalog pages inside its nodes (an index's metapage, the sort's
+//!   operators) that later runs find cached. The budgets allow for them instead of warming up:
+//!   a service's pool may hand the measured request a connection that never ran the statement,
+//!   whatever ran before.
 //! - **Statements** are grouped by `pg_stat_statements`' normalised text (joined by query id,
 //!   comments stripped), so one statement sent with `int2` and with `int4` parameters (two query
 //!   ids) is one statement with its calls added up.
