@@ -20,11 +20,10 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
     let client = db::connect(ctx).await?;
     db::sample(&client, &p.sample, ctx).await?;
     let log = db::Log::open(&client).await?;
-    db::reset(&client).await?;
     let identity = crate::probes::request::query("$.id").map_err(Failure::Error)?;
 
     let mut spec: RequestSpec = p.request.spec.clone();
-    let mut measured: BTreeMap<u32, (String, Vec<Execution>)> = BTreeMap::new();
+    let mut measured: BTreeMap<u32, Vec<Execution>> = BTreeMap::new();
     // Identity of every item seen, with the page it was on.
     let mut seen: BTreeMap<String, u32> = BTreeMap::new();
     for page in 1..=p.page {
@@ -32,7 +31,12 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
         let summary = format!("{} {}", req.method, &req.url[url::Position::BeforePath..]);
         let measure = page == 1 || page == p.page;
         let mark = match measure {
-            true => Some(log.mark(&client).await?),
+            true => {
+                // pg_stat_statements from here on holds this page's statements only: the guard
+                // that tells "nothing ran" from "the log missed it".
+                db::reset(&client).await?;
+                Some(log.mark(&client).await?)
+            }
             false => None,
         };
         let resp = ctx.send(&format!("page {page}"), req).await?;
@@ -46,7 +50,15 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
             return Err(Failure::Fail(info));
         }
         if let Some(m) = mark {
-            measured.insert(page, (summary.clone(), log.since(&client, &m).await?));
+            let execs = log.since(&client, &m).await?;
+            // A check that measured nothing has not passed: a page that ran no statement leaves
+            // nothing to compare.
+            if execs.is_empty() {
+                return Err(
+                    db::nothing_measured(&client, &format!("page {page} ({summary})")).await,
+                );
+            }
+            measured.insert(page, execs);
         }
         let doc: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
         for item in p.items.path.query(&doc).all() {
@@ -111,17 +123,10 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
         spec.path = spec.path.replace("{{", "%7B%7B");
         spec.body = None;
     }
-    let (first_summary, first) = measured.remove(&1).expect("page 1 was measured");
-    let (deep_summary, deep) = measured
+    let first = measured.remove(&1).expect("page 1 was measured");
+    let deep = measured
         .remove(&p.page)
         .expect("the deep page was measured");
-    // A check that measured nothing has not passed: no statement (or no page read) on either
-    // page leaves nothing to compare.
-    for (page, summary, execs) in [(1, &first_summary, &first), (p.page, &deep_summary, &deep)] {
-        if execs.is_empty() {
-            return Err(db::nothing_measured(&client, &format!("page {page} ({summary})")).await);
-        }
-    }
     let b1: i64 = first.iter().map(Execution::buffers).sum();
     let bn: i64 = deep.iter().map(Execution::buffers).sum();
     let all: Vec<&Execution> = first.iter().chain(&deep).collect();
