@@ -89,6 +89,38 @@ fn every_variant_fails_exactly_its_checks() {
     }
 }
 
+/// Correct designs other than the reference's own must score 100% too (`REFSVC_STYLE`,
+/// tests/reference-service/src/orders.rs): one partial index per status (judged on the plans that
+/// ran, not on a generic plan that cannot use it), an expression index on `(email::citext)`
+/// (matched as the index's first key, not as text), and every statement prefixed with a comment
+/// (`/* app=refsvc route=... */`, which must not hide it).
+#[test]
+fn legitimate_index_designs_pass() {
+    let styles = ["partial-status-index", "citext-email", "sql-comments"];
+    let runs = run_parallel(2, styles.map(String::from).to_vec(), |style| {
+        grade(
+            &reference_dir(),
+            &["--seed", "4242", "--exercise", "database-indexing"],
+            &[("REFSVC_STYLE", style.as_str())],
+        )
+    });
+    let mut problems = Vec::new();
+    for (style, run) in styles.iter().zip(&runs) {
+        let report = run.json();
+        let checks = report["checks"].as_array().unwrap();
+        if run.code != 0 || report["score"]["percent"] != 100.0 || checks.len() < 14 {
+            problems.push(format!(
+                "REFSVC_STYLE={style}: exit {}, {}% over {} checks\n{}",
+                run.code,
+                report["score"]["percent"],
+                checks.len(),
+                run.human_summary()
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
+
 #[test]
 fn every_check_is_caught_by_some_variant() {
     let caught: BTreeSet<String> = all_variants().into_iter().flat_map(|v| v.fails).collect();

@@ -76,6 +76,8 @@ pub fn grade(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
         .env_remove("GITHUB_STEP_SUMMARY")
         .env_remove("REFSVC_BUG")
         .env_remove("INDEP_BUG")
+        .env_remove("INDEP_STYLE")
+        .env_remove("REFSVC_STYLE")
         .env_remove("HOSTILE_MODE")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -3,8 +3,9 @@
 //! An exercise that grades database work (indexing) declares `[dataset]` in its `exercise.toml`:
 //! a schema file in the exercise folder and a named, built-in generator with parameters. The
 //! grader runs the schema, bulk-loads seeded random rows with `COPY ... FROM STDIN`, runs
-//! `VACUUM ANALYZE`, and creates [`PROBE_ROLE`], the role its database probes connect as (so the
-//! statements the grader runs never mix with the service's in `pg_stat_statements`).
+//! `VACUUM ANALYZE`, creates [`PROBE_ROLE`], the role its database probes connect as (so the
+//! statements the grader runs never mix with the service's), and turns on `auto_explain` for the
+//! database (so the service's executed plans reach the server log the probes read).
 //!
 //! Why the grader ships the schema instead of the service's migrations creating it: the data must
 //! exist before the service starts (its migrations then add indexes to a full table, as in
@@ -184,13 +185,123 @@ pub async fn load(
         .await
         .map_err(|e| format!("VACUUM ANALYZE: {}", db_error(&e)))?;
     stats.analyze = analyze_started.elapsed();
+    record_checksums(&client, &analyze).await?;
+    log_executed_plans(&client).await?;
     stats.total = started.elapsed();
     Ok(stats)
+}
+
+/// Where the grader keeps what it loaded, so a check can tell later whether the service changed it.
+pub const CHECKSUMS: &str = "grader.dataset_checksums";
+
+/// Settings that fix the text form of every value, so a row's text (and its hash) does not depend
+/// on the session.
+pub const CHECKSUM_SETTINGS: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET extra_float_digits = 3";
+
+/// The row count and an order-independent checksum of a table (the sum of its rows' text hashes).
+pub fn checksum_sql(table: &str) -> String {
+    format!(
+        "SELECT count(*)::bigint, coalesce(sum(hashtext(t::text)::bigint), 0)::bigint FROM {table} t"
+    )
+}
+
+/// Records the row count and checksum of each loaded table in [`CHECKSUMS`].
+async fn record_checksums(
+    client: &tokio_postgres::Client,
+    tables: &[String],
+) -> Result<(), String> {
+    let e =
+        |e: tokio_postgres::Error| format!("recording the data set's checksums: {}", db_error(&e));
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA IF NOT EXISTS grader;
+             CREATE TABLE IF NOT EXISTS {CHECKSUMS} (table_name text PRIMARY KEY, row_count bigint NOT NULL, checksum bigint NOT NULL);
+             {CHECKSUM_SETTINGS};"
+        ))
+        .await
+        .map_err(e)?;
+    for t in tables {
+        let row = client.query_one(&checksum_sql(t), &[]).await.map_err(e)?;
+        let (rows, sum): (i64, i64) = (row.get(0), row.get(1));
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {CHECKSUMS} VALUES ($1, $2, $3)
+                     ON CONFLICT (table_name) DO UPDATE SET row_count = $2, checksum = $3"
+                ),
+                &[t, &rows, &sum],
+            )
+            .await
+            .map_err(e)?;
+    }
+    client.batch_execute("RESET ALL").await.map_err(e)
+}
+
+/// The settings that make every top-level statement of the service leave its executed plan in
+/// the server log, where the database probes read it (`probes::db`): `auto_explain` loaded into
+/// each new session of the database, with `log_analyze` and `log_buffers` (the pages each node
+/// touched), without timing (never used, and it costs), as JSON; and no parallel plans, so a plan
+/// replays with the same numbers. Set on the database, before the service starts, so each of its
+/// connections has them; the probe role turns the logging off for itself.
+const AUTO_EXPLAIN: &[(&str, &str)] = &[
+    ("session_preload_libraries", "auto_explain"),
+    ("auto_explain.log_min_duration", "0"),
+    ("auto_explain.log_analyze", "on"),
+    ("auto_explain.log_buffers", "on"),
+    ("auto_explain.log_timing", "off"),
+    ("auto_explain.log_triggers", "off"),
+    ("auto_explain.log_nested_statements", "off"),
+    ("auto_explain.log_format", "json"),
+    ("auto_explain.log_level", "log"),
+    // How a parallel plan splits its rows between processes changes from run to run, and with
+    // it the rows each node shows; without it plans and their numbers replay exactly. (The pages
+    // a query reads are the same either way.)
+    ("max_parallel_workers_per_gather", "0"),
+];
+
+/// Turns on [`AUTO_EXPLAIN`] for the database, if PostgreSQL has the module (a session that
+/// cannot load a `session_preload_libraries` entry is refused, so it is loaded here first). Without
+/// it the database probes report an error naming the cause.
+async fn log_executed_plans(client: &tokio_postgres::Client) -> Result<(), String> {
+    if client.batch_execute("LOAD 'auto_explain'").await.is_err() {
+        return Ok(());
+    }
+    let mut sql = String::from("DO $$ BEGIN\n");
+    for (name, value) in AUTO_EXPLAIN {
+        sql.push_str(&format!(
+            "EXECUTE format('ALTER DATABASE %I SET {name} = %L', current_database(), '{value}');\n"
+        ));
+    }
+    sql.push_str(&format!(
+        "ALTER ROLE {PROBE_ROLE} SET auto_explain.log_min_duration = -1;\nEND $$"
+    ));
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| format!("enabling auto_explain: {}", db_error(&e)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksums_and_plan_logging_are_set_for_the_database() {
+        assert_eq!(
+            checksum_sql("orders"),
+            "SELECT count(*)::bigint, coalesce(sum(hashtext(t::text)::bigint), 0)::bigint FROM orders t"
+        );
+        let names: Vec<&str> = AUTO_EXPLAIN.iter().map(|(n, _)| *n).collect();
+        for needed in [
+            "session_preload_libraries",
+            "auto_explain.log_analyze",
+            "auto_explain.log_buffers",
+            "auto_explain.log_format",
+            "max_parallel_workers_per_gather",
+        ] {
+            assert!(names.contains(&needed), "{needed}");
+        }
+    }
 
     #[test]
     fn thousands_groups_digits() {

@@ -646,20 +646,37 @@ impl DockerEnvironment {
         let (name, tag) = split_image(&options.postgres_image);
         let request = GenericImage::new(name, tag)
             .with_exposed_port(5432.tcp())
+            // With the logging collector the server's last line on its own output is the
+            // hand-over to the collector ("ready to accept connections" goes to the log files);
+            // `prepare_database` then retries until `app` accepts connections over TCP.
             .with_wait_for(WaitFor::message_on_either_std(
-                "database system is ready to accept connections",
+                "redirecting log output to logging collector process",
             ))
             .with_network(network)
             .with_labels(self.labels())
             .with_env_var("POSTGRES_PASSWORD", "postgres")
             .with_env_var("POSTGRES_HOST_AUTH_METHOD", "trust")
             .with_env_var("POSTGRES_DB", "app")
+            // The server log goes to files in the container, as for the local runtime
+            // (`local/postgres.rs`, LOG_SETTINGS): the database probes read the executed plans
+            // `auto_explain` writes to its CSV through SQL. After start-up the container's own
+            // output (postgres.log) holds only the collector's hand-over line.
             .with_cmd([
                 "postgres",
                 "-c",
                 "shared_preload_libraries=pg_stat_statements",
                 "-c",
                 "fsync=off",
+                "-c",
+                "logging_collector=on",
+                "-c",
+                "log_destination=stderr,csvlog",
+                "-c",
+                "log_directory=log",
+                "-c",
+                "log_rotation_age=0",
+                "-c",
+                "log_rotation_size=0",
             ])
             .with_startup_timeout(DEPENDENCY_TIMEOUT);
         let container = request.start().await.map_err(|e| {

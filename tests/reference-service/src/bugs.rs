@@ -206,10 +206,30 @@ pub enum Bug {
     IdemFingerprintPartial,
     /// The provider client has no timeout: a provider that never answers hangs the payment.
     IdemNoProviderTimeout,
+    /// The report's range is served by a BRIN index on `created_at` (128 pages per range).
+    IdxBrinReport,
+    /// A customer's orders are all fetched, then sorted and paged in the application.
+    IdxSortInApp,
+    /// The report counts `created_at BETWEEN from AND to`: the upper bound is included.
+    IdxReportBetween,
+    /// The next link carries the cursor as `after=`, which the handler never reads: page 1 again.
+    IdxNextRepeatsPage,
+    /// The email lookup compares `email ILIKE $1`, which no index serves.
+    IdxIlikeEmail,
+    /// A customer's orders compare `customer_id::text = $1`: the cast hides the column from its index.
+    IdxCastCustomer,
+    /// The migration lower-cases every stored email, so a plain index on `email` serves the lookup.
+    IdxNormaliseEmails,
+    /// A customer's orders come oldest first (`ORDER BY created_at, id`, cursors continue upwards).
+    IdxOldestFirst,
+    /// The email lookup compares `lower(email) = $1`: the parameter is not lower-cased.
+    IdxEmailParamNotLowered,
+    /// `GET /orders` ignores `status`: the newest orders of any status.
+    IdxRecentIgnoresStatus,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 96] = [
+    pub const ALL: [Bug; 106] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -306,6 +326,16 @@ impl Bug {
         Bug::IdemKeyAnyChars,
         Bug::IdemFingerprintPartial,
         Bug::IdemNoProviderTimeout,
+        Bug::IdxBrinReport,
+        Bug::IdxSortInApp,
+        Bug::IdxReportBetween,
+        Bug::IdxNextRepeatsPage,
+        Bug::IdxIlikeEmail,
+        Bug::IdxCastCustomer,
+        Bug::IdxNormaliseEmails,
+        Bug::IdxOldestFirst,
+        Bug::IdxEmailParamNotLowered,
+        Bug::IdxRecentIgnoresStatus,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -407,6 +437,16 @@ impl Bug {
             Bug::IdemKeyAnyChars => "idem-key-any-chars",
             Bug::IdemFingerprintPartial => "idem-fingerprint-partial",
             Bug::IdemNoProviderTimeout => "idem-no-provider-timeout",
+            Bug::IdxBrinReport => "idx-brin-report",
+            Bug::IdxSortInApp => "idx-sort-in-app",
+            Bug::IdxReportBetween => "idx-report-between",
+            Bug::IdxNextRepeatsPage => "idx-next-repeats-page",
+            Bug::IdxIlikeEmail => "idx-ilike-email",
+            Bug::IdxCastCustomer => "idx-cast-customer",
+            Bug::IdxNormaliseEmails => "idx-normalise-emails",
+            Bug::IdxOldestFirst => "idx-oldest-first",
+            Bug::IdxEmailParamNotLowered => "idx-email-param-not-lowered",
+            Bug::IdxRecentIgnoresStatus => "idx-recent-ignores-status",
         }
     }
 

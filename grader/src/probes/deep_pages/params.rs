@@ -1,16 +1,18 @@
-//! `deep_pages` parameters: the list to walk, how deep, and the allowed cost ratio.
+//! `deep_pages` parameters: the list to walk, how deep, the allowed cost ratio, and what the pages
+//! must hold.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::probes::db_params::{parse_sample, DEFAULT_LARGE};
+use crate::probes::db_params::{parse_answers, parse_sample, Answer, DEFAULT_LARGE};
 use crate::probes::request::de;
 use crate::probes::request::{query, request, ProbeRequest};
 use crate::spec::JsonQuery;
 
 /// `deep_pages`: the buffers of page `page` of a list, reached through its next links, must stay
-/// within `max_ratio` of page 1's.
+/// within `max_ratio` of page 1's; no item may appear on two pages, and `answers` compare pages
+/// with the grader's data set.
 #[derive(Debug, Clone)]
 pub struct DeepPages {
     pub sample: Vec<(String, String)>,
@@ -21,6 +23,12 @@ pub struct DeepPages {
     pub page: u32,
     pub max_ratio: f64,
     pub large_table_rows: f64,
+    /// Selects a page's items (`$.items[*]`).
+    pub items: JsonQuery,
+    /// An item's identity inside it (`$.id`): no identity may appear on two pages.
+    pub identity: JsonQuery,
+    /// Pages compared with answers computed from the grader's data set (`page = 1` or `page`).
+    pub answers: Vec<Answer>,
 }
 
 #[derive(Deserialize)]
@@ -33,6 +41,10 @@ struct RawDeepPages {
     page: Option<u32>,
     max_ratio: Option<f64>,
     large_table_rows: Option<f64>,
+    items: Option<String>,
+    identity: Option<String>,
+    #[serde(default)]
+    answers: Vec<toml::Value>,
 }
 
 pub fn parse_deep_pages(params: toml::Value) -> Result<DeepPages, String> {
@@ -45,13 +57,23 @@ pub fn parse_deep_pages(params: toml::Value) -> Result<DeepPages, String> {
     if max_ratio < 1.0 {
         return Err("`max_ratio` must be at least 1".into());
     }
+    let sample = parse_sample(raw.sample)?;
+    let answers = parse_answers(
+        raw.answers,
+        "page",
+        |n| n == 1 || n == page as usize,
+        &sample,
+    )?;
     Ok(DeepPages {
-        sample: parse_sample(raw.sample)?,
+        sample,
         request: request("deep_pages", 0, raw.request)?,
         next: query(raw.next.as_deref().unwrap_or("$.next"))?,
         page,
         max_ratio,
         large_table_rows: raw.large_table_rows.unwrap_or(DEFAULT_LARGE),
+        items: query(raw.items.as_deref().unwrap_or("$.items[*]"))?,
+        identity: query(raw.identity.as_deref().unwrap_or("$.id"))?,
+        answers,
     })
 }
 
@@ -70,10 +92,20 @@ mod tests {
             (p.page, p.max_ratio, p.next.text.as_str()),
             (50, 3.0, "$.next")
         );
+        assert_eq!(
+            (p.items.text.as_str(), p.identity.text.as_str()),
+            ("$.items[*]", "$.id")
+        );
         assert!(
             parse_deep_pages(v(r#"request = { method = "GET", path = "/x" }
 page = 1"#))
             .is_err()
         );
+        let err = parse_deep_pages(v(r#"request = { method = "GET", path = "/x" }
+page = 5
+sample = { deep = "SELECT json_agg(1)" }
+answers = [{ page = 4, fields = ["id"], equals = "{{deep}}" }]"#))
+        .unwrap_err();
+        assert!(err.contains("no page 4"), "{err}");
     }
 }

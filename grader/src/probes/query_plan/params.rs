@@ -1,31 +1,49 @@
-//! `query_plan` parameters: which requests to send and the budgets their statements must meet.
+//! `query_plan` parameters: which requests to send, the budgets their statements must meet, and
+//! the answers their responses must give.
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::probes::db_params::{parse_sample, DEFAULT_LARGE};
+use crate::probes::db_params::{parse_answers, parse_sample, Answer, Budget, DEFAULT_LARGE};
 use crate::probes::request::de;
 use crate::probes::request::{request, ProbeRequest};
 
 /// `query_plan`: sends the requests (`repeat` times), then judges the statements the service ran
-/// for them, read from `pg_stat_statements`: their plans, buffers and number.
+/// for each, from their executed plans: the plans, the shared buffers, the number of statements;
+/// and compares the responses with answers computed from the grader's data set.
 #[derive(Debug, Clone)]
 pub struct QueryPlan {
     /// Variables taken from the data set, each by a read-only SQL query run by the grader.
     pub sample: Vec<(String, String)>,
     pub requests: Vec<ProbeRequest>,
     pub repeat: u32,
-    /// Judge each statement's plan: no Seq Scan on a large table, no Sort under a Limit, no
-    /// index scan that filters rows of a large table afterwards.
+    /// Judge each statement's executed plan: no Seq Scan on a large table, no Sort under a Limit,
+    /// no index scan that throws rows away after the index or skips the index's first column.
     pub plan: bool,
-    /// Shared buffers (hit + read) per request, at most this (plus `tolerance`).
-    pub max_buffers_per_request: Option<f64>,
+    /// Shared buffers (hit + read) each request's statements may touch, at most this (plus
+    /// `tolerance`); a number or a sample variable.
+    pub max_buffers_per_request: Option<Budget>,
     /// Statements per request, at most this.
     pub max_statements_per_request: Option<f64>,
     pub tolerance: f64,
     /// A table with at least this many rows (`pg_class.reltuples`) is large.
     pub large_table_rows: f64,
+    /// Responses compared with answers the grader computes from its data set.
+    pub answers: Vec<Answer>,
+    /// Tables whose rows must still be the ones the grader loaded (count and checksum), after
+    /// the requests.
+    pub unchanged: Vec<String>,
+}
+
+impl QueryPlan {
+    /// Whether the check reads the service's statements (a plan or a budget to judge); a check
+    /// with answers only does not, so an answer served from memory is judged on its content.
+    pub fn measures(&self) -> bool {
+        self.plan
+            || self.max_buffers_per_request.is_some()
+            || self.max_statements_per_request.is_some()
+    }
 }
 
 #[derive(Deserialize)]
@@ -36,10 +54,14 @@ struct RawQueryPlan {
     requests: Vec<toml::Value>,
     repeat: Option<u32>,
     plan: Option<bool>,
-    max_buffers_per_request: Option<f64>,
+    max_buffers_per_request: Option<toml::Value>,
     max_statements_per_request: Option<f64>,
     tolerance: Option<f64>,
     large_table_rows: Option<f64>,
+    #[serde(default)]
+    answers: Vec<toml::Value>,
+    #[serde(default)]
+    unchanged: Vec<String>,
 }
 
 pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
@@ -47,18 +69,43 @@ pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
     if raw.requests.is_empty() {
         return Err("`query_plan` needs at least one request".into());
     }
+    let sample = parse_sample(raw.sample)?;
     let requests = raw
         .requests
         .into_iter()
         .enumerate()
         .map(|(i, v)| request("query_plan", i, v))
         .collect::<Result<Vec<_>, _>>()?;
+    let count = requests.len();
+    let answers = parse_answers(
+        raw.answers,
+        "request",
+        |n| (1..=count).contains(&n),
+        &sample,
+    )?;
     let plan = raw.plan.unwrap_or(true);
-    if !plan && raw.max_buffers_per_request.is_none() && raw.max_statements_per_request.is_none() {
+    let max_buffers_per_request = Budget::parse(
+        "`max_buffers_per_request`",
+        raw.max_buffers_per_request,
+        &sample,
+    )?;
+    if !plan
+        && max_buffers_per_request.is_none()
+        && raw.max_statements_per_request.is_none()
+        && answers.is_empty()
+        && raw.unchanged.is_empty()
+    {
         return Err(
-            "`query_plan` with `plan = false` needs `max_buffers_per_request` or `max_statements_per_request`"
+            "`query_plan` with `plan = false` needs `max_buffers_per_request`, `max_statements_per_request`, `answers` or `unchanged`"
                 .into(),
         );
+    }
+    if let Some(t) = raw
+        .unchanged
+        .iter()
+        .find(|t| t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(format!("`unchanged` lists table names; \"{t}\" is not one"));
     }
     let repeat = raw.repeat.unwrap_or(1);
     if !(1..=100).contains(&repeat) {
@@ -69,14 +116,16 @@ pub fn parse_query_plan(params: toml::Value) -> Result<QueryPlan, String> {
         return Err("`tolerance` is a fraction from 0 to 1 (0.1 = 10%)".into());
     }
     Ok(QueryPlan {
-        sample: parse_sample(raw.sample)?,
+        sample,
         requests,
         repeat,
         plan,
-        max_buffers_per_request: raw.max_buffers_per_request,
+        max_buffers_per_request,
         max_statements_per_request: raw.max_statements_per_request,
         tolerance,
         large_table_rows: raw.large_table_rows.unwrap_or(DEFAULT_LARGE),
+        answers,
+        unchanged: raw.unchanged,
     })
 }
 
@@ -98,6 +147,7 @@ mod tests {
         .unwrap();
         assert!(p.plan);
         assert_eq!(p.repeat, 1);
+        assert_eq!(p.max_buffers_per_request, Some(Budget::Fixed(40.0)));
         assert_eq!(
             crate::probes::db_params::template_strings(&p.requests, &p.sample),
             vec!["/c/sampled"]
@@ -114,5 +164,44 @@ mod tests {
         "#))
         .unwrap_err();
         assert!(err.contains("needs `max_buffers_per_request`"), "{err}");
+    }
+
+    #[test]
+    fn answers_alone_measure_nothing_and_budgets_may_be_sampled() {
+        let p = parse_query_plan(v(r#"
+            sample = { rows = "SELECT json_agg(1)", pages = "SELECT 30" }
+            requests = [{ method = "GET", path = "/" }]
+            plan = false
+            answers = [{ fields = ["id"], equals = "{{rows}}" }]
+        "#))
+        .unwrap();
+        assert!(!p.measures());
+        assert_eq!(p.answers[0].at, 1);
+        let p = parse_query_plan(v(r#"
+            requests = [{ method = "GET", path = "/" }]
+            plan = false
+            unchanged = ["orders"]
+        "#))
+        .unwrap();
+        assert_eq!(p.unchanged, vec!["orders"]);
+        let err = parse_query_plan(v(r#"
+            requests = [{ method = "GET", path = "/" }]
+            plan = false
+            unchanged = ["orders; DROP TABLE x"]
+        "#))
+        .unwrap_err();
+        assert!(err.contains("is not one"), "{err}");
+        let p = parse_query_plan(v(r#"
+            sample = { pages = "SELECT 30" }
+            requests = [{ method = "GET", path = "/" }]
+            plan = false
+            max_buffers_per_request = "{{pages}}"
+        "#))
+        .unwrap();
+        assert!(p.measures());
+        assert_eq!(
+            p.max_buffers_per_request,
+            Some(Budget::Sampled("pages".into()))
+        );
     }
 }

@@ -1,24 +1,39 @@
-//! `query_plan`: drives an endpoint, then judges the statements the service ran for it (from
-//! `pg_stat_statements`): their generic plans (no Seq Scan on a large table, no Sort under a
-//! Limit, no index scan that filters afterwards or skips the index's first column), the shared
-//! buffers per request against a budget, and the number of statements per request (N+1).
+//! `query_plan`: drives an endpoint, then judges the statements the service ran for each request,
+//! from their executed plans (the grader's `auto_explain` log, see `probes::db`): the plans (no
+//! Seq Scan on a large table, no Sort under a Limit, no index scan that throws rows away or skips
+//! the index's first column), the shared buffers per request against a budget, and the number of
+//! statements per request (N+1). Responses are compared with answers the grader computes from
+//! its own data set.
+
+use serde_json::Value;
 
 use super::params::QueryPlan;
 use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::probes::db::{self, Statement};
+use crate::probes::db::{self, answers, Execution, Statement};
 use crate::probes::upstream_calls::run::{judge as judge_response, Seen};
 
 pub async fn run(p: &QueryPlan, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
     let client = db::connect(ctx).await?;
     db::sample(&client, &p.sample, ctx).await?;
-    db::reset(&client).await?;
+    let log = match p.measures() {
+        true => Some(db::Log::open(&client).await?),
+        false => None,
+    };
+    if log.is_some() {
+        db::reset(&client).await?;
+    }
     let mut sent = Vec::new();
+    let mut per_request: Vec<Vec<Execution>> = Vec::new();
     let identity = crate::probes::request::query("$.id").map_err(Failure::Error)?;
     for round in 0..p.repeat {
-        for r in &p.requests {
+        for (i, r) in p.requests.iter().enumerate() {
             let req = build_request(ctx, &r.spec)?;
             let summary = format!("{} {}", req.method, &req.url[url::Position::BeforePath..]);
+            let mark = match &log {
+                Some(l) => Some(l.mark(&client).await?),
+                None => None,
+            };
             let resp = ctx.send(&r.name, req).await?;
             if round > 0 {
                 // One round of exchanges is enough for the report.
@@ -29,45 +44,66 @@ pub async fn run(p: &QueryPlan, ctx: &mut CheckContext<'_>) -> Result<(), Failur
                 return Err(Failure::Fail(info));
             }
             if round == 0 {
+                let doc: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
+                for a in p.answers.iter().filter(|a| a.at == i + 1) {
+                    if let Some(w) =
+                        answers::compare(a, &doc, &ctx.scope).map_err(Failure::Error)?
+                    {
+                        return Err(Failure::Fail(FailInfo {
+                            message: format!("{summary}: {}", w.message),
+                            expected: w.expected,
+                            actual: w.actual,
+                            ..Default::default()
+                        }));
+                    }
+                }
                 sent.push(summary);
+            }
+            if let (Some(l), Some(m)) = (&log, mark) {
+                per_request.push(l.since(&client, &m).await?);
             }
         }
     }
-    let requests = (p.requests.len() as u32 * p.repeat) as f64;
-    let what = sent.join(", ");
-    let stmts = db::statements(&client).await?;
-    if stmts.is_empty() {
-        return Err(Failure::Fail(FailInfo {
-            message: format!("{what}: no statement reached PostgreSQL"),
-            expected: "the endpoint to read its data from the database (DATABASE_URL)".into(),
-            actual: "pg_stat_statements recorded no SELECT, INSERT, UPDATE or DELETE from your service while it answered".into(),
-            ..Default::default()
-        }));
+    if !p.unchanged.is_empty() {
+        db::unchanged(&client, &p.unchanged).await?;
     }
-    let buffers: i64 = stmts.iter().map(Statement::buffers).sum();
-    let calls: i64 = stmts.iter().map(|s| s.calls).sum();
-    let per_request = buffers as f64 / requests;
-    let statements_per_request = calls as f64 / requests;
+    if log.is_none() {
+        return Ok(());
+    }
+    let requests = per_request.len();
+    let what = sent.join(", ");
+    let all: Vec<&Execution> = per_request.iter().flatten().collect();
+    if all.is_empty() {
+        return Err(db::nothing_measured(&client, &what).await);
+    }
+    let texts = db::normalised_texts(&client, &all).await?;
+    let stmts = db::group(&all, &texts);
+    let buffers: i64 = all.iter().map(|e| e.buffers()).sum();
+    let calls = all.len();
+    let request_buffers: Vec<i64> = per_request
+        .iter()
+        .map(|e| e.iter().map(Execution::buffers).sum())
+        .collect();
+    let most_buffers = request_buffers.iter().copied().max().unwrap_or(0) as f64;
+    let most_statements = per_request.iter().map(Vec::len).max().unwrap_or(0) as f64;
     let mut evidence = vec![format!(
-        "{} request(s) to {what}: {} statement call(s), {per_request:.1} shared buffers (hit + read) per request",
-        requests as u64, calls
+        "{requests} request(s) to {what}: {calls} statement call(s), {:.1} shared buffers (hit + read) per request on average, {most_buffers:.0} at most",
+        buffers as f64 / requests as f64
     )];
     evidence.extend(stmts.iter().map(|s| format!("statement: {}", s.line())));
 
     if let Some(max) = p.max_statements_per_request {
-        if statements_per_request > max + 1e-9 {
-            let worst = stmts.iter().max_by_key(|s| s.calls).expect("non-empty");
+        if most_statements > max + 1e-9 {
+            let worst: &Statement = stmts.iter().max_by_key(|s| s.calls).expect("non-empty");
             return Err(Failure::Fail(FailInfo {
                 message: format!(
-                    "{what}: {statements_per_request:.1} statements per request, at most {max} expected; \"{}\" ran {} times for {} request(s)",
+                    "{what}: {most_statements:.0} statements for one request, at most {max} expected; \"{}\" ran {} times for {requests} request(s)",
                     db::normalise(&worst.query),
                     worst.calls,
-                    requests as u64
                 ),
                 expected: format!("at most {max} statements per request"),
                 actual: format!(
-                    "{statements_per_request:.1} statements per request ({calls} calls for {} requests)",
-                    requests as u64
+                    "{most_statements:.0} statements for one request ({calls} calls for {requests} requests)"
                 ),
                 evidence,
                 ..Default::default()
@@ -75,74 +111,54 @@ pub async fn run(p: &QueryPlan, ctx: &mut CheckContext<'_>) -> Result<(), Failur
         }
     }
 
-    let mut problems: Vec<String> = Vec::new();
-    let mut hints: Vec<String> = Vec::new();
-    let mut plans: Vec<String> = Vec::new();
     let cat = db::catalog(&client).await?;
-    for s in &stmts {
-        match db::generic_plan(&client, &s.query).await {
-            Ok(plan) => {
-                let j = db::judge(&plan, &cat, p.large_table_rows);
-                plans.push(format!("plan of: {}", db::normalise(&s.query)));
-                plans.extend(j.tree.iter().map(|l| format!("  {l}")));
-                if p.plan {
-                    problems.extend(
-                        j.problems
-                            .iter()
-                            .map(|x| format!("{x} — in: {}", db::normalise(&s.query))),
-                    );
-                    for h in j.hints {
-                        if !hints.contains(&h) {
-                            hints.push(h);
-                        }
-                    }
-                }
-            }
-            Err(e) => plans.push(format!(
-                "plan of: {}: the grader could not re-plan it ({e})",
-                db::normalise(&s.query)
-            )),
-        }
-    }
+    let (plans, judged) = db::judge_statements(&stmts, &cat, p.large_table_rows);
     evidence.extend(plans);
-    if !problems.is_empty() {
-        evidence.extend(hints.iter().map(|h| format!("would help: {h}")));
+    let hints: Vec<String> = judged
+        .hints
+        .iter()
+        .map(|h| format!("would help: {h}"))
+        .collect();
+    if p.plan && !judged.problems.is_empty() {
+        evidence.extend(hints);
         return Err(Failure::Fail(FailInfo {
-            message: format!("{what}: {}", problems[0]),
-            expected: "every statement served by an index: no Seq Scan of a large table, no Sort under a Limit, no rows filtered after the index".into(),
-            actual: problems.join("\n"),
+            message: format!("{what}: {}", judged.problems[0]),
+            expected: "every statement served by an index: no Seq Scan of a large table, no Sort under a Limit, no rows thrown away after the index".into(),
+            actual: judged.problems.join("\n"),
             evidence,
             ..Default::default()
         }));
     }
-    if let Some(max) = p.max_buffers_per_request {
+    let mut budget_text = String::new();
+    if let Some(budget) = &p.max_buffers_per_request {
+        let max = budget.value(&ctx.scope).map_err(Failure::Error)?;
         let allowed = max * (1.0 + p.tolerance);
-        if per_request > allowed {
-            evidence.extend(hints.iter().map(|h| format!("would help: {h}")));
+        budget_text = format!(" (budget {max:.0})");
+        if most_buffers > allowed {
+            evidence.extend(hints);
             return Err(Failure::Fail(FailInfo {
                 message: format!(
-                    "{what}: {per_request:.0} shared buffers per request, the budget is {max:.0} (+{:.0}%)",
-                    p.tolerance * 100.0
+                    "{what}: {most_buffers:.0} shared buffers per request, the budget is {max:.0} (+{:.0}%){}",
+                    p.tolerance * 100.0,
+                    budget.origin()
                 ),
                 expected: format!(
                     "at most {max:.0} shared buffers (8 kB pages, hit + read) per request, {allowed:.0} with tolerance"
                 ),
-                actual: format!("{per_request:.1} per request ({buffers} for {} requests)", requests as u64),
+                actual: format!(
+                    "{most_buffers:.0} for one request ({buffers} for {requests} requests)"
+                ),
                 evidence,
                 ..Default::default()
             }));
         }
     }
-    let budget = p
-        .max_buffers_per_request
-        .map(|max| format!(" (budget {max:.0})"))
-        .unwrap_or_default();
     let statement_limit = p
         .max_statements_per_request
         .map(|max| format!(" (at most {max})"))
         .unwrap_or_default();
     ctx.measured(format!(
-        "{per_request:.1} shared buffers per request{budget}, {statements_per_request:.1} statements per request{statement_limit}"
+        "{most_buffers:.1} shared buffers per request{budget_text}, {most_statements:.1} statements per request{statement_limit}"
     ));
     Ok(())
 }

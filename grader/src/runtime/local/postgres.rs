@@ -31,11 +31,27 @@ const PORT_ATTEMPTS: usize = 3;
 const LOG_TAIL: usize = 30;
 pub(crate) const DATABASE: &str = "app";
 
+/// The server log goes to files in the data directory (`log/`), as text and as CSV: the database
+/// probes read the executed plans `auto_explain` writes there through SQL (`pg_read_binary_file`,
+/// the same for a container), and the CSV keeps each record's user and query id. Until the
+/// logging collector starts (start-up errors such as a taken port) the server writes to
+/// `postgres.log` as before; the text log of the rest is appended to it when the server stops.
+/// One file for the whole run: no rotation, so a probe's window never spans two files.
+pub(crate) const LOG_SETTINGS: &[&str] = &[
+    "logging_collector=on",
+    "log_destination=stderr,csvlog",
+    "log_directory=log",
+    "log_rotation_age=0",
+    "log_rotation_size=0",
+];
+
 /// A running cluster. Dropping it stops the server and removes its files.
 pub(crate) struct Postgres {
     server: Option<Proc>,
     dir: Option<TempDir>,
     data_dir: PathBuf,
+    /// `postgres.log` in the artifacts, where the collector's text log is appended at the end.
+    log: PathBuf,
     pub(crate) info: Option<PostgresInfo>,
 }
 
@@ -57,6 +73,7 @@ impl Postgres {
                 // on a CI machine until the kernel limit is hit.
                 remove_sysv_segment(&self.data_dir);
             }
+            keep_collector_log(&self.data_dir.join("log"), &self.log);
         }
         if let Some(dir) = self.dir.take() {
             let path = dir.path().to_path_buf();
@@ -83,10 +100,12 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
         .prefix("grader-pg-")
         .tempdir()
         .map_err(|e| infra(format!("could not create a temp dir: {e}"), vec![]))?;
+    let log = artifacts.join("postgres.log");
     let mut pg = Postgres {
         server: None,
         data_dir: dir.path().join("data"),
         dir: Some(dir),
+        log: log.clone(),
         info: None,
     };
     let root = pg.temp_dir().unwrap_or_default();
@@ -102,7 +121,6 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
         })?;
     }
 
-    let log = artifacts.join("postgres.log");
     File::create(&log)
         .and_then(|mut f| {
             writeln!(
@@ -136,6 +154,7 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
             .args(["-p", &port.to_string(), "-k", &socket_dir])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
+            .args(LOG_SETTINGS.iter().flat_map(|s| ["-c", s]))
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             // Dynamic shared memory as files in the data dir instead of /dev/shm, so even a
@@ -406,6 +425,29 @@ async fn setup_database(port: u16) -> Result<(), StartError> {
     }
 }
 
+/// Appends the logging collector's text log files (in name order: their names are their start
+/// times) to `postgres.log`, so the artifact holds the whole server log. Best effort: the files go
+/// with the temp dir anyway.
+fn keep_collector_log(dir: &Path, log: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    files.sort();
+    let Ok(mut out) = std::fs::OpenOptions::new().append(true).open(log) else {
+        return;
+    };
+    for f in files {
+        if let Ok(mut r) = File::open(&f) {
+            let _ = std::io::copy(&mut r, &mut out);
+        }
+    }
+}
+
 /// Removes the SysV shared memory segment a killed postmaster left behind. Its id is on line 7 of
 /// `postmaster.pid` ("<key> <shmid>"); the file is ours, so the segment is too.
 fn remove_sysv_segment(data_dir: &Path) {
@@ -430,5 +472,34 @@ fn infra(message: String, log_tail: Vec<String>) -> StartError {
         what: WHAT.to_string(),
         message,
         log_tail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_collectors_text_log_is_appended_to_the_artifact_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("log");
+        std::fs::create_dir(&logs).unwrap();
+        std::fs::write(logs.join("postgresql-2026-01-01_000002.log"), "second\n").unwrap();
+        std::fs::write(logs.join("postgresql-2026-01-01_000001.log"), "first\n").unwrap();
+        std::fs::write(
+            logs.join("postgresql-2026-01-01_000001.csv"),
+            "csv,not,kept\n",
+        )
+        .unwrap();
+        let artifact = dir.path().join("postgres.log");
+        std::fs::write(&artifact, "start-up\n").unwrap();
+        keep_collector_log(&logs, &artifact);
+        assert_eq!(
+            std::fs::read_to_string(&artifact).unwrap(),
+            "start-up\nfirst\nsecond\n"
+        );
+        // No collector directory (a server that never started): nothing happens.
+        keep_collector_log(&dir.path().join("missing"), &artifact);
+        assert!(LOG_SETTINGS.contains(&"log_destination=stderr,csvlog"));
     }
 }
