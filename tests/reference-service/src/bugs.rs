@@ -150,10 +150,20 @@ pub enum Bug {
     CacheStoreAfterInvalidate,
     /// Page `Cache-Control` is `max-age=60`, without `public`.
     CachePagesNoPublic,
+    /// A page's ETag is a hash of its title only: a change to the body keeps the tag.
+    CacheEtagTitleOnly,
+    /// `If-Match` compares weakly: `W/"<current tag>"` lets a write through.
+    CacheIfMatchWeak,
+    /// `If-Match` on a page that does not exist creates it instead of answering 412.
+    CacheIfMatchCreates,
+    /// `GET /me` asks the profile service every time (only `/profiles/{id}` is cached).
+    CacheMeUncached,
+    /// `GET /me` is cached under `me:{user}`, which `PATCH /me` does not drop.
+    CacheMeSeparateKey,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 68] = [
+    pub const ALL: [Bug; 73] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -222,6 +232,11 @@ impl Bug {
         Bug::CacheIfMatchUnlocked,
         Bug::CacheStoreAfterInvalidate,
         Bug::CachePagesNoPublic,
+        Bug::CacheEtagTitleOnly,
+        Bug::CacheIfMatchWeak,
+        Bug::CacheIfMatchCreates,
+        Bug::CacheMeUncached,
+        Bug::CacheMeSeparateKey,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -295,6 +310,11 @@ impl Bug {
             Bug::CacheIfMatchUnlocked => "cache-if-match-unlocked",
             Bug::CacheStoreAfterInvalidate => "cache-store-after-invalidate",
             Bug::CachePagesNoPublic => "cache-pages-no-public",
+            Bug::CacheEtagTitleOnly => "cache-etag-title-only",
+            Bug::CacheIfMatchWeak => "cache-if-match-weak",
+            Bug::CacheIfMatchCreates => "cache-if-match-creates",
+            Bug::CacheMeUncached => "cache-me-uncached",
+            Bug::CacheMeSeparateKey => "cache-me-separate-key",
         }
     }
 

@@ -117,6 +117,13 @@ fn http_date(time: DateTime<Utc>) -> String {
 /// than a counter, so saving identical content twice keeps the tag (no spurious 412 on a retry).
 /// FNV is plenty for a worked example; a real service would use SHA-256.
 fn content_etag(title: &str, body: &str) -> String {
+    // Planted bug cache-etag-title-only: the tag is derived from the field that "identifies" the
+    // page, not from the whole representation.
+    let body = if bugs::is(Bug::CacheEtagTitleOnly) {
+        ""
+    } else {
+        body
+    };
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in title.bytes().chain([0]).chain(body.bytes()) {
         hash ^= u64::from(byte);
@@ -144,11 +151,13 @@ fn entity_tags(list: &str) -> Option<Vec<(bool, String)>> {
 
 /// If-Match: strong comparison, so weak tags never match (RFC 9110 §13.1.1).
 fn if_match_holds(list: &str, current: &Page) -> bool {
+    // Planted bug cache-if-match-weak: the weak comparison of If-None-Match used for If-Match.
+    let weak_allowed = bugs::is(Bug::CacheIfMatchWeak);
     match entity_tags(list) {
         None => true,
         Some(tags) => tags
             .iter()
-            .any(|(weak, opaque)| !weak && *opaque == current.etag),
+            .any(|(weak, opaque)| (weak_allowed || !weak) && *opaque == current.etag),
     }
 }
 
@@ -385,9 +394,12 @@ async fn put_page(
         let current = load_page(&tx, &slug, !unlocked).await?;
         // RFC 9110 §13.2.2: If-Match first, then If-None-Match.
         if let Some(list) = &if_match {
-            if !current
-                .as_ref()
-                .is_some_and(|page| if_match_holds(list, page))
+            // Planted bug cache-if-match-creates: with no page there is "nothing to compare".
+            let nothing_to_compare = current.is_none() && bugs::is(Bug::CacheIfMatchCreates);
+            if !nothing_to_compare
+                && !current
+                    .as_ref()
+                    .is_some_and(|page| if_match_holds(list, page))
             {
                 return Err(precondition_failed(
                     "The page has changed since you read it (If-Match does not match its current ETag); read it again and reapply your change.",
@@ -756,11 +768,20 @@ async fn read_profile(Path(user): Path<String>) -> Result<Response, Problem> {
 async fn read_me(headers: HeaderMap) -> Result<Response, Problem> {
     let user = bearer_user(&headers)?;
     // Planted bug cache-key-without-user: the entry is keyed by the route, the same for everyone.
+    // Planted bug cache-me-separate-key: keyed by the user, but apart from the profile's entry,
+    // so the invalidation of PATCH /me misses it.
     let key = if bugs::is(Bug::CacheKeyWithoutUser) {
         "GET /me".to_string()
+    } else if bugs::is(Bug::CacheMeSeparateKey) {
+        format!("me:{user}")
     } else {
         cache_key(&user)
     };
+    // Planted bug cache-me-uncached: /me goes to the profile service every time.
+    if bugs::is(Bug::CacheMeUncached) {
+        let profile = profiles().fetch(&user).await?;
+        return Ok(private_profile(&profile));
+    }
     let profile = profiles().get(&key, &user).await?;
     Ok(private_profile(&profile))
 }
