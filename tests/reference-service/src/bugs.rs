@@ -160,10 +160,12 @@ pub enum Bug {
     CacheMeUncached,
     /// `GET /me` is cached under `me:{user}`, which `PATCH /me` does not drop.
     CacheMeSeparateKey,
+    /// A 304 for `If-Modified-Since` carries no ETag or Cache-Control (the If-None-Match one does).
+    CacheIms304Bare,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 73] = [
+    pub const ALL: [Bug; 74] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -237,6 +239,7 @@ impl Bug {
         Bug::CacheIfMatchCreates,
         Bug::CacheMeUncached,
         Bug::CacheMeSeparateKey,
+        Bug::CacheIms304Bare,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -315,6 +318,7 @@ impl Bug {
             Bug::CacheIfMatchCreates => "cache-if-match-creates",
             Bug::CacheMeUncached => "cache-me-uncached",
             Bug::CacheMeSeparateKey => "cache-me-separate-key",
+            Bug::CacheIms304Bare => "cache-ims-304-bare",
         }
     }
 

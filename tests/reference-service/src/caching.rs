@@ -296,6 +296,10 @@ async fn read_page(
         return Err(not_found());
     };
     if not_modified(&headers, &page) {
+        // Planted bug cache-ims-304-bare: the date branch answers a bare 304 of its own.
+        if bugs::is(Bug::CacheIms304Bare) && !headers.contains_key(header::IF_NONE_MATCH) {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
         return Ok(not_modified_response(&page));
     }
     Ok(page_response(StatusCode::OK, &page))
