@@ -845,7 +845,7 @@ fn report_unknown(
     }
 }
 
-const VAR_HELP: &str = "write e.g. { gen = \"sku\" }, { gen = \"words\", count = 3 }, { gen = \"int\", min = 1, max = 100 }, { gen = \"uuid\" }, { gen = \"email\" }, { gen = \"slug\" } or { gen = \"pick\", values = [\"a\", \"b\"] }";
+const VAR_HELP: &str = "write e.g. { gen = \"sku\" }, { gen = \"words\", count = 3 }, { gen = \"int\", min = 1, max = 100 }, { gen = \"uuid\" }, { gen = \"email\" }, { gen = \"slug\" }, { gen = \"pick\", values = [\"a\", \"b\"] } or { gen = \"repeat\", text = \"é\", count = 200 }";
 
 fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
     let t = v
@@ -859,6 +859,7 @@ fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
         "words" => &["gen", "count"],
         "int" => &["gen", "min", "max"],
         "pick" => &["gen", "values"],
+        "repeat" => &["gen", "text", "count"],
         _ => &["gen"],
     };
     if let Some(extra) = t.keys().find(|k| !allowed.contains(&k.as_str())) {
@@ -902,6 +903,20 @@ fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
                 return Err("gen = \"pick\" needs a non-empty `values` array of strings".into());
             }
             VarGen::Pick(values)
+        }
+        "repeat" => {
+            let text = t.get("text").and_then(|v| v.as_str()).unwrap_or_default();
+            let count = int("count").unwrap_or(0);
+            if text.is_empty() || !(1..=1_000_000).contains(&count) {
+                return Err(
+                    "gen = \"repeat\" needs a non-empty `text` and a `count` from 1 to 1000000"
+                        .into(),
+                );
+            }
+            VarGen::Repeat {
+                text: text.to_string(),
+                count: count as usize,
+            }
         }
         other => return Err(format!("unknown generator \"{other}\"")),
     })
@@ -994,5 +1009,24 @@ mod tests {
         assert!(s.accepts(422));
         assert_eq!(s.describe(), "400 or 4xx");
         assert!(StatusSpec::parse(&toml::Value::Integer(99)).is_err());
+    }
+
+    #[test]
+    fn repeat_vars_take_text_and_a_bounded_count() {
+        let var = |text: &str| parse_var(&toml::from_str::<toml::Value>(text).unwrap());
+        match var("gen = \"repeat\"\ntext = \"é\"\ncount = 200").unwrap() {
+            VarGen::Repeat { text, count } => assert_eq!((text.as_str(), count), ("é", 200)),
+            other => panic!("{other:?}"),
+        }
+        assert!(var("gen = \"repeat\"\ntext = \"\"\ncount = 2")
+            .unwrap_err()
+            .contains("non-empty `text`"));
+        assert!(var("gen = \"repeat\"\ntext = \"a\"\ncount = 0").is_err());
+        assert!(var("gen = \"repeat\"\ntext = \"a\"\ncount = 1000001").is_err());
+        assert!(
+            var("gen = \"repeat\"\ntext = \"a\"\ncount = 2\nvalues = []")
+                .unwrap_err()
+                .contains("does not apply")
+        );
     }
 }

@@ -24,6 +24,9 @@ pub enum VarGen {
     Slug,
     /// One of the given strings.
     Pick(Vec<String>),
+    /// `text` repeated `count` times: a value of an exact length, for probing a documented limit
+    /// at the limit and one past it (`é` × 200 is 200 characters and 400 bytes).
+    Repeat { text: String, count: usize },
 }
 
 /// A fresh seed for a run: small enough to type back after `--seed`.
@@ -92,6 +95,7 @@ fn value(gen: &VarGen, rng: &mut ChaCha8Rng) -> Value {
             rng.gen_range(10..100)
         )),
         VarGen::Pick(values) => Value::String(values[rng.gen_range(0..values.len())].clone()),
+        VarGen::Repeat { text, count } => Value::String(text.repeat(*count)),
     }
 }
 
@@ -132,5 +136,20 @@ mod tests {
         let id = a["id"].as_str().unwrap();
         assert_eq!(id.len(), 36);
         assert_eq!(&id[14..15], "4");
+    }
+
+    #[test]
+    fn repeat_gives_an_exact_length_and_leaves_the_stream_alone() {
+        let repeat = VarGen::Repeat {
+            text: "é".into(),
+            count: 200,
+        };
+        let mut rng = check_rng(42, "ex", "one");
+        let v = value(&repeat, &mut rng);
+        assert_eq!(v.as_str().unwrap().chars().count(), 200);
+        assert_eq!(v.as_str().unwrap().len(), 400);
+        // A fixed value draws nothing from the stream: variables after it keep their values.
+        let after = value(&VarGen::Slug, &mut rng);
+        assert_eq!(after, value(&VarGen::Slug, &mut check_rng(42, "ex", "one")));
     }
 }

@@ -401,7 +401,7 @@ async fn handle(
         }),
     };
     // Decide everything under the lock, so concurrent calls see consistent counts and faults.
-    let (behaviour, seq) = {
+    let (behaviour, seq, on_arrival) = {
         let mut state = upstream.lock();
         state.seq[index] += 1;
         let seq = state.seq[index];
@@ -426,7 +426,12 @@ async fn handle(
             key: key.clone(),
             answered,
         });
-        (effective, seq)
+        // `read_on_arrival`: the document as it is now, before the delay lets writes land.
+        let on_arrival = match (route.read_on_arrival, &key) {
+            (true, Some(key)) => Some(state.documents.get(key).cloned().unwrap_or_default()),
+            _ => None,
+        };
+        (effective, seq, on_arrival)
     };
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
@@ -446,6 +451,7 @@ async fn handle(
         None => {
             // The write lands only when the call succeeds, as at a real system of record.
             let kept = match (route.store, &key) {
+                (Some(_), Some(_)) if on_arrival.is_some() => on_arrival,
                 (Some(store), Some(key)) => {
                     let mut state = upstream.lock();
                     let document = state.documents.entry(key.clone()).or_default();
@@ -713,6 +719,56 @@ mod tests {
                 ("CACHE_TTL_SECONDS".to_string(), "2".to_string()),
             ]
         );
+        ups.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn read_on_arrival_answers_the_document_as_it_was_when_the_call_came() {
+        let v: toml::Value = toml::from_str(
+            r#"
+            [[route]]
+            method = "GET"
+            path = "/profiles/{user}"
+            key = { path = "user" }
+            delay = "400ms"
+            store = "read"
+            read_on_arrival = true
+            response.json = { user_id = "{{path_user}}", display_name = "Customer {{path_user}}" }
+            [[route]]
+            method = "PATCH"
+            path = "/profiles/{user}"
+            key = { path = "user" }
+            store = "write"
+            response.json = { user_id = "{{path_user}}" }
+            "#,
+        )
+        .unwrap();
+        let ups = Upstreams::start(
+            &[spec::parse("profiles", &v).unwrap()],
+            &UpstreamOptions::default(),
+        )
+        .await
+        .unwrap();
+        let up = ups.get("profiles").unwrap().clone();
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("{}/profiles/amber", up.url);
+        // A slow lookup starts, a write lands during its delay: the lookup still answers the
+        // document it started with; the next one sees the write.
+        let slow = tokio::spawn({
+            let request = client.get(&url);
+            async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let patched = client
+            .patch(&url)
+            .json(&json!({"display_name": "Blue Heron"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(patched.status(), 200);
+        assert_eq!(slow.await.unwrap()["display_name"], "Customer amber");
+        let after: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        assert_eq!(after["display_name"], "Blue Heron");
         ups.shutdown().await;
     }
 }

@@ -24,6 +24,11 @@
 //! stand in for a system of record (a profile service the learner's service updates and caches).
 //! `service_env` hands the service extra settings that belong with this dependency (how long it
 //! may cache its answers, for example).
+//!
+//! `read_on_arrival = true` on a `store = "read"` route takes the kept document when the call
+//! arrives, before its delay, as a real system of record reads at the start of a slow call: a
+//! write that lands during the delay is not in the answer. That makes the classic invalidation
+//! race observable (a lookup that started before a write answers the old document after it).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -54,6 +59,9 @@ pub struct RouteSpec {
     pub response: CannedResponse,
     /// Whether the route keeps (`write`) or shows (`read`) a document per key.
     pub store: Option<Store>,
+    /// A `read` route answers the document as it was when the call arrived (before the delay),
+    /// not as it is when the answer leaves.
+    pub read_on_arrival: bool,
 }
 
 impl RouteSpec {
@@ -230,6 +238,8 @@ struct RawRoute {
     fault_times: Option<u32>,
     store: Option<String>,
     #[serde(default)]
+    read_on_arrival: bool,
+    #[serde(default)]
     response: RawResponse,
 }
 
@@ -363,6 +373,12 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
                 ))
             }
         };
+        if r.read_on_arrival && store != Some(Store::Read) {
+            return Err(format!(
+                "upstream `{name}`: route {method} {} has `read_on_arrival`, which applies to `store = \"read\"` routes only",
+                r.path
+            ));
+        }
         if store.is_some() {
             if key.is_none() {
                 return Err(format!(
@@ -382,6 +398,7 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             path: r.path,
             key,
             store,
+            read_on_arrival: r.read_on_arrival,
             behaviour: Behaviour {
                 delay,
                 fault,
@@ -480,6 +497,15 @@ mod tests {
         assert!(route("response.json = { id = \"{{path_id}}\" }")
             .unwrap_err()
             .contains("{{path_NAME}}"));
+        assert!(!ok.routes[0].read_on_arrival);
+        let on_arrival = route(
+            "key = { path = \"user\" }\nstore = \"read\"\nread_on_arrival = true\nresponse.json = { id = \"{{path_user}}\" }",
+        )
+        .unwrap();
+        assert!(on_arrival.routes[0].read_on_arrival);
+        assert!(route("key = { path = \"user\" }\nstore = \"write\"\nread_on_arrival = true\nresponse.json = { id = \"{{path_user}}\" }")
+            .unwrap_err()
+            .contains("`store = \"read\"` routes only"));
         let env: toml::Value = toml::from_str(
             "service_env = { PAYMENTS_URL = \"x\" }\n[[route]]\nmethod = \"GET\"\npath = \"/x\"\n",
         )

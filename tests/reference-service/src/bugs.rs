@@ -226,10 +226,58 @@ pub enum Bug {
     IdxEmailParamNotLowered,
     /// `GET /orders` ignores `status`: the newest orders of any status.
     IdxRecentIgnoresStatus,
+    /// `PUT /pages/{slug}` creates with 201 but sends no `Location`.
+    CacheCreateNoLocation,
+    /// Page `updated_at` looks like `2026-11-28 15:04:05`: no `T`, no zone.
+    CacheUpdatedAtNaive,
+    /// `PUT /pages/{slug}` responses carry no `ETag` or `Last-Modified` (only `GET` does).
+    CachePutNoValidators,
+    /// Replacing a page answers `204 No Content`, without the page.
+    CacheReplace204,
+    /// Every `PUT /pages/{slug}` without `If-Match` or `If-None-Match` answers 428, creates included.
+    CachePutRequiresPrecondition,
+    /// A `PUT` with the page's current title and body still bumps `updated_at` (and Last-Modified).
+    CacheNoopPutBumps,
+    /// An unknown page answers a bare 404 with no problem document.
+    CachePage404Empty,
+    /// `GET` compares `If-None-Match` with the ETag as one string: lists and `*` never match.
+    CacheInmExactString,
+    /// `If-Modified-Since` also accepts RFC 3339 dates (`2099-01-01T00:00:00Z`), which are not HTTP-dates.
+    CacheImsLenient,
+    /// A page title's length is counted in bytes: 200 × `é` is refused.
+    CacheTitleBytes,
+    /// A page body of any length is accepted.
+    CacheBodyUnbounded,
+    /// `PATCH /me` sends any `display_name` (empty, 101 characters) to the profile service.
+    CacheDisplayNameUnchecked,
+    /// `/me` without `Authorization` serves the user `anonymous` instead of answering 401.
+    CacheMeAnonymous,
+    /// A failed profile lookup is cached for the TTL, so the next read answers 502 too.
+    CacheStoresFailures,
+    /// A create checks for the page, then upserts: concurrent `If-None-Match: *` creates all succeed.
+    CacheCreateUpsert,
+    /// `If-Match` is compared with a row read without a lock: concurrent writes with one ETag all succeed.
+    CacheIfMatchUnlocked,
+    /// A profile lookup that started before `PATCH /me` stores the old profile after the invalidation.
+    CacheStoreAfterInvalidate,
+    /// Page `Cache-Control` is `max-age=60`, without `public`.
+    CachePagesNoPublic,
+    /// A page's ETag is a hash of its title only: a change to the body keeps the tag.
+    CacheEtagTitleOnly,
+    /// `If-Match` compares weakly: `W/"<current tag>"` lets a write through.
+    CacheIfMatchWeak,
+    /// `If-Match` on a page that does not exist creates it instead of answering 412.
+    CacheIfMatchCreates,
+    /// `GET /me` asks the profile service every time (only `/profiles/{id}` is cached).
+    CacheMeUncached,
+    /// `GET /me` is cached under `me:{user}`, which `PATCH /me` does not drop.
+    CacheMeSeparateKey,
+    /// A 304 for `If-Modified-Since` carries no ETag or Cache-Control (the If-None-Match one does).
+    CacheIms304Bare,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 106] = [
+    pub const ALL: [Bug; 130] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -336,6 +384,30 @@ impl Bug {
         Bug::IdxOldestFirst,
         Bug::IdxEmailParamNotLowered,
         Bug::IdxRecentIgnoresStatus,
+        Bug::CacheCreateNoLocation,
+        Bug::CacheUpdatedAtNaive,
+        Bug::CachePutNoValidators,
+        Bug::CacheReplace204,
+        Bug::CachePutRequiresPrecondition,
+        Bug::CacheNoopPutBumps,
+        Bug::CachePage404Empty,
+        Bug::CacheInmExactString,
+        Bug::CacheImsLenient,
+        Bug::CacheTitleBytes,
+        Bug::CacheBodyUnbounded,
+        Bug::CacheDisplayNameUnchecked,
+        Bug::CacheMeAnonymous,
+        Bug::CacheStoresFailures,
+        Bug::CacheCreateUpsert,
+        Bug::CacheIfMatchUnlocked,
+        Bug::CacheStoreAfterInvalidate,
+        Bug::CachePagesNoPublic,
+        Bug::CacheEtagTitleOnly,
+        Bug::CacheIfMatchWeak,
+        Bug::CacheIfMatchCreates,
+        Bug::CacheMeUncached,
+        Bug::CacheMeSeparateKey,
+        Bug::CacheIms304Bare,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -447,6 +519,30 @@ impl Bug {
             Bug::IdxOldestFirst => "idx-oldest-first",
             Bug::IdxEmailParamNotLowered => "idx-email-param-not-lowered",
             Bug::IdxRecentIgnoresStatus => "idx-recent-ignores-status",
+            Bug::CacheCreateNoLocation => "cache-create-no-location",
+            Bug::CacheUpdatedAtNaive => "cache-updated-at-naive",
+            Bug::CachePutNoValidators => "cache-put-no-validators",
+            Bug::CacheReplace204 => "cache-replace-204",
+            Bug::CachePutRequiresPrecondition => "cache-put-requires-precondition",
+            Bug::CacheNoopPutBumps => "cache-noop-put-bumps",
+            Bug::CachePage404Empty => "cache-page-404-empty",
+            Bug::CacheInmExactString => "cache-inm-exact-string",
+            Bug::CacheImsLenient => "cache-ims-lenient",
+            Bug::CacheTitleBytes => "cache-title-bytes",
+            Bug::CacheBodyUnbounded => "cache-body-unbounded",
+            Bug::CacheDisplayNameUnchecked => "cache-display-name-unchecked",
+            Bug::CacheMeAnonymous => "cache-me-anonymous",
+            Bug::CacheStoresFailures => "cache-stores-failures",
+            Bug::CacheCreateUpsert => "cache-create-upsert",
+            Bug::CacheIfMatchUnlocked => "cache-if-match-unlocked",
+            Bug::CacheStoreAfterInvalidate => "cache-store-after-invalidate",
+            Bug::CachePagesNoPublic => "cache-pages-no-public",
+            Bug::CacheEtagTitleOnly => "cache-etag-title-only",
+            Bug::CacheIfMatchWeak => "cache-if-match-weak",
+            Bug::CacheIfMatchCreates => "cache-if-match-creates",
+            Bug::CacheMeUncached => "cache-me-uncached",
+            Bug::CacheMeSeparateKey => "cache-me-separate-key",
+            Bug::CacheIms304Bare => "cache-ims-304-bare",
         }
     }
 

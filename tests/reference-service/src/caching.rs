@@ -63,6 +63,9 @@ const MAX_TITLE_CHARS: usize = 200;
 const MAX_BODY_CHARS: usize = 100_000;
 /// Pages may be reused by any cache for a minute; after that, a revalidation costs a 304.
 const PAGE_CACHE_CONTROL: &str = "public, max-age=60";
+/// Planted race bugs pause this long between their check and their write: a busy server does
+/// the same now and then; the pause makes it happen on every test run.
+const RACE_WINDOW: Duration = Duration::from_millis(300);
 
 struct Page {
     slug: String,
@@ -90,11 +93,17 @@ impl Page {
     }
 
     fn json(&self) -> Value {
+        // Planted bug cache-updated-at-naive: a database timestamp printed as is, without zone.
+        let updated_at = if bugs::is(Bug::CacheUpdatedAtNaive) {
+            self.updated_at.format("%Y-%m-%d %H:%M:%S").to_string()
+        } else {
+            self.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true)
+        };
         json!({
             "slug": self.slug,
             "title": self.title,
             "body": self.body,
-            "updated_at": self.updated_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+            "updated_at": updated_at,
         })
     }
 }
@@ -108,6 +117,13 @@ fn http_date(time: DateTime<Utc>) -> String {
 /// than a counter, so saving identical content twice keeps the tag (no spurious 412 on a retry).
 /// FNV is plenty for a worked example; a real service would use SHA-256.
 fn content_etag(title: &str, body: &str) -> String {
+    // Planted bug cache-etag-title-only: the tag is derived from the field that "identifies" the
+    // page, not from the whole representation.
+    let body = if bugs::is(Bug::CacheEtagTitleOnly) {
+        ""
+    } else {
+        body
+    };
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in title.bytes().chain([0]).chain(body.bytes()) {
         hash ^= u64::from(byte);
@@ -135,11 +151,13 @@ fn entity_tags(list: &str) -> Option<Vec<(bool, String)>> {
 
 /// If-Match: strong comparison, so weak tags never match (RFC 9110 §13.1.1).
 fn if_match_holds(list: &str, current: &Page) -> bool {
+    // Planted bug cache-if-match-weak: the weak comparison of If-None-Match used for If-Match.
+    let weak_allowed = bugs::is(Bug::CacheIfMatchWeak);
     match entity_tags(list) {
         None => true,
         Some(tags) => tags
             .iter()
-            .any(|(weak, opaque)| !weak && *opaque == current.etag),
+            .any(|(weak, opaque)| (weak_allowed || !weak) && *opaque == current.etag),
     }
 }
 
@@ -165,12 +183,23 @@ fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Option<String> 
 fn not_modified(headers: &HeaderMap, page: &Page) -> bool {
     let modified_since = || {
         let since = header_text(headers, header::IF_MODIFIED_SINCE)?;
-        let since = DateTime::parse_from_rfc2822(&since).ok()?;
+        // Planted bug cache-ims-lenient: "be liberal in what you accept" taken too far.
+        let since = if bugs::is(Bug::CacheImsLenient) {
+            DateTime::parse_from_rfc2822(&since)
+                .or_else(|_| DateTime::parse_from_rfc3339(&since))
+                .ok()?
+        } else {
+            DateTime::parse_from_rfc2822(&since).ok()?
+        };
         Some(page.updated_at.timestamp() <= since.timestamp())
     };
     match header_text(headers, header::IF_NONE_MATCH) {
         Some(list) if bugs::is(Bug::CacheImsOverInm) => {
             if_none_match_matches(&list, page) || modified_since() == Some(true)
+        }
+        // Planted bug cache-inm-exact-string: the header is taken as one tag (W/ stripped).
+        Some(list) if bugs::is(Bug::CacheInmExactString) => {
+            list.trim().trim_start_matches("W/") == page.quoted_etag()
         }
         Some(list) => if_none_match_matches(&list, page),
         None => modified_since() == Some(true),
@@ -180,6 +209,9 @@ fn not_modified(headers: &HeaderMap, page: &Page) -> bool {
 fn page_cache_control() -> HeaderValue {
     if bugs::is(Bug::CacheMaxAgeQuoted) {
         return HeaderValue::from_static("public, max-age=\"60\"");
+    }
+    if bugs::is(Bug::CachePagesNoPublic) {
+        return HeaderValue::from_static("max-age=60");
     }
     HeaderValue::from_static(PAGE_CACHE_CONTROL)
 }
@@ -199,6 +231,17 @@ fn page_headers(page: &Page) -> Vec<(header::HeaderName, HeaderValue)> {
 fn page_response(status: StatusCode, page: &Page) -> Response {
     let mut response = (status, axum::Json(page.json())).into_response();
     response.headers_mut().extend(page_headers(page));
+    response
+}
+
+/// The answer to a `PUT` that wrote (or kept) the page: the page, with its validators, so the
+/// writer can make its next conditional request without reading the page first.
+fn write_response(status: StatusCode, page: &Page) -> Response {
+    let mut response = page_response(status, page);
+    if bugs::is(Bug::CachePutNoValidators) {
+        response.headers_mut().remove(header::ETAG);
+        response.headers_mut().remove(header::LAST_MODIFIED);
+    }
     response
 }
 
@@ -245,8 +288,18 @@ async fn read_page(
         return Err(not_found());
     }
     let db = state.pool.get().await?;
-    let page = load_page(&db, &slug, false).await?.ok_or_else(not_found)?;
+    let Some(page) = load_page(&db, &slug, false).await? else {
+        // Planted bug cache-page-404-empty: the status alone, no problem document.
+        if bugs::is(Bug::CachePage404Empty) {
+            return Ok(StatusCode::NOT_FOUND.into_response());
+        }
+        return Err(not_found());
+    };
     if not_modified(&headers, &page) {
+        // Planted bug cache-ims-304-bare: the date branch answers a bare 304 of its own.
+        if bugs::is(Bug::CacheIms304Bare) && !headers.contains_key(header::IF_NONE_MATCH) {
+            return Ok(StatusCode::NOT_MODIFIED.into_response());
+        }
         return Ok(not_modified_response(&page));
     }
     Ok(page_response(StatusCode::OK, &page))
@@ -267,8 +320,16 @@ impl PageInput {
             )]));
         };
         let mut errors = Vec::new();
+        // Planted bug cache-title-bytes: `len()` is bytes, not characters.
+        let length = |t: &str| {
+            if bugs::is(Bug::CacheTitleBytes) {
+                t.len()
+            } else {
+                t.chars().count()
+            }
+        };
         let title = match object.get("title").and_then(Value::as_str) {
-            Some(t) if (1..=MAX_TITLE_CHARS).contains(&t.chars().count()) => t.to_string(),
+            Some(t) if (1..=MAX_TITLE_CHARS).contains(&length(t)) => t.to_string(),
             _ => {
                 errors.push(FieldError::new(
                     "/title",
@@ -278,7 +339,12 @@ impl PageInput {
             }
         };
         let body = match object.get("body").and_then(Value::as_str) {
-            Some(b) if b.chars().count() <= MAX_BODY_CHARS && !b.contains('\0') => b.to_string(),
+            Some(b)
+                if (b.chars().count() <= MAX_BODY_CHARS || bugs::is(Bug::CacheBodyUnbounded))
+                    && !b.contains('\0') =>
+            {
+                b.to_string()
+            }
             _ => {
                 errors.push(FieldError::new(
                     "/body",
@@ -313,16 +379,31 @@ async fn put_page(
         header_text(&headers, header::IF_MATCH).filter(|_| !bugs::is(Bug::CacheIfMatchIgnored));
     let if_none_match = header_text(&headers, header::IF_NONE_MATCH)
         .filter(|_| !bugs::is(Bug::CacheCreateOverwrites));
+    // Planted bug cache-put-requires-precondition: 428 for every unconditional PUT, even a create
+    // (the task statement allows it for replacing only).
+    if bugs::is(Bug::CachePutRequiresPrecondition) && if_match.is_none() && if_none_match.is_none()
+    {
+        return Err(Problem::new(
+            StatusCode::PRECONDITION_REQUIRED,
+            "Send If-Match (or If-None-Match: *) with every PUT.",
+        ));
+    }
     let mut db = state.pool.get().await?;
     // A create that loses a race with another create finds the row on the second pass.
     for _ in 0..2 {
         let tx = db.transaction().await?;
-        let current = load_page(&tx, &slug, true).await?;
+        // Planted bug cache-if-match-unlocked: the row is read without FOR UPDATE, so two writes
+        // based on the same ETag both pass the comparison before either writes.
+        let unlocked = bugs::is(Bug::CacheIfMatchUnlocked);
+        let current = load_page(&tx, &slug, !unlocked).await?;
         // RFC 9110 §13.2.2: If-Match first, then If-None-Match.
         if let Some(list) = &if_match {
-            if !current
-                .as_ref()
-                .is_some_and(|page| if_match_holds(list, page))
+            // Planted bug cache-if-match-creates: with no page there is "nothing to compare".
+            let nothing_to_compare = current.is_none() && bugs::is(Bug::CacheIfMatchCreates);
+            if !nothing_to_compare
+                && !current
+                    .as_ref()
+                    .is_some_and(|page| if_match_holds(list, page))
             {
                 return Err(precondition_failed(
                     "The page has changed since you read it (If-Match does not match its current ETag); read it again and reapply your change.",
@@ -338,12 +419,21 @@ async fn put_page(
         }
         let etag = content_etag(&input.title, &input.body);
         let Some(page) = current else {
+            // Planted bug cache-create-upsert: "it did not exist a moment ago" is taken as still
+            // true, and the insert overwrites a page created meanwhile. The pause stands for
+            // whatever a busy server does between the check and the write; it makes the race show
+            // on every run.
+            let sql = if bugs::is(Bug::CacheCreateUpsert) {
+                tokio::time::sleep(RACE_WINDOW).await;
+                "INSERT INTO pages (slug, title, body, etag) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (slug) DO UPDATE SET title = $2, body = $3, etag = $4,
+                 updated_at = now() RETURNING updated_at"
+            } else {
+                "INSERT INTO pages (slug, title, body, etag) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (slug) DO NOTHING RETURNING updated_at"
+            };
             let created = tx
-                .query_opt(
-                    "INSERT INTO pages (slug, title, body, etag) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (slug) DO NOTHING RETURNING updated_at",
-                    &[&slug, &input.title, &input.body, &etag],
-                )
+                .query_opt(sql, &[&slug, &input.title, &input.body, &etag])
                 .await?;
             let Some(row) = created else { continue };
             tx.commit().await?;
@@ -354,15 +444,37 @@ async fn put_page(
                 etag,
                 updated_at: row.get(0),
             };
-            let mut response = page_response(StatusCode::CREATED, &page);
-            if let Ok(location) = HeaderValue::from_str(&format!("/pages/{slug}")) {
-                response.headers_mut().insert(header::LOCATION, location);
+            let mut response = write_response(StatusCode::CREATED, &page);
+            match HeaderValue::from_str(&format!("/pages/{slug}")) {
+                Ok(_) if bugs::is(Bug::CacheCreateNoLocation) => {}
+                Ok(location) => {
+                    response.headers_mut().insert(header::LOCATION, location);
+                }
+                Err(_) => {}
             }
             return Ok(response);
         };
         if page.title == input.title && page.body == input.body {
+            // Planted bug cache-noop-put-bumps: every save counts as a change.
+            if bugs::is(Bug::CacheNoopPutBumps) {
+                let row = tx
+                    .query_one(
+                        "UPDATE pages SET updated_at = now() WHERE slug = $1 RETURNING updated_at",
+                        &[&slug],
+                    )
+                    .await?;
+                tx.commit().await?;
+                let page = Page {
+                    updated_at: row.get(0),
+                    ..page
+                };
+                return Ok(write_response(StatusCode::OK, &page));
+            }
             // Nothing changed: keep the validators, so caches keep their copies.
-            return Ok(page_response(StatusCode::OK, &page));
+            return Ok(write_response(StatusCode::OK, &page));
+        }
+        if unlocked {
+            tokio::time::sleep(RACE_WINDOW).await;
         }
         // Planted bug cache-etag-stale: the tag is computed once, at creation, and kept.
         let etag = if bugs::is(Bug::CacheEtagStale) {
@@ -385,7 +497,13 @@ async fn put_page(
             etag,
             updated_at: row.get(0),
         };
-        return Ok(page_response(StatusCode::OK, &page));
+        // Planted bug cache-replace-204: a replace answers without the page.
+        if bugs::is(Bug::CacheReplace204) {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            response.headers_mut().extend(page_headers(&page));
+            return Ok(response);
+        }
+        return Ok(write_response(StatusCode::OK, &page));
     }
     Err(Problem::new(
         StatusCode::CONFLICT,
@@ -469,7 +587,7 @@ impl ProfileCache {
         let fill = {
             let mut slots = self.lock();
             if let Some(profile) = self.fresh(&slots, key) {
-                return Ok(profile);
+                return answer(profile);
             }
             slots.entry(key.to_string()).or_default().fill.clone()
         };
@@ -483,11 +601,21 @@ impl ProfileCache {
         let generation = {
             let slots = self.lock();
             if let Some(profile) = self.fresh(&slots, key) {
-                return Ok(profile);
+                return answer(profile);
             }
             slots.get(key).map_or(0, |slot| slot.generation)
         };
-        let profile = Arc::new(self.fetch(user).await?);
+        // Planted bug cache-stores-failures: the failure is kept like an answer, for the TTL.
+        let profile = match self.fetch(user).await {
+            Ok(profile) => Arc::new(profile),
+            Err(problem) if bugs::is(Bug::CacheStoresFailures) => {
+                let mut slots = self.lock();
+                let slot = slots.entry(key.to_string()).or_default();
+                slot.entry = Some((Arc::new(Value::Null), Instant::now()));
+                return Err(problem);
+            }
+            Err(problem) => return Err(problem),
+        };
         let mut slots = self.lock();
         if slots.len() > SWEEP_ABOVE {
             let ttl = self.ttl;
@@ -501,7 +629,9 @@ impl ProfileCache {
             });
         }
         let slot = slots.entry(key.to_string()).or_default();
-        if slot.generation == generation {
+        // Planted bug cache-store-after-invalidate: no generation check, so a lookup that started
+        // before a write stores the old profile after the write's invalidation.
+        if slot.generation == generation || bugs::is(Bug::CacheStoreAfterInvalidate) {
             slot.entry = Some((profile.clone(), Instant::now()));
         }
         Ok(profile)
@@ -544,6 +674,14 @@ impl ProfileCache {
     }
 }
 
+/// A cached entry as an answer: `null` is a failure kept by the planted bug cache-stores-failures.
+fn answer(profile: Arc<Value>) -> Result<Arc<Value>, Problem> {
+    if profile.is_null() {
+        return Err(profiles_failed("a cached failure"));
+    }
+    Ok(profile)
+}
+
 async fn profile_from(response: reqwest::Result<reqwest::Response>) -> Result<Value, Problem> {
     let response = response.map_err(|e| profiles_failed(&format!("no answer: {e}")))?;
     let status = response.status();
@@ -579,6 +717,10 @@ fn cache_key(user: &str) -> String {
 
 /// The signed-in user: in this exercise the bearer token is the user id itself.
 fn bearer_user(headers: &HeaderMap) -> Result<String, Problem> {
+    // Planted bug cache-me-anonymous: no credentials means a guest, not a 401.
+    if bugs::is(Bug::CacheMeAnonymous) && !headers.contains_key(header::AUTHORIZATION) {
+        return Ok("anonymous".to_string());
+    }
     header_text(headers, header::AUTHORIZATION)
         .and_then(|h| {
             let (scheme, token) = h.split_once(' ')?;
@@ -630,11 +772,20 @@ async fn read_profile(Path(user): Path<String>) -> Result<Response, Problem> {
 async fn read_me(headers: HeaderMap) -> Result<Response, Problem> {
     let user = bearer_user(&headers)?;
     // Planted bug cache-key-without-user: the entry is keyed by the route, the same for everyone.
+    // Planted bug cache-me-separate-key: keyed by the user, but apart from the profile's entry,
+    // so the invalidation of PATCH /me misses it.
     let key = if bugs::is(Bug::CacheKeyWithoutUser) {
         "GET /me".to_string()
+    } else if bugs::is(Bug::CacheMeSeparateKey) {
+        format!("me:{user}")
     } else {
         cache_key(&user)
     };
+    // Planted bug cache-me-uncached: /me goes to the profile service every time.
+    if bugs::is(Bug::CacheMeUncached) {
+        let profile = profiles().fetch(&user).await?;
+        return Ok(private_profile(&profile));
+    }
     let profile = profiles().get(&key, &user).await?;
     Ok(private_profile(&profile))
 }
@@ -646,7 +797,11 @@ async fn patch_me(headers: HeaderMap, JsonBody(body): JsonBody) -> Result<Respon
     let name = body
         .get("display_name")
         .and_then(Value::as_str)
-        .filter(|n| (1..=100).contains(&n.chars().count()) && !n.contains('\0'))
+        .filter(|n| {
+            // Planted bug cache-display-name-unchecked: any string goes to the profile service.
+            bugs::is(Bug::CacheDisplayNameUnchecked)
+                || ((1..=100).contains(&n.chars().count()) && !n.contains('\0'))
+        })
         .ok_or_else(|| {
             Problem::invalid(vec![FieldError::new(
                 "/display_name",
@@ -687,6 +842,23 @@ mod tests {
         assert!(if_none_match_matches("\"abc\"", &p));
         assert!(if_none_match_matches("*", &p));
         assert!(!if_none_match_matches("\"nope\"", &p));
+    }
+
+    #[test]
+    fn if_none_match_lists_and_star() {
+        let p = page("abc");
+        assert!(if_none_match_matches("\"grader-other-copy\", \"abc\"", &p));
+        assert!(if_none_match_matches("\"x\",W/\"abc\"", &p));
+        assert!(!if_none_match_matches(
+            "\"grader-copy-a\", W/\"grader-copy-b\"",
+            &p
+        ));
+    }
+
+    #[test]
+    fn only_a_null_entry_answers_as_a_failure() {
+        assert!(answer(Arc::new(Value::Null)).is_err());
+        assert!(answer(Arc::new(json!({"user_id": "a"}))).is_ok());
     }
 
     #[test]

@@ -4,13 +4,20 @@
 //!
 //! Steps cannot say "Last-Modified is not later than Date" or "the 304 repeats the 200's Vary,
 //! whether or not it had one": both compare two headers, or two responses, with each other.
+//! Nor can they wait between two writes (`rewrite`: the same content saved again later keeps its
+//! validators) or fire writes together that all carry the ETag just read (`race`).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::probes::request::{request, template_strings, ProbeRequest};
-use crate::spec::RequestSpec;
+use crate::probes::request::{de, duration, query, request, template_strings, ProbeRequest};
+use crate::spec::{template, BodySpec, JsonQuery, RequestSpec};
+
+/// Variables the probe itself provides to `rewrite` and `race` requests: the read's ETag as the
+/// service sent it, and the 1-based number of a racing writer.
+pub const PROBE_VARS: &[&str] = &["etag", "writer"];
 
 /// A validator the 200 must carry (RFC 9110 §8.8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,31 @@ pub struct Revalidate {
     pub read: RequestSpec,
     pub validators: Vec<Validator>,
     pub conditions: Vec<Condition>,
+    /// Judge `validators` on every 2xx setup response to `path` too (the PUT that wrote the
+    /// resource carries its validators), and require the last one's ETag to be the read's.
+    pub setup_validators: bool,
+    pub rewrite: Option<Rewrite>,
+    pub race: Option<Race>,
+}
+
+/// The same content written again after a pause: a write that changes nothing must leave the
+/// validators (ETag, Last-Modified) and the `keep` fields as they were.
+#[derive(Debug, Clone)]
+pub struct Rewrite {
+    /// How long to wait after the read (longer than a second, so a bumped Last-Modified shows).
+    pub after: Duration,
+    pub request: ProbeRequest,
+    /// JSONPaths of fields a read after the rewrite must show unchanged (`$.updated_at`).
+    pub keep: Vec<JsonQuery>,
+}
+
+/// Conditional writes sent together, all based on the ETag just read: exactly one may win, the
+/// others must answer 412, and a read afterwards shows the winner's write.
+#[derive(Debug, Clone)]
+pub struct Race {
+    pub requests: Vec<ProbeRequest>,
+    /// JSONPath of a field that tells the writers apart, in their request bodies and in the read.
+    pub identity: JsonQuery,
 }
 
 #[derive(Deserialize)]
@@ -70,7 +102,31 @@ struct RawRevalidate {
     validators: Vec<String>,
     #[serde(default)]
     conditions: Vec<String>,
+    #[serde(default)]
+    setup_validators: bool,
+    rewrite: Option<toml::Value>,
+    race: Option<toml::Value>,
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    after: String,
+    request: toml::Value,
+    #[serde(default)]
+    keep: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRace {
+    request: toml::Value,
+    count: usize,
+    identity: String,
+}
+
+/// Racing writers: enough to make a check-then-write race show, few enough for any service.
+const RACE_WRITERS: std::ops::RangeInclusive<usize> = 2..=50;
 
 const VALIDATORS: &str = "\"etag\", \"strong-etag\", \"last-modified\"";
 const CONDITIONS: &str = "\"if-none-match\", \"if-none-match-weak\", \"if-modified-since\"";
@@ -102,11 +158,52 @@ pub fn parse(params: toml::Value) -> Result<Revalidate, String> {
             other => Err(format!("unknown condition \"{other}\"; use {CONDITIONS}")),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    if validators.is_empty() && conditions.is_empty() {
+    if validators.is_empty() && conditions.is_empty() && raw.rewrite.is_none() && raw.race.is_none()
+    {
         return Err(format!(
-            "`revalidate` needs `validators` ({VALIDATORS}) or `conditions` ({CONDITIONS}), or both"
+            "`revalidate` needs `validators` ({VALIDATORS}), `conditions` ({CONDITIONS}), `rewrite` or `race`"
         ));
     }
+    if raw.setup_validators && validators.is_empty() {
+        return Err("`setup_validators` judges the `validators` on the setup responses too, so it needs `validators`".into());
+    }
+    let rewrite = raw
+        .rewrite
+        .map(|v| -> Result<Rewrite, String> {
+            let r: RawRewrite = de("params.rewrite", v)?;
+            Ok(Rewrite {
+                after: duration("params.rewrite.after", &r.after)?,
+                request: request("revalidate", 0, r.request)?,
+                keep: r.keep.iter().map(|k| query(k)).collect::<Result<_, _>>()?,
+            })
+        })
+        .transpose()?;
+    let race = raw
+        .race
+        .map(|v| -> Result<Race, String> {
+            let r: RawRace = de("params.race", v)?;
+            if !RACE_WRITERS.contains(&r.count) {
+                return Err(format!(
+                    "params.race.count must be from {} to {}",
+                    RACE_WRITERS.start(),
+                    RACE_WRITERS.end()
+                ));
+            }
+            let one = request("revalidate", 0, r.request)?;
+            if !matches!(one.spec.body, Some(BodySpec::Json(_))) {
+                return Err("params.race.request needs a `json` body: the read after the race is compared with the winner's".into());
+            }
+            Ok(Race {
+                requests: (1..=r.count)
+                    .map(|n| ProbeRequest {
+                        name: format!("{} (writer {n})", one.name.replace("request 1", "write")),
+                        ..one.clone()
+                    })
+                    .collect(),
+                identity: query(&r.identity)?,
+            })
+        })
+        .transpose()?;
     let setup = raw
         .setup
         .into_iter()
@@ -123,6 +220,9 @@ pub fn parse(params: toml::Value) -> Result<Revalidate, String> {
         },
         validators,
         conditions,
+        setup_validators: raw.setup_validators,
+        rewrite,
+        race,
     })
 }
 
@@ -132,6 +232,22 @@ impl Revalidate {
         let mut out = template_strings(&self.setup, None);
         out.push(self.read.path.clone());
         out.extend(self.read.headers.iter().map(|(_, v)| v.clone()));
+        // `rewrite` and `race` requests also know the probe's own variables (PROBE_VARS).
+        let mut later: Vec<ProbeRequest> = Vec::new();
+        later.extend(self.rewrite.iter().map(|r| r.request.clone()));
+        later.extend(self.race.iter().flat_map(|r| r.requests.first().cloned()));
+        for s in template_strings(&later, None) {
+            match template::variables(&s) {
+                Ok(names) => out.extend(
+                    names
+                        .into_iter()
+                        .filter(|n| !PROBE_VARS.contains(&n.as_str()))
+                        .map(|n| format!("{{{{{n}}}}}")),
+                ),
+                // Let the static check report the syntax error.
+                Err(_) => out.push(s),
+            }
+        }
         out
     }
 }
@@ -178,8 +294,52 @@ mod tests {
         assert!(parse_toml("path = \"/x\"")
             .unwrap_err()
             .contains("needs `validators`"));
+        assert!(parse_toml(
+            "path = \"/x\"\nconditions = [\"if-none-match\"]\nsetup_validators = true"
+        )
+        .unwrap_err()
+        .contains("needs `validators`"));
         assert!(parse_toml("path = \"x\"\nconditions = [\"if-none-match\"]")
             .unwrap_err()
             .contains("must start with /"));
+    }
+
+    #[test]
+    fn rewrite_and_race_parse_and_know_the_probe_variables() {
+        let p = parse_toml(
+            r#"
+            path = "/pages/{{page}}"
+            [rewrite]
+            after = "1500ms"
+            keep = ["$.updated_at"]
+            request = { method = "PUT", path = "/pages/{{page}}", json = { title = "{{title}}" }, status = 200 }
+            [race]
+            count = 3
+            identity = "$.title"
+            request = { method = "PUT", path = "/pages/{{page}}", headers = { "If-Match" = "{{etag}}" }, json = { title = "{{new_title}} {{writer}}" }, status = [200, 412] }
+            "#,
+        )
+        .unwrap();
+        let rewrite = p.rewrite.as_ref().unwrap();
+        assert_eq!(rewrite.after, Duration::from_millis(1500));
+        assert_eq!(rewrite.keep[0].text, "$.updated_at");
+        let race = p.race.as_ref().unwrap();
+        assert_eq!(race.requests.len(), 3);
+        assert_eq!(race.requests[2].name, "write (writer 3)");
+        let strings = p.template_strings();
+        // The probe's own variables are not the exercise's to define; the others are.
+        assert!(strings
+            .iter()
+            .all(|s| !s.contains("{{etag}}") && !s.contains("{{writer}}")));
+        assert!(strings.contains(&"{{new_title}}".to_string()));
+        assert!(strings.contains(&"{{title}}".to_string()));
+
+        let bad = |text: &str| parse_toml(text).unwrap_err();
+        assert!(bad("path = \"/x\"\n[race]\ncount = 1\nidentity = \"$.t\"\nrequest = { method = \"PUT\", path = \"/x\", json = {} }")
+            .contains("from 2 to 50"));
+        assert!(bad("path = \"/x\"\n[race]\ncount = 2\nidentity = \"$.t\"\nrequest = { method = \"PUT\", path = \"/x\" }")
+            .contains("needs a `json` body"));
+        assert!(bad("path = \"/x\"\n[rewrite]\nafter = \"soon\"\nrequest = { method = \"PUT\", path = \"/x\" }")
+            .contains("not a duration"));
     }
 }
