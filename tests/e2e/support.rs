@@ -157,6 +157,18 @@ impl Variant {
         }
     }
 
+    /// `variant-<bug>` for the reference service, `variant-<service folder>-<bug>` for another,
+    /// so two services may plant bugs of the same name.
+    pub fn snapshot_name(&self) -> String {
+        match &self.service {
+            Some(s) => {
+                let folder = s.trim_end_matches('/').rsplit('/').next().unwrap_or(s);
+                format!("variant-{folder}-{}", self.bug)
+            }
+            None => format!("variant-{}", self.bug),
+        }
+    }
+
     pub fn switch(&self) -> &str {
         self.env.as_deref().unwrap_or("REFSVC_BUG")
     }
@@ -164,14 +176,17 @@ impl Variant {
 
 /// The variants to grade: all, or only one exercise's with `E2E_EXERCISE=<id>` (a fast loop
 /// while writing checks; CI never sets it).
+/// `E2E_SERVICE=python` likewise keeps the variants of services whose folder holds that text.
 pub fn variants() -> Vec<Variant> {
-    match std::env::var("E2E_EXERCISE") {
-        Ok(only) if !only.is_empty() => all_variants()
-            .into_iter()
-            .filter(|v| v.exercise == only)
-            .collect(),
-        _ => all_variants(),
-    }
+    let exercise = std::env::var("E2E_EXERCISE").unwrap_or_default();
+    let service = std::env::var("E2E_SERVICE").unwrap_or_default();
+    all_variants()
+        .into_iter()
+        .filter(|v| exercise.is_empty() || v.exercise == exercise)
+        .filter(|v| {
+            service.is_empty() || v.service.as_deref().is_some_and(|s| s.contains(&service))
+        })
+        .collect()
 }
 
 /// Every variant in variants.toml.

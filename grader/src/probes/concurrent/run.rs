@@ -39,12 +39,23 @@ pub async fn run(p: &Concurrent, ctx: &mut CheckContext<'_>) -> Result<(), Failu
         judge_round(p, ctx, sent).map_err(|f| in_round(f, round, p.rounds))?;
     }
     let n = p.requests.len();
-    ctx.measured(format!(
-        "{} round{} of {n} requests released together, {warm_connections} of {} on connections warmed first",
+    let total = n * p.rounds as usize;
+    let rounds = format!(
+        "{} round{} of {n} requests released together",
         p.rounds,
-        if p.rounds == 1 { "" } else { "s" },
-        n * p.rounds as usize
-    ));
+        if p.rounds == 1 { "" } else { "s" }
+    );
+    // Only an unusual service (one closing connections after one request) changes this line, so
+    // it stays the same from run to run.
+    ctx.measured(if !p.warm {
+        format!("{rounds} on new connections")
+    } else if warm_connections == total {
+        format!("{rounds} on connections warmed first")
+    } else {
+        format!(
+            "{rounds}, {warm_connections} of {total} on connections warmed first (the service closed the others after one request)"
+        )
+    });
     Ok(())
 }
 
