@@ -44,6 +44,10 @@ pub struct Variant {
     /// That service's switch; default the file's `env`.
     #[serde(default)]
     pub env: Option<String>,
+    /// For the end-to-end snapshots only: the failures' evidence varies between runs (cursors
+    /// from the service's clock, what a race let through), so snapshots keep statuses only.
+    #[serde(default)]
+    pub volatile_evidence: bool,
 }
 
 pub fn load(path: &Path) -> Result<VariantsFile, Diagnostics> {
