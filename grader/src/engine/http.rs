@@ -89,15 +89,7 @@ impl HttpClient {
     /// Sends a request and reads at most [`MAX_BODY_BYTES`] of the response, all within the
     /// request timeout. `step` names the exchange in the report.
     pub async fn send(&self, step: &str, req: OutgoingRequest) -> Sent {
-        let recorded = RecordedRequest {
-            method: req.method.clone(),
-            url: req.url.to_string(),
-            headers: req.headers.clone(),
-            body: req
-                .body
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned()),
-        };
+        let recorded = record_request(&req);
         let curl = curl_command(&req);
         let response = match tokio::time::timeout(self.timeout, self.send_inner(req)).await {
             Ok(r) => r,
@@ -199,6 +191,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+/// The request as the report shows it.
+pub(crate) fn record_request(req: &OutgoingRequest) -> RecordedRequest {
+    RecordedRequest {
+        method: req.method.clone(),
+        url: req.url.to_string(),
+        headers: req.headers.clone(),
+        body: req
+            .body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b).into_owned()),
+    }
 }
 
 pub(crate) fn record_response(r: &Response) -> RecordedResponse {

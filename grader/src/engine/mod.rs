@@ -123,15 +123,7 @@ impl CheckContext<'_> {
         let result = wire::exchange_raw(&req, self.http.timeout()).await;
         self.exchanges.push(crate::outcome::Exchange {
             step: step.to_string(),
-            request: crate::outcome::RecordedRequest {
-                method: req.method.clone(),
-                url: req.url.to_string(),
-                headers: req.headers.clone(),
-                body: req
-                    .body
-                    .as_ref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned()),
-            },
+            request: http::record_request(&req),
             curl: http::curl_command(&req),
             response: result
                 .as_ref()

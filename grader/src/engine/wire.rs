@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::http::{curl_command, OutgoingRequest, Response, Sent, MAX_BODY_BYTES};
-use crate::outcome::{Exchange, RecordedRequest};
+use crate::outcome::Exchange;
 
 /// How long the socket may stay quiet after a complete head before the grader stops reading: a
 /// service that keeps the connection open (ignoring `Connection: close`) still gets its stray
@@ -213,15 +213,7 @@ impl Held {
 
     /// Sends the request on this connection and records the exchange like [`super::http`] does.
     pub async fn send(mut self, step: &str, req: OutgoingRequest, timeout: Duration) -> Sent {
-        let recorded = RecordedRequest {
-            method: req.method.clone(),
-            url: req.url.to_string(),
-            headers: req.headers.clone(),
-            body: req
-                .body
-                .as_ref()
-                .map(|b| String::from_utf8_lossy(b).into_owned()),
-        };
+        let recorded = super::http::record_request(&req);
         let curl = curl_command(&req);
         let response = match tokio::time::timeout(timeout, self.send_inner(req)).await {
             Ok(r) => r,
