@@ -40,18 +40,8 @@ pub struct RawResponse {
 /// Sends `req` on a new connection (with `Connection: close`) and reads until the service closes
 /// it, goes quiet after the head, or `timeout` passes.
 pub async fn exchange_raw(req: &OutgoingRequest, timeout: Duration) -> Result<RawResponse, String> {
-    let host = req.url.host_str().unwrap_or("127.0.0.1").to_string();
-    let port = req.url.port_or_known_default().unwrap_or(80);
     let deadline = Instant::now() + timeout;
-    let mut stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| {
-            format!(
-                "could not connect to {host}:{port} within {}s",
-                timeout.as_secs()
-            )
-        })?
-        .map_err(|e| format!("could not connect to {host}:{port}: {e}"))?;
+    let mut stream = tcp_connect(&req.url, timeout).await?;
     stream
         .write_all(&request_bytes(req))
         .await
@@ -295,10 +285,11 @@ impl Held {
     }
 }
 
-async fn connect(base: &Url, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, String> {
-    let host = base.host_str().unwrap_or("127.0.0.1").to_string();
-    let port = base.port_or_known_default().unwrap_or(80);
-    let stream = tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
+/// A TCP connection to the URL's host and port, bounded by `timeout`.
+async fn tcp_connect(url: &Url, timeout: Duration) -> Result<TcpStream, String> {
+    let host = url.host_str().unwrap_or("127.0.0.1").to_string();
+    let port = url.port_or_known_default().unwrap_or(80);
+    tokio::time::timeout(timeout, TcpStream::connect((host.as_str(), port)))
         .await
         .map_err(|_| {
             format!(
@@ -306,7 +297,13 @@ async fn connect(base: &Url, timeout: Duration) -> Result<SendRequest<Full<Bytes
                 timeout.as_secs()
             )
         })?
-        .map_err(|e| format!("could not connect to {host}:{port}: {e}"))?;
+        .map_err(|e| format!("could not connect to {host}:{port}: {e}"))
+}
+
+async fn connect(base: &Url, timeout: Duration) -> Result<SendRequest<Full<Bytes>>, String> {
+    let host = base.host_str().unwrap_or("127.0.0.1").to_string();
+    let port = base.port_or_known_default().unwrap_or(80);
+    let stream = tcp_connect(base, timeout).await?;
     let _ = stream.set_nodelay(true);
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await

@@ -3,6 +3,7 @@
 //! probe parameters are both made of these; `exercise` parses files into them, `engine` runs them.
 //! This module depends on nothing but `diagnostic`, so every other layer can use it.
 
+pub mod calendar;
 pub mod predicate;
 pub mod random;
 pub mod template;

@@ -2,6 +2,7 @@
 //! (`…:05Z`, `…:05.1Z` and `…:05.100000+00:00` are compared by the time they name, not as text,
 //! so a service free to choose its precision and offset is judged fairly), other strings as text.
 
+use crate::spec::calendar::days_from_civil;
 use std::cmp::Ordering;
 
 use serde_json::Value;
@@ -86,17 +87,6 @@ pub fn instant(text: &str) -> Option<(i64, u32)> {
     let seconds =
         days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second - offset;
     Some((seconds, nanos))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! (`rewrite`), and writes sent together with the ETag just read must have exactly one winner
 //! (`race`, RFC 9110 §13.1.1: the precondition is evaluated with the write, not before it).
 
+use crate::spec::calendar::days_from_civil;
 use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
@@ -589,17 +590,6 @@ pub(crate) fn parse_http_date(text: &str) -> Option<i64> {
         return None;
     }
     Some(days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 #[cfg(test)]
