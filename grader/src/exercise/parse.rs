@@ -88,6 +88,8 @@ struct RawCheck {
 #[serde(deny_unknown_fields)]
 struct RawStep {
     name: Option<String>,
+    /// Send the step this many times in a row (each judged), e.g. to fill a list past its cap.
+    repeat: Option<Spanned<u32>>,
     request: RawRequest,
     #[serde(default)]
     expect: RawExpect,
@@ -666,6 +668,21 @@ fn parse_step(
         (None, None) => None,
     };
 
+    let repeat = match s.repeat {
+        None => 1,
+        Some(n) if (1..=MAX_STEP_REPEAT).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    n.span(),
+                    format!("`repeat` must be from 1 to {MAX_STEP_REPEAT}"),
+                )
+                .with_help("e.g. repeat = 101 to create one item more than a documented cap"),
+            );
+            1
+        }
+    };
     let expect = parse_expect(file, s.expect, scope, diags);
     let mut captures = Vec::new();
     for (name, cap) in s.capture {
@@ -714,8 +731,12 @@ fn parse_step(
         },
         expect,
         captures,
+        repeat,
     })
 }
+
+/// Enough to go one past any documented list cap; more would make a check slow, not stronger.
+const MAX_STEP_REPEAT: u32 = 1000;
 
 fn parse_expect(
     file: &SourceFile,

@@ -21,6 +21,8 @@ pub struct Step {
     pub request: RequestSpec,
     pub expect: Expect,
     pub captures: Vec<(String, CaptureSpec)>,
+    /// How many times the step is sent in a row (1 = once); every answer is judged.
+    pub repeat: u32,
 }
 
 /// A request whose strings may hold `{{var}}` templates.

@@ -102,6 +102,8 @@ pub enum Bug {
     CacheKeyWithoutUser,
     /// Concurrent misses for one profile each ask the profile service (no single flight).
     CacheNoCoalescing,
+    /// An expired profile is answered at once while a background task refreshes it.
+    CacheServesStale,
     /// `PUT /pages/{slug}` ignores `If-None-Match`, so `*` does not stop it replacing a page.
     CacheCreateOverwrites,
     /// A GET answers 304 when `If-Modified-Since` holds even though `If-None-Match` does not match.
@@ -277,7 +279,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 130] = [
+    pub const ALL: [Bug; 131] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -322,6 +324,7 @@ impl Bug {
         Bug::CacheIfMatchIgnored,
         Bug::CacheKeyWithoutUser,
         Bug::CacheNoCoalescing,
+        Bug::CacheServesStale,
         Bug::CacheCreateOverwrites,
         Bug::CacheImsOverInm,
         Bug::Cache304DropsHeaders,
@@ -457,6 +460,7 @@ impl Bug {
             Bug::CacheIfMatchIgnored => "cache-if-match-ignored",
             Bug::CacheKeyWithoutUser => "cache-key-without-user",
             Bug::CacheNoCoalescing => "cache-no-coalescing",
+            Bug::CacheServesStale => "cache-serves-stale",
             Bug::CacheCreateOverwrites => "cache-create-overwrites",
             Bug::CacheImsOverInm => "cache-ims-over-inm",
             Bug::Cache304DropsHeaders => "cache-304-drops-headers",
