@@ -29,6 +29,9 @@ pub enum Failure {
     Fail(FailInfo),
     /// The grader (or the exercise file) could not run the check.
     Error(String),
+    /// The check cannot be judged where the service runs (e.g. its output is not the grader's
+    /// to read with `--runtime external`): reported as `skip` with this reason, never a pass.
+    Skip(String),
 }
 
 #[derive(Debug, Default)]
@@ -137,7 +140,14 @@ impl CheckContext<'_> {
         }
     }
 
-    async fn transport_failure(&self, step: &str, summary: &str, transport: String) -> Failure {
+    /// The failure for a request that got no response: the service's exit (with its last log
+    /// lines) when it died, the log tail when it hung.
+    pub(crate) async fn transport_failure(
+        &self,
+        step: &str,
+        summary: &str,
+        transport: String,
+    ) -> Failure {
         let mut info = FailInfo {
             message: format!("{step}: {transport}"),
             expected: format!("a response to {summary}"),

@@ -402,7 +402,10 @@ fn to_result(
             result.earned = check.points;
             result.measurements = measurements;
         }
-        Outcome::Skip(reason) => {
+        // A probe that cannot judge where the service runs skips with its reason (never a pass).
+        Outcome::Skip(reason)
+        | Outcome::Failed(Failure::Skip(reason), _)
+        | Outcome::TimedOut(Failure::Skip(reason), _) => {
             result.status = Status::Skip;
             result.message = Some(reason);
         }

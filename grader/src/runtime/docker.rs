@@ -945,6 +945,12 @@ impl DockerEnvironment {
         tail_lines(&self.service_log, lines)
     }
 
+    /// `service.log`: the container's stdout and stderr in this run, as followed so far (the
+    /// follower writes each line as Docker delivers it, so the last lines may lag briefly).
+    pub fn service_log_path(&self) -> &Path {
+        &self.service_log
+    }
+
     /// This run's `grader.run` label value.
     pub fn run_label(&self) -> &str {
         &self.run

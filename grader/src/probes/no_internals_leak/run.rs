@@ -49,11 +49,21 @@ struct Case {
 pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
     let base = template::render_json(&p.body, &ctx.scope).map_err(Failure::Error)?;
     let path = template::render(&p.path, &ctx.scope).map_err(Failure::Error)?;
+    // Sent with every request (authentication, say), rendered once for the whole probe.
+    let extra: Vec<(String, String)> = p
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), template::render(v, &ctx.scope)?)))
+        .collect::<Result<_, String>>()
+        .map_err(Failure::Error)?;
     // A service that rejects everything would leak nothing; only judge an endpoint that works.
     let valid = OutgoingRequest {
         method: p.method.clone(),
         url: ctx.url(&path)?,
-        headers: vec![("Content-Type".into(), "application/json".into())],
+        headers: [("Content-Type".to_string(), "application/json".to_string())]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect(),
         body: Some(serde_json::to_vec(&base).map_err(|e| Failure::Error(e.to_string()))?),
     };
     let label = format!("{} {path} with a valid body", p.method);
@@ -93,6 +103,7 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
         if let Some(ct) = case.content_type {
             headers.push(("Content-Type".to_string(), ct.to_string()));
         }
+        headers.extend(extra.iter().cloned());
         let req = OutgoingRequest {
             method: case.method.clone(),
             url,
@@ -155,7 +166,7 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
             OutgoingRequest {
                 method: "GET".into(),
                 url: health_url,
-                headers: vec![],
+                headers: extra.clone(),
                 body: None,
             },
         )
