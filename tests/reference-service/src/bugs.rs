@@ -42,6 +42,8 @@ pub enum Bug {
     Html404,
     /// Control characters in `name` reach the database, and database errors are sent to the client.
     LeakDbErrors,
+    /// Control characters reach the database, and the failure answers a bare `text/plain` 500.
+    Plain500,
     /// Timestamps look like `2026-11-28 15:04:05`: no `T`, no zone.
     LocalTimestamps,
     /// Idempotency keys are looked up, then inserted, in a table without a unique constraint.
@@ -279,7 +281,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 131] = [
+    pub const ALL: [Bug; 132] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -294,6 +296,7 @@ impl Bug {
         Bug::HeadUnsupported,
         Bug::Html404,
         Bug::LeakDbErrors,
+        Bug::Plain500,
         Bug::LocalTimestamps,
         Bug::IdemCheckThenInsert,
         Bug::IdemKeyNotScoped,
@@ -430,6 +433,7 @@ impl Bug {
             Bug::HeadUnsupported => "head-unsupported",
             Bug::Html404 => "html-404",
             Bug::LeakDbErrors => "leak-db-errors",
+            Bug::Plain500 => "plain-500",
             Bug::LocalTimestamps => "local-timestamps",
             Bug::IdemCheckThenInsert => "idem-check-then-insert",
             Bug::IdemKeyNotScoped => "idem-key-not-scoped",

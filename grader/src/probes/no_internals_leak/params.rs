@@ -35,6 +35,10 @@ pub struct NoInternalsLeak {
     /// `Authorization = "Bearer {{token}}"` for an endpoint behind authentication.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// Every 5xx must be a problem document whose `status` is the response's (the README's "a
+    /// plain 500 problem document"): a framework's default HTML or text error page fails.
+    #[serde(default)]
+    pub server_errors_are_problems: bool,
 }
 
 fn default_health() -> String {

@@ -19,6 +19,9 @@ const MAX_RETRY_AFTER: u64 = 120;
 
 #[derive(Debug, Clone)]
 pub struct RateLimit {
+    /// Sent first, in order, each judged as its `status` says: what the attempts need to exist
+    /// (the accounts whose logins are limited, say).
+    pub setup: Vec<ProbeRequest>,
     /// The attempt, sent `limit + 1` times back to back on one warm connection.
     pub request: ProbeRequest,
     /// Attempts 1 to `limit` are served; attempt `limit + 1` must be refused with 429.
@@ -39,6 +42,8 @@ pub struct RateLimit {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Raw {
+    #[serde(default)]
+    setup: Vec<toml::Value>,
     request: toml::Value,
     limit: u32,
     within_limit_status: toml::Value,
@@ -60,6 +65,18 @@ pub fn parse(params: toml::Value) -> Result<RateLimit, String> {
         return Err(format!(
             "`max_retry_after` is the most seconds the 429's Retry-After may state, 1 to {MAX_RETRY_AFTER} (the probe waits that long; give the check a `timeout` above it)"
         ));
+    }
+    let mut setup = Vec::new();
+    for (i, v) in raw.setup.into_iter().enumerate() {
+        let mut r = request("rate_limit", i, v).map_err(|e| format!("params.setup: {e}"))?;
+        if r.same_as.is_some() {
+            return Err("params.setup requests take no `same_as`".into());
+        }
+        r.name = match r.name.strip_prefix("request ") {
+            Some(n) => format!("setup {n}"),
+            None => r.name,
+        };
+        setup.push(r);
     }
     let mut attempt =
         request("rate_limit", 0, raw.request).map_err(|e| format!("params.request: {e}"))?;
@@ -94,6 +111,7 @@ pub fn parse(params: toml::Value) -> Result<RateLimit, String> {
         expect_json.push((query(&path)?, predicate::parse(&pred)?));
     }
     Ok(RateLimit {
+        setup,
         request: attempt,
         limit: raw.limit,
         within_limit_status,
@@ -117,7 +135,8 @@ impl RateLimit {
     /// Template strings the probe will render, for the static variable check (`{{attempt}}` is
     /// the probe's own).
     pub fn template_strings(&self) -> Vec<String> {
-        let mut requests = vec![self.request.clone()];
+        let mut requests = self.setup.clone();
+        requests.push(self.request.clone());
         requests.extend(self.other_client.clone());
         requests.extend(self.after_retry.clone());
         let mut out = Vec::new();
@@ -156,6 +175,20 @@ mod tests {
         other_client = { method = "POST", path = "/accounts/login", json = { username = "{{other}}", password = "x" }, status = [401] }
         after_retry = { method = "POST", path = "/accounts/login", json = { username = "{{user}}", password = "{{password}}" }, status = 200 }
     "#;
+
+    #[test]
+    fn setup_requests_are_named_and_their_templates_checked() {
+        let text = format!(
+            "setup = [{{ method = \"POST\", path = \"/accounts\", json = {{ username = \"{{{{user}}}}\" }}, status = 201 }}]\n{LOGIN}"
+        );
+        let p = parse_text(&text).unwrap();
+        assert_eq!(p.setup.len(), 1);
+        assert_eq!(p.setup[0].name, "setup 1");
+        assert!(p.template_strings().contains(&"{{user}}".to_string()));
+        let same_as =
+            format!("setup = [{{ method = \"GET\", path = \"/x\", same_as = 1 }}]\n{LOGIN}");
+        assert!(parse_text(&same_as).is_err());
+    }
 
     #[test]
     fn a_login_limit_parses_with_its_follow_ups() {

@@ -26,6 +26,15 @@ use crate::spec::Expect;
 pub const RETRY_MARGIN: Duration = Duration::from_millis(300);
 
 pub async fn run(p: &RateLimit, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
+    let identity = query("$.id").map_err(Failure::Error)?;
+    for r in &p.setup {
+        let req = build_request(ctx, &r.spec)?;
+        let summary = format!("{} {}", req.method, req.url.path());
+        let resp = ctx.send(&r.name, req).await?;
+        if let Some(info) = judge(ctx, r, &summary, &resp, &[], &identity)? {
+            return Err(Failure::Fail(info));
+        }
+    }
     let timeout = ctx.http.timeout();
     let base = ctx.service.base_url.clone();
     let health = ctx.service.health_path.clone();
