@@ -1,7 +1,8 @@
 //! The engine: what a check runs with. [`CheckContext`] (the bounded HTTP client, the service,
 //! the check's seeded data and random stream, the mock upstreams, what was measured), declarative
-//! `step`s, `assert` (predicates shared by steps and probes) and `http` (the client, curl
-//! rendering). Probes (`crate::probes`) build on it; the grading run (`crate::run`) drives it.
+//! `step`s, `assert` (predicates shared by steps and probes), `http` (the client, curl
+//! rendering, bearer tokens decoded for the report) and `tokens` (the check's `gen = "jwt"`
+//! variables, minted by the mock issuer). Probes (`crate::probes`) build on it; the grading run (`crate::run`) drives it.
 //! It never starts processes (the runtime does), never parses exercise files (`exercise` does)
 //! and never computes scores (scoring does).
 

@@ -22,13 +22,6 @@ pub struct CheckTokens<'a> {
 }
 
 impl<'a> CheckTokens<'a> {
-    pub fn none() -> CheckTokens<'static> {
-        CheckTokens {
-            vars: &[],
-            used: &[],
-        }
-    }
-
     fn iter(self) -> impl Iterator<Item = (&'a str, &'a JwtSpec)> {
         self.vars.iter().filter_map(move |(name, gen)| {
             let spec = gen.jwt()?;
