@@ -82,6 +82,10 @@ async fn probe(
         rng: rand_chacha::ChaCha8Rng::seed_from_u64(7),
         exchanges: Vec::new(),
         vars: &[],
+        tokens: grader::engine::tokens::CheckTokens {
+            vars: &[],
+            used: &[],
+        },
         upstreams: &upstreams,
         measurements: Vec::new(),
     };

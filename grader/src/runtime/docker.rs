@@ -145,6 +145,7 @@ pub async fn upstream_options() -> crate::upstream::UpstreamOptions {
         Ok(Some(ip)) => crate::upstream::UpstreamOptions {
             bind: ip,
             advertise_host: "host.docker.internal".into(),
+            ..Default::default()
         },
         _ => crate::upstream::UpstreamOptions::default(),
     }

@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod predicate;
 pub mod random;
 pub mod template;
+pub mod token;
 
 use regex::Regex;
 use serde_json::Value;

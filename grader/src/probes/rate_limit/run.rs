@@ -552,6 +552,10 @@ mod tests {
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(1),
             exchanges: Vec::new(),
             vars: &[],
+            tokens: crate::engine::tokens::CheckTokens {
+                vars: &[],
+                used: &[],
+            },
             upstreams: &upstreams,
             measurements: Vec::new(),
         };
