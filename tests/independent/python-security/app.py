@@ -956,7 +956,7 @@ class Handler(BaseHTTPRequestHandler):
         content_type = resp.content_type
         if bug("errors-json") and content_type == "application/problem+json":
             content_type = "application/json"
-        self.send_response(status)
+        self.send_response(status, TITLES.get(status))
         if not no_body:
             self.send_header("Content-Type", content_type)
         if status not in (204, 304) and not 100 <= status < 200:
