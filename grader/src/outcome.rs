@@ -225,6 +225,19 @@ pub struct RecordedRequest {
     pub headers: Vec<(String, String)>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// The bearer token of the `Authorization` header, decoded, when it is a JWS (what the
+    /// token says, for a learner who cannot read base64url at a glance).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<DecodedToken>,
+}
+
+/// A compact JWS (`header.claims.signature`) decoded. Never a key: only what the token carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct DecodedToken {
+    /// The JOSE header: `alg`, `kid`, `typ`.
+    pub header: serde_json::Value,
+    /// The claims: `iss`, `sub`, `aud`, `exp`, ... (a string when the payload is not JSON).
+    pub claims: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]

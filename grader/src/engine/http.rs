@@ -11,7 +11,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Client, Method};
 use url::Url;
 
-use crate::outcome::{Exchange, RecordedRequest, RecordedResponse};
+use crate::outcome::{DecodedToken, Exchange, RecordedRequest, RecordedResponse};
 
 /// The most body bytes the grader reads; anything beyond is dropped (and said so).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -203,7 +203,40 @@ pub(crate) fn record_request(req: &OutgoingRequest) -> RecordedRequest {
             .body
             .as_ref()
             .map(|b| String::from_utf8_lossy(b).into_owned()),
+        token: req
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+            .and_then(|(_, v)| decode_bearer(v)),
     }
+}
+
+/// `Bearer <compact JWS>` decoded: its JOSE header (a JSON object) and claims. `None` for any
+/// other credential, or a token whose header is not base64url JSON.
+pub(crate) fn decode_bearer(authorization: &str) -> Option<DecodedToken> {
+    use base64::Engine as _;
+    let value = authorization.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    let [header, claims, _signature] = parts.as_slice() else {
+        return None;
+    };
+    let decode = |part: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part.trim_end_matches('='))
+            .ok()
+    };
+    let header: serde_json::Value = serde_json::from_slice(&decode(header)?).ok()?;
+    if !header.is_object() {
+        return None;
+    }
+    let claims = decode(claims)?;
+    let claims = serde_json::from_slice(&claims)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&claims).into()));
+    Some(DecodedToken { header, claims })
 }
 
 pub(crate) fn record_response(r: &Response) -> RecordedResponse {
@@ -303,5 +336,27 @@ mod tests {
         );
         let nul = curl_command(&req("POST", Some(b"a\0b")));
         assert!(nul.starts_with("printf '\\x61\\x00\\x62' | curl"), "{nul}");
+    }
+
+    #[test]
+    fn bearer_tokens_are_decoded_for_the_report() {
+        // {"alg":"RS256","kid":"k1","typ":"JWT"} . {"sub":"amber","roles":["admin"]} . sig
+        let token = "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbWJlciIsInJvbGVzIjpbImFkbWluIl19.c2ln";
+        let mut r = req("GET", None);
+        r.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        let decoded = record_request(&r).token.unwrap();
+        assert_eq!(decoded.header["kid"], "k1");
+        assert_eq!(
+            decoded.claims,
+            serde_json::json!({"sub": "amber", "roles": ["admin"]})
+        );
+        // alg none: an empty signature still decodes.
+        let none = decode_bearer("bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.").unwrap();
+        assert_eq!(none.header["alg"], "none");
+        assert!(record_request(&req("GET", None)).token.is_none());
+        assert!(decode_bearer("Basic YTpi").is_none());
+        assert!(decode_bearer("Bearer not-a-jwt").is_none());
+        assert!(decode_bearer("Bearer a.b.c").is_none());
     }
 }

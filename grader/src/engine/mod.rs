@@ -1,13 +1,15 @@
 //! The engine: what a check runs with. [`CheckContext`] (the bounded HTTP client, the service,
 //! the check's seeded data and random stream, the mock upstreams, what was measured), declarative
-//! `step`s, `assert` (predicates shared by steps and probes) and `http` (the client, curl
-//! rendering). Probes (`crate::probes`) build on it; the grading run (`crate::run`) drives it.
+//! `step`s, `assert` (predicates shared by steps and probes), `http` (the client, curl
+//! rendering, bearer tokens decoded for the report) and `tokens` (the check's `gen = "jwt"`
+//! variables, minted by the mock issuer). Probes (`crate::probes`) build on it; the grading run (`crate::run`) drives it.
 //! It never starts processes (the runtime does), never parses exercise files (`exercise` does)
 //! and never computes scores (scoring does).
 
 pub mod assert;
 pub mod http;
 pub mod step;
+pub mod tokens;
 pub mod wire;
 
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +31,9 @@ pub enum Failure {
     Fail(FailInfo),
     /// The grader (or the exercise file) could not run the check.
     Error(String),
+    /// The check cannot be judged where the service runs (e.g. its output is not the grader's
+    /// to read with `--runtime external`): reported as `skip` with this reason, never a pass.
+    Skip(String),
 }
 
 #[derive(Debug, Default)]
@@ -53,6 +58,8 @@ pub struct CheckContext<'a> {
     pub exchanges: Vec<Exchange>,
     /// The exercise's variable generators, for probes that need fresh data per request.
     pub vars: &'a [(String, crate::spec::VarGen)],
+    /// The `gen = "jwt"` variables the check uses, minted again with every fresh scope.
+    pub tokens: tokens::CheckTokens<'a>,
     /// The run's mock upstreams: read their calls, change a route's latency or faults (until the
     /// check ends).
     pub upstreams: &'a crate::upstream::Upstreams,
@@ -68,9 +75,12 @@ impl CheckContext<'_> {
     }
 
     /// A new set of generated values (from this check's stream), e.g. a fresh unique SKU for
-    /// each of many requests.
+    /// each of many requests, with the check's tokens minted for them (no rotation). A token that
+    /// cannot be minted is left out, so a template naming it fails as "not defined".
     pub fn fresh_scope(&mut self) -> Scope {
-        random::generate(self.vars, &mut self.rng)
+        let mut scope = random::generate(self.vars, &mut self.rng);
+        let _ = tokens::mint(self.tokens, &mut scope, self.upstreams);
+        scope
     }
 
     /// The URL of a path on the service. Absolute URLs (from a Location header) are accepted when
@@ -137,7 +147,14 @@ impl CheckContext<'_> {
         }
     }
 
-    async fn transport_failure(&self, step: &str, summary: &str, transport: String) -> Failure {
+    /// The failure for a request that got no response: the service's exit (with its last log
+    /// lines) when it died, the log tail when it hung.
+    pub(crate) async fn transport_failure(
+        &self,
+        step: &str,
+        summary: &str,
+        transport: String,
+    ) -> Failure {
         let mut info = FailInfo {
             message: format!("{step}: {transport}"),
             expected: format!("a response to {summary}"),

@@ -10,25 +10,49 @@ use crate::spec::{BodySpec, CaptureSpec, RequestSpec, Step};
 
 pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(), Failure> {
     for step in steps {
-        let req = build_request(ctx, &step.request)?;
-        let summary = format!("{} {}", req.method, req.url.path());
-        let resp = if step.expect.no_body {
-            let raw = ctx.send_raw(&step.name, req).await?;
-            if !raw.response.body.is_empty() {
-                return Err(Failure::Fail(stray_body(&step.name, &summary, &raw)));
+        let first_exchange = ctx.exchanges.len();
+        for round in 1..=step.repeat {
+            let name = match step.repeat {
+                1 => step.name.clone(),
+                n => format!("{} ({round} of {n})", step.name),
+            };
+            let outcome = run_once(ctx, step, &name).await;
+            // A repeated step keeps its first and latest exchanges: the report shows how it began
+            // and where it stopped, not a hundred identical requests.
+            if round > 2 {
+                ctx.exchanges.remove(first_exchange + 1);
             }
-            raw.response
-        } else {
-            ctx.send(&step.name, req).await?
-        };
-        let mismatches =
-            assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
-        if !mismatches.is_empty() {
-            return Err(Failure::Fail(describe(&step.name, &summary, &mismatches)));
+            let resp = outcome?;
+            if round == step.repeat {
+                capture(ctx, step, &resp)?;
+            }
         }
-        capture(ctx, step, &resp)?;
     }
     Ok(())
+}
+
+async fn run_once(
+    ctx: &mut CheckContext<'_>,
+    step: &Step,
+    name: &str,
+) -> Result<Response, Failure> {
+    let req = build_request(ctx, &step.request)?;
+    let summary = format!("{} {}", req.method, req.url.path());
+    let resp = if step.expect.no_body {
+        let raw = ctx.send_raw(name, req).await?;
+        if !raw.response.body.is_empty() {
+            return Err(Failure::Fail(stray_body(name, &summary, &raw)));
+        }
+        raw.response
+    } else {
+        ctx.send(name, req).await?
+    };
+    let mismatches =
+        assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
+    if !mismatches.is_empty() {
+        return Err(Failure::Fail(describe(name, &summary, &mismatches)));
+    }
+    Ok(resp)
 }
 
 /// A response that must have no body carried bytes after its head: name them as they were on

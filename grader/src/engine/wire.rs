@@ -203,6 +203,12 @@ impl Held {
 
     /// Sends the request on this connection and records the exchange like [`super::http`] does.
     pub async fn send(mut self, step: &str, req: OutgoingRequest, timeout: Duration) -> Sent {
+        self.send_on(step, req, timeout).await
+    }
+
+    /// Like [`Held::send`], keeping the connection for the next request (a sequence sent back to
+    /// back on one warm connection, e.g. attempts against a rate limit).
+    pub async fn send_on(&mut self, step: &str, req: OutgoingRequest, timeout: Duration) -> Sent {
         let recorded = super::http::record_request(&req);
         let curl = curl_command(&req);
         let response = match tokio::time::timeout(timeout, self.send_inner(req)).await {
@@ -220,6 +226,11 @@ impl Held {
             transport_error: response.as_ref().err().cloned(),
         };
         Sent { exchange, response }
+    }
+
+    /// Whether the service closed this connection (after `Connection: close`, or idle).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
     }
 
     async fn send_inner(&mut self, req: OutgoingRequest) -> Result<Response, String> {

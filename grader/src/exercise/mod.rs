@@ -97,6 +97,9 @@ pub struct Check {
     pub span: std::ops::Range<usize>,
     pub timeout: Duration,
     pub body: CheckBody,
+    /// The `gen = "jwt"` variables the check uses (names them in a template): the only ones
+    /// minted when it runs, so a `rotate = true` token rotates the issuer only for its checks.
+    pub tokens: Vec<String>,
 }
 
 #[derive(Debug, Clone)]

@@ -88,6 +88,8 @@ struct RawCheck {
 #[serde(deny_unknown_fields)]
 struct RawStep {
     name: Option<String>,
+    /// Send the step this many times in a row (each judged), e.g. to fill a list past its cap.
+    repeat: Option<Spanned<u32>>,
     request: RawRequest,
     #[serde(default)]
     expect: RawExpect,
@@ -292,6 +294,28 @@ fn load_exercise(
         }
     }
 
+    let mut upstreams = Vec::new();
+    for (name, value) in &raw.upstreams {
+        match crate::upstream::spec::parse(name.get_ref(), value) {
+            Ok(u) => upstreams.push(u),
+            Err(msg) => diags.push(
+                Diagnostic::new(&file, name.span(), msg)
+                    .with_help("mock upstreams are described in exercises/AUTHORING.md"),
+            ),
+        }
+    }
+    let issuers: Vec<String> = upstreams
+        .iter()
+        .filter(|u| matches!(u.kind, crate::upstream::UpstreamKind::OidcIssuer { .. }))
+        .map(|u| u.name.clone())
+        .collect();
+    // A token's templates name the other variables, which are generated before it is minted.
+    let plain_vars: BTreeSet<String> = raw
+        .vars
+        .iter()
+        .filter(|(_, v)| v.get_ref().get("gen").and_then(|g| g.as_str()) != Some("jwt"))
+        .map(|(n, _)| n.get_ref().clone())
+        .collect();
     let mut vars = Vec::new();
     for (name, value) in raw.vars {
         if !is_identifier(name.get_ref()) {
@@ -305,23 +329,23 @@ fn load_exercise(
             );
             continue;
         }
-        match parse_var(value.get_ref()) {
-            Ok(g) => vars.push((name.into_inner(), g)),
-            Err(msg) => diags.push(Diagnostic::new(&file, value.span(), msg).with_help(VAR_HELP)),
+        match parse_var(value.get_ref(), &issuers) {
+            Ok(g) => {
+                if let Some(jwt) = g.jwt() {
+                    let names = jwt.template_strings().unwrap_or_default();
+                    let plain = &plain_vars;
+                    report_unknown(&file, value.span(), &names, plain, diags);
+                }
+                vars.push((name.into_inner(), g))
+            }
+            Err(msg) => {
+                let jwt = value.get_ref().get("gen").and_then(|g| g.as_str()) == Some("jwt");
+                let help = if jwt { JWT_HELP } else { VAR_HELP };
+                diags.push(Diagnostic::new(&file, value.span(), msg).with_help(help))
+            }
         }
     }
     let var_names: BTreeSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
-
-    let mut upstreams = Vec::new();
-    for (name, value) in &raw.upstreams {
-        match crate::upstream::spec::parse(name.get_ref(), value) {
-            Ok(u) => upstreams.push(u),
-            Err(msg) => diags.push(
-                Diagnostic::new(&file, name.span(), msg)
-                    .with_help("mock upstreams are described in exercises/AUTHORING.md"),
-            ),
-        }
-    }
 
     let dataset = match &raw.dataset {
         None => None,
@@ -352,6 +376,17 @@ fn load_exercise(
             check_ids.push(check.id.clone());
             checks.push(check);
         }
+    }
+    let jwt_vars: BTreeSet<String> = vars
+        .iter()
+        .filter(|(_, g)| g.jwt().is_some())
+        .map(|(n, _)| n.clone())
+        .collect();
+    for c in &mut checks {
+        c.tokens = check_variables(&c.body)
+            .into_iter()
+            .filter(|n| jwt_vars.contains(n))
+            .collect();
     }
     for c in &checks {
         if let CheckBody::Probe(call) = &c.body {
@@ -596,7 +631,47 @@ fn parse_check(
         span,
         timeout,
         body: body?,
+        tokens: Vec::new(),
     })
+}
+
+/// Every variable a check's templates name (requests, expectations, probe parameters).
+fn check_variables(body: &CheckBody) -> BTreeSet<String> {
+    let mut strings: Vec<String> = Vec::new();
+    let mut json: Vec<&serde_json::Value> = Vec::new();
+    match body {
+        CheckBody::Probe(call) => strings = call.template_strings(),
+        CheckBody::Steps(steps) => {
+            for step in steps {
+                let r = &step.request;
+                strings.push(r.path.clone());
+                strings.extend(r.headers.iter().map(|(_, v)| v.clone()));
+                match &r.body {
+                    Some(BodySpec::Json(v)) => json.push(v),
+                    Some(BodySpec::Raw(text)) => strings.push(text.clone()),
+                    None => {}
+                }
+                let e = &step.expect;
+                let predicates = e
+                    .headers
+                    .iter()
+                    .map(|(_, p)| p)
+                    .chain(e.json.iter().map(|(_, p)| p))
+                    .chain(&e.body);
+                for p in predicates {
+                    strings.extend(template_strings(p).into_iter().map(str::to_string));
+                }
+            }
+        }
+    }
+    let mut names: BTreeSet<String> = strings
+        .iter()
+        .flat_map(|s| template::variables(s).unwrap_or_default())
+        .collect();
+    for v in json {
+        names.extend(template::variables_in_json(v).unwrap_or_default());
+    }
+    names
 }
 
 fn parse_step(
@@ -666,6 +741,21 @@ fn parse_step(
         (None, None) => None,
     };
 
+    let repeat = match s.repeat {
+        None => 1,
+        Some(n) if (1..=MAX_STEP_REPEAT).contains(n.get_ref()) => *n.get_ref(),
+        Some(n) => {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    n.span(),
+                    format!("`repeat` must be from 1 to {MAX_STEP_REPEAT}"),
+                )
+                .with_help("e.g. repeat = 101 to create one item more than a documented cap"),
+            );
+            1
+        }
+    };
     let expect = parse_expect(file, s.expect, scope, diags);
     let mut captures = Vec::new();
     for (name, cap) in s.capture {
@@ -714,8 +804,12 @@ fn parse_step(
         },
         expect,
         captures,
+        repeat,
     })
 }
+
+/// Enough to go one past any documented list cap; more would make a check slow, not stronger.
+const MAX_STEP_REPEAT: u32 = 1000;
 
 fn parse_expect(
     file: &SourceFile,
@@ -845,9 +939,11 @@ fn report_unknown(
     }
 }
 
-const VAR_HELP: &str = "write e.g. { gen = \"sku\" }, { gen = \"words\", count = 3 }, { gen = \"int\", min = 1, max = 100 }, { gen = \"uuid\" }, { gen = \"email\" }, { gen = \"slug\" }, { gen = \"pick\", values = [\"a\", \"b\"] } or { gen = \"repeat\", text = \"é\", count = 200 }";
+const VAR_HELP: &str = "write e.g. { gen = \"sku\" }, { gen = \"words\", count = 3 }, { gen = \"int\", min = 1, max = 100 }, { gen = \"uuid\" }, { gen = \"email\" }, { gen = \"slug\" }, { gen = \"pick\", values = [\"a\", \"b\"] }, { gen = \"repeat\", text = \"é\", count = 200 } or { gen = \"jwt\", sub = \"{{user}}\" }";
 
-fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
+const JWT_HELP: &str = "write e.g. { gen = \"jwt\", sub = \"{{user}}\", roles = [\"admin\"], expires_in = \"5m\" }; tokens are described in exercises/AUTHORING.md (\"Tokens from the mock OpenID issuer\")";
+
+fn parse_var(v: &toml::Value, issuers: &[String]) -> Result<VarGen, String> {
     let t = v
         .as_table()
         .ok_or("a variable is a table like { gen = \"sku\" }")?;
@@ -855,6 +951,9 @@ fn parse_var(v: &toml::Value) -> Result<VarGen, String> {
         .get("gen")
         .and_then(|g| g.as_str())
         .ok_or("a variable needs `gen`")?;
+    if gen == "jwt" {
+        return crate::spec::token::parse(t, issuers).map(|s| VarGen::Jwt(Box::new(s)));
+    }
     let allowed: &[&str] = match gen {
         "words" => &["gen", "count"],
         "int" => &["gen", "min", "max"],
@@ -1011,9 +1110,80 @@ mod tests {
         assert!(StatusSpec::parse(&toml::Value::Integer(99)).is_err());
     }
 
+    /// A folder with the real skills.toml and one exercise `sec` written as `toml`.
+    fn catalog_with(toml: &str) -> Result<Catalog, Diagnostics> {
+        let dir = tempfile::tempdir().unwrap();
+        let skills = concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/skills.toml");
+        std::fs::copy(skills, dir.path().join("skills.toml")).unwrap();
+        std::fs::create_dir(dir.path().join("sec")).unwrap();
+        std::fs::write(dir.path().join("sec/README.md"), "# Sec\n### 1. Admin\n").unwrap();
+        std::fs::write(dir.path().join("sec/exercise.toml"), toml).unwrap();
+        load_catalog(&ExerciseSource::Dir(dir.path().to_path_buf()))
+    }
+
+    const SEC_HEAD: &str =
+        "id = \"sec\"\ntitle = \"t\"\nsummary = \"s\"\nskills = [\"security\"]\ndifficulty = 3\n";
+    const SEC_CHECK: &str = "[[check]]\nid = \"admin\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n[[check.step]]\nrequest.method = \"GET\"\nrequest.path = \"/admin/stats\"\nrequest.headers.Authorization = \"Bearer {{admin}}\"\nexpect.status = 200\n";
+    const ISSUER: &str = "[upstreams.issuer]\nkind = \"oidc-issuer\"\nenv = \"AUTH_ISSUER_URL\"\naudience = \"notes-api\"\nservice_env = { AUTH_AUDIENCE = \"notes-api\" }\n";
+
+    #[test]
+    fn jwt_vars_need_an_issuer_and_are_minted_only_where_used() {
+        let good = format!(
+            "{SEC_HEAD}[vars]\nuser = {{ gen = \"slug\" }}\nadmin = {{ gen = \"jwt\", sub = \"{{{{user}}}}\", roles = [\"admin\"], rotate = true }}\nplain = {{ gen = \"jwt\", sub = \"{{{{user}}}}\" }}\n{ISSUER}{SEC_CHECK}"
+        );
+        let catalog = catalog_with(&good).unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let ex = catalog.exercise("sec").unwrap();
+        assert_eq!(ex.checks[0].tokens, ["admin"]);
+        let admin = ex
+            .vars
+            .iter()
+            .find(|(n, _)| n == "admin")
+            .unwrap()
+            .1
+            .jwt()
+            .unwrap();
+        assert_eq!((admin.issuer.as_str(), admin.rotate), ("issuer", true));
+
+        // Every mistake, located at its variable.
+        let bad = format!(
+            "{SEC_HEAD}[vars]\nuser = {{ gen = \"slug\" }}\nadmin = {{ gen = \"jwt\", subject = \"x\" }}\nlate = {{ gen = \"jwt\", expires_in = \"soon\" }}\nhs = {{ gen = \"jwt\", alg = \"HS256\" }}\nodd = {{ gen = \"jwt\", attack = \"forged\" }}\nwho = {{ gen = \"jwt\", sub = \"{{{{nobody}}}}\" }}\n{ISSUER}{SEC_CHECK}"
+        );
+        let diags = catalog_with(&bad).unwrap_err();
+        let found: Vec<(String, String)> = diags
+            .0
+            .iter()
+            .map(|d| (d.location(), d.message.clone()))
+            .collect();
+        let at = |line: usize, needle: &str| {
+            assert!(
+                found
+                    .iter()
+                    .any(|(loc, m)| loc.contains(&format!("exercise.toml:{line}:"))
+                        && m.contains(needle)),
+                "no error at line {line} with {needle:?}: {found:?}"
+            )
+        };
+        at(8, "`subject` does not apply to gen = \"jwt\"");
+        at(9, "`expires_in`");
+        at(10, "alg \"HS256\"");
+        at(11, "attack \"forged\" is unknown");
+        at(12, "variable `nobody` is not defined");
+
+        // No oidc-issuer upstream: a jwt variable cannot be signed.
+        let orphan =
+            format!("{SEC_HEAD}[vars]\nadmin = {{ gen = \"jwt\", sub = \"a\" }}\n{SEC_CHECK}");
+        let diags = catalog_with(&orphan).unwrap_err();
+        assert!(
+            diags.0[0].location().contains("exercise.toml:7:"),
+            "{}",
+            diags.render(false)
+        );
+        assert!(diags.0[0].message.contains("needs an oidc-issuer upstream"));
+    }
+
     #[test]
     fn repeat_vars_take_text_and_a_bounded_count() {
-        let var = |text: &str| parse_var(&toml::from_str::<toml::Value>(text).unwrap());
+        let var = |text: &str| parse_var(&toml::from_str::<toml::Value>(text).unwrap(), &[]);
         match var("gen = \"repeat\"\ntext = \"é\"\ncount = 200").unwrap() {
             VarGen::Repeat { text, count } => assert_eq!((text.as_str(), count), ("é", 200)),
             other => panic!("{other:?}"),

@@ -76,6 +76,26 @@ pub async fn connect(ctx: &CheckContext<'_>) -> Result<Client, Failure> {
     Ok(client)
 }
 
+/// Why a check that reads the service's own tables cannot run without the grader's PostgreSQL.
+pub const NO_SERVICE_DATABASE: &str = "this check reads what your service stored in the grader's own PostgreSQL (the database in DATABASE_URL); with --runtime external (or [postgres] disabled) the grader has no database of its own, so it cannot grade this. This is the grader's limitation, not your service's fault: run with the local or docker runtime";
+
+/// A read-only connection to the service's database as the server's superuser (`postgres`), for
+/// probes that read the service's own rows. Unlike [`connect`] it needs no data set: the probe
+/// role exists only when one was loaded, and these probes count no statistics.
+pub async fn connect_owner(ctx: &CheckContext<'_>) -> Result<Client, Failure> {
+    let Some(info) = ctx.service.postgres.as_ref() else {
+        return Err(Failure::Error(NO_SERVICE_DATABASE.into()));
+    };
+    let client = crate::pg::connect(&info.url, "postgres")
+        .await
+        .map_err(Failure::Error)?;
+    client
+        .batch_execute("SET default_transaction_read_only = on; SET statement_timeout = '15s'")
+        .await
+        .map_err(|e| Failure::Error(db_error(&e)))?;
+    Ok(client)
+}
+
 /// The value of a sample: a JSON array or object stays JSON, an integer a number, anything else
 /// a string.
 pub fn sample_value(text: String) -> Value {

@@ -17,9 +17,12 @@ pub mod deep_pages;
 pub mod no_internals_leak;
 pub mod paginate;
 pub mod query_plan;
+pub mod rate_limit;
 pub mod redundant_indexes;
 pub mod request;
 pub mod revalidate;
+pub mod service_log;
+pub mod stored_secrets;
 pub mod upstream_calls;
 
 use crate::engine::{CheckContext, Failure};
@@ -36,6 +39,9 @@ pub enum ProbeCall {
     RedundantIndexes(Box<redundant_indexes::Params>),
     Paginate(Box<paginate::Params>),
     Revalidate(Box<revalidate::Params>),
+    RateLimit(Box<rate_limit::Params>),
+    StoredSecrets(Box<stored_secrets::Params>),
+    ServiceLog(Box<service_log::Params>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -48,6 +54,9 @@ pub const PROBE_NAMES: &[&str] = &[
     "redundant_indexes",
     "paginate",
     "revalidate",
+    "rate_limit",
+    "stored_secrets",
+    "service_log",
 ];
 
 /// Parses `probe = NAME` with its `params`. Errors are plain messages; the caller locates them.
@@ -68,6 +77,9 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
         }
         "paginate" => ProbeCall::Paginate(Box::new(paginate::parse(params)?)),
         "revalidate" => ProbeCall::Revalidate(Box::new(revalidate::parse(params)?)),
+        "rate_limit" => ProbeCall::RateLimit(Box::new(rate_limit::parse(params)?)),
+        "stored_secrets" => ProbeCall::StoredSecrets(Box::new(stored_secrets::parse(params)?)),
+        "service_log" => ProbeCall::ServiceLog(Box::new(service_log::parse(params)?)),
         other => {
             return Err(
                 match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
@@ -93,6 +105,9 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::RedundantIndexes(p) => redundant_indexes::run(p, ctx).await,
         ProbeCall::Paginate(p) => paginate::run(p, ctx).await,
         ProbeCall::Revalidate(p) => revalidate::run(p, ctx).await,
+        ProbeCall::RateLimit(p) => rate_limit::run(p, ctx).await,
+        ProbeCall::StoredSecrets(p) => stored_secrets::run(p, ctx).await,
+        ProbeCall::ServiceLog(p) => service_log::run(p, ctx).await,
     }
 }
 
@@ -107,6 +122,9 @@ impl ProbeCall {
             ProbeCall::RedundantIndexes(_) => "redundant_indexes",
             ProbeCall::Paginate(_) => "paginate",
             ProbeCall::Revalidate(_) => "revalidate",
+            ProbeCall::RateLimit(_) => "rate_limit",
+            ProbeCall::StoredSecrets(_) => "stored_secrets",
+            ProbeCall::ServiceLog(_) => "service_log",
         }
     }
 
@@ -125,6 +143,9 @@ impl ProbeCall {
             ProbeCall::RedundantIndexes(_) => Vec::new(),
             ProbeCall::Paginate(p) => p.template_strings(),
             ProbeCall::Revalidate(p) => p.template_strings(),
+            ProbeCall::RateLimit(p) => p.template_strings(),
+            ProbeCall::StoredSecrets(p) => p.template_strings(),
+            ProbeCall::ServiceLog(p) => p.template_strings(),
         }
     }
 

@@ -31,6 +31,11 @@ pub struct ProbeRequest {
     /// (`upstream_calls` only): 0.5 means "in under half the time the upstream takes", proof that
     /// it did not wait for the upstream. Relative, so a slow machine does not make it flaky.
     pub under_upstream_delay: Option<f64>,
+    /// The response must not arrive before the upstream route's delay has passed (`upstream_calls`
+    /// only): proof that the service waited for a fresh answer instead of serving a stored one
+    /// while it refreshes in the background. A response cannot depend on an answer that did not
+    /// exist yet, so this bound cannot be flaky either.
+    pub waits_for_upstream: bool,
 }
 
 /// What a probe does to, and expects from, a mock upstream route.
@@ -74,6 +79,8 @@ struct RawRequest {
     at: Option<String>,
     wait: Option<String>,
     under_upstream_delay: Option<f64>,
+    #[serde(default)]
+    waits_for_upstream: bool,
 }
 
 #[derive(Deserialize)]
@@ -127,9 +134,17 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
     for (path, pred) in r.expect_json {
         expect.json.push((query(&path)?, predicate::parse(&pred)?));
     }
-    if probe != "upstream_calls" && (r.wait.is_some() || r.under_upstream_delay.is_some()) {
+    if probe != "upstream_calls"
+        && (r.wait.is_some() || r.under_upstream_delay.is_some() || r.waits_for_upstream)
+    {
         return Err(format!(
-            "request {}: `wait` and `under_upstream_delay` go with `upstream_calls` requests (`concurrent` staggers with `at`)",
+            "request {}: `wait`, `under_upstream_delay` and `waits_for_upstream` go with `upstream_calls` requests (`concurrent` staggers with `at`)",
+            index + 1
+        ));
+    }
+    if r.waits_for_upstream && r.under_upstream_delay.is_some() {
+        return Err(format!(
+            "request {}: a response cannot both answer before the upstream (`under_upstream_delay`) and wait for it (`waits_for_upstream`)",
             index + 1
         ));
     }
@@ -172,6 +187,7 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
             .transpose()?
             .unwrap_or(Duration::ZERO),
         under_upstream_delay: r.under_upstream_delay,
+        waits_for_upstream: r.waits_for_upstream,
     })
 }
 

@@ -1,9 +1,9 @@
 //! Realistic reports for the snapshot tests, built in code with fixed times and durations.
 
 use crate::outcome::{
-    CheckResult, Exchange, ExerciseScore, FailureDetail, ProblemKind, RecordedRequest,
-    RecordedResponse, RunProblem, RunReport, RunStatus, RuntimeInfo, Score, SkillScore, Status,
-    Timings, REPORT_VERSION,
+    CheckResult, DecodedToken, Exchange, ExerciseScore, FailureDetail, ProblemKind,
+    RecordedRequest, RecordedResponse, RunProblem, RunReport, RunStatus, RuntimeInfo, Score,
+    SkillScore, Status, Timings, REPORT_VERSION,
 };
 
 const URL: &str = "http://127.0.0.1:41823";
@@ -114,6 +114,7 @@ fn create_fails() -> CheckResult {
                         ("accept".into(), "application/json".into()),
                     ],
                     body: Some(body.clone()),
+                    token: None,
                 },
                 curl: format!(
                     "curl -i -X POST '{URL}/products' \\\n  -H 'content-type: application/json' \\\n  -H 'accept: application/json' \\\n  --data-raw '{body}'"
@@ -165,6 +166,7 @@ fn malformed_hangs() -> CheckResult {
                     url: format!("{URL}/products"),
                     headers: vec![("content-type".into(), "application/json".into())],
                     body: Some(r#"{"sku": "SKU-"#.into()),
+                    token: None,
                 },
                 curl: format!(
                     "curl -i -X POST '{URL}/products' \\\n  -H 'content-type: application/json' \\\n  --data-raw '{{\"sku\": \"SKU-'"
@@ -290,6 +292,88 @@ pub fn mixed() -> RunReport {
         percent: 38.5,
         passed: 4,
         total: 8,
+    }];
+    report
+}
+
+/// A forged token (`alg: none`) was accepted: the exchange carries the decoded bearer token.
+pub fn bearer_token() -> RunReport {
+    let mut report = base(RunStatus::Fail);
+    // {"alg":"none","typ":"JWT","kid":"Zq3…"} . {"iss":…,"sub":"amber-otter-42",…} . (empty)
+    let header = serde_json::json!({"alg": "none", "typ": "JWT", "kid": "ZqvX9n3q0y1wJx6XbXvV8m0wq2bW0eW8pG7y8QvC5dI"});
+    let claims = serde_json::json!({
+        "iss": "http://127.0.0.1:41234",
+        "sub": "amber-otter-42",
+        "aud": "notes-api",
+        "iat": 1795878245,
+        "exp": 1795878545,
+        "roles": ["admin"],
+    });
+    let token = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIiwia2lkIjoiWnF2WDluM3EweTF3Sng2WGJYdlY4bTB3cTJiVzBlVzhwRzd5OFF2QzVkSSJ9.eyJpc3MiOiJodHRwOi8vMTI3LjAuMC4xOjQxMjM0Iiwic3ViIjoiYW1iZXItb3R0ZXItNDIiLCJhdWQiOiJub3Rlcy1hcGkiLCJpYXQiOjE3OTU4NzgyNDUsImV4cCI6MTc5NTg3ODU0NSwicm9sZXMiOlsiYWRtaW4iXX0.";
+    let stats = r#"{"notes":3,"accounts":2}"#;
+    let mut failed = check(
+        "alg-none-refused",
+        "A token with alg none is refused",
+        "security",
+        2,
+        2,
+        Status::Fail,
+        9,
+        Some("GET /admin/stats with an unsigned token (alg none): expected status 401, got 200"),
+        Some(FailureDetail {
+            expected: "status: 401".into(),
+            actual: "status: 200".into(),
+            why: "An unsigned token is anyone's token.".into(),
+            hint: "Accept only the algorithms you expect.".into(),
+            spec: vec!["RFC 8725 §3.1".into()],
+            evidence: vec![],
+            exchanges: vec![Exchange {
+                step: "read the stats with an unsigned token".into(),
+                request: RecordedRequest {
+                    method: "GET".into(),
+                    url: format!("{URL}/admin/stats"),
+                    headers: vec![("Authorization".into(), format!("Bearer {token}"))],
+                    body: None,
+                    token: Some(DecodedToken { header, claims }),
+                },
+                curl: format!("curl -i {URL}/admin/stats -H 'Authorization: Bearer {token}'"),
+                response: Some(RecordedResponse {
+                    status: 200,
+                    headers: vec![("content-type".into(), "application/json".into())],
+                    body: stats.into(),
+                    body_bytes: stats.len() as u64,
+                    body_truncated: false,
+                }),
+                transport_error: None,
+            }],
+            service_log_tail: vec![],
+        }),
+    );
+    failed.id = "security/alg-none-refused".into();
+    failed.exercise = "security".into();
+    report.checks = vec![failed];
+    report.score = Score {
+        earned: 0,
+        possible: 2,
+        percent: 0.0,
+    };
+    report.skills = vec![SkillScore {
+        id: "security".into(),
+        title: "Security".into(),
+        earned: 0,
+        possible: 2,
+        percent: 0.0,
+        passed: 0,
+        total: 1,
+    }];
+    report.exercises = vec![ExerciseScore {
+        id: "security".into(),
+        title: "Security: a multi-tenant notes service".into(),
+        earned: 0,
+        possible: 2,
+        percent: 0.0,
+        passed: 0,
+        total: 1,
     }];
     report
 }

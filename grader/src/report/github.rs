@@ -250,6 +250,15 @@ fn exchange_block(md: &mut String, exchange: &Exchange, n: usize, total: usize) 
         escape(&exchange.step)
     ));
     code_block(md, "sh", &exchange.curl);
+    if let Some(token) = &exchange.request.token {
+        md.push_str("The bearer token, decoded:\n\n");
+        let decoded = serde_json::json!({"header": token.header, "claims": token.claims});
+        code_block(
+            md,
+            "json",
+            &serde_json::to_string_pretty(&decoded).unwrap_or_default(),
+        );
+    }
     if let Some(response) = &exchange.response {
         let mut text = status_line(response.status);
         let mut hidden = 0;

@@ -464,6 +464,16 @@ fn exchange_block(w: &mut Writer, exchange: &Exchange, n: usize, total: usize) {
         };
         w.line(format!("    {text}"));
     }
+    // What the bearer token says: header and claims, as compact JSON.
+    if let Some(token) = &exchange.request.token {
+        for (label, value) in [
+            ("token header", &token.header),
+            ("token claims", &token.claims),
+        ] {
+            let label = w.paint(DIM, &format!("{label}:"));
+            w.line(format!("    {label} {}", sanitize(&value.to_string())));
+        }
+    }
 
     if let Some(response) = &exchange.response {
         let status = w.paint(BOLD, &status_line(response.status));

@@ -1,7 +1,7 @@
 //! Snapshot tests: every renderer × every report state, plus the properties the snapshots can't
 //! show (colour doesn't change the text, escaping, round trips).
 
-use super::fixtures::{all_pass, mixed, service_did_not_start};
+use super::fixtures::{all_pass, bearer_token, mixed, service_did_not_start};
 use super::human::HumanStyle;
 use super::{body_excerpt, github, human, json, junit, render, sanitize, Counts, Format};
 use crate::outcome::{RecordedResponse, RunReport, Status};
@@ -24,7 +24,29 @@ fn fixtures() -> Vec<(&'static str, RunReport)> {
         ("mixed", mixed()),
         ("service_did_not_start", service_did_not_start()),
         ("all_pass", all_pass()),
+        ("bearer_token", bearer_token()),
     ]
+}
+
+/// A request with a bearer JWS shows the token decoded (header and claims), in every format
+/// that shows the request.
+#[test]
+fn human_bearer_token() {
+    insta::assert_snapshot!(human::render(&bearer_token(), &PLAIN));
+}
+
+#[test]
+fn github_bearer_token() {
+    insta::assert_snapshot!(github::render(&bearer_token()));
+}
+
+#[test]
+fn decoded_tokens_reach_json_and_junit() {
+    let json = json::render(&bearer_token());
+    assert!(json.contains("\"token\": {"), "{json}");
+    assert!(json.contains("\"alg\": \"none\""), "{json}");
+    let xml = junit::render(&bearer_token());
+    assert!(xml.contains("token claims"), "{xml}");
 }
 
 #[test]

@@ -12,6 +12,7 @@ use futures_util::FutureExt;
 
 use super::RunEvents;
 use crate::engine::http::HttpClient;
+use crate::engine::tokens::{self as engine_tokens, CheckTokens};
 use crate::engine::{exit_words, is_hang, step, CheckContext, FailInfo, Failure, LOG_TAIL_LINES};
 use crate::exercise::{Check, CheckBody, Exercise};
 use crate::outcome::{CheckResult, Exchange, FailureDetail, Status};
@@ -237,8 +238,9 @@ async fn grade_exercise(
         } else if let Some(missing) = unmet_requirement(check, &exercise.id, &results) {
             Outcome::Skip(format!("not run: requires {missing}, which did not pass"))
         } else {
-            // Latency and faults a probe set for an earlier check never leak into this one.
-            shared.upstreams.reset_behaviour_of(&upstream_names);
+            // Latency and faults a probe set for an earlier check never leak into this one, and
+            // calls counted without a key are this check's.
+            shared.upstreams.begin_check(&upstream_names);
             run_one(exercise, check, shared).await
         };
         note_service_health(shared, &outcome, &id);
@@ -303,7 +305,21 @@ fn unmet_requirement(check: &Check, exercise: &str, results: &[CheckResult]) -> 
 
 async fn run_one(exercise: &Exercise, check: &Check, shared: &Shared<'_>) -> Outcome {
     let mut rng = random::check_rng(shared.selection.seed, &exercise.id, &check.id);
-    let scope = random::generate(&exercise.vars, &mut rng);
+    let mut scope = random::generate(&exercise.vars, &mut rng);
+    // Tokens last, from the values above, when the check runs (their `exp` counts from now).
+    let tokens = CheckTokens {
+        vars: &exercise.vars,
+        used: &check.tokens,
+    };
+    if !tokens.is_empty() {
+        let minted = match engine_tokens::prepare(tokens, shared.upstreams).await {
+            Ok(()) => engine_tokens::mint(tokens, &mut scope, shared.upstreams),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = minted {
+            return Outcome::Failed(Failure::Error(e), Vec::new());
+        }
+    }
     let service = shared.service;
     let mut ctx = CheckContext {
         http: &shared.http,
@@ -312,6 +328,7 @@ async fn run_one(exercise: &Exercise, check: &Check, shared: &Shared<'_>) -> Out
         rng,
         exchanges: Vec::new(),
         vars: &exercise.vars,
+        tokens,
         upstreams: shared.upstreams,
         measurements: Vec::new(),
     };
@@ -402,7 +419,10 @@ fn to_result(
             result.earned = check.points;
             result.measurements = measurements;
         }
-        Outcome::Skip(reason) => {
+        // A probe that cannot judge where the service runs skips with its reason (never a pass).
+        Outcome::Skip(reason)
+        | Outcome::Failed(Failure::Skip(reason), _)
+        | Outcome::TimedOut(Failure::Skip(reason), _) => {
             result.status = Status::Skip;
             result.message = Some(reason);
         }

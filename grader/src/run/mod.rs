@@ -347,10 +347,13 @@ pub async fn execute(
 
     // Mock upstreams first: the service gets their URLs when it starts. A container reaches
     // them through the host gateway, not the host's loopback.
-    let upstream_options = if runtime_kind == RuntimeKind::Docker {
-        runtime::docker::upstream_options().await
-    } else {
-        UpstreamOptions::default()
+    let upstream_options = UpstreamOptions {
+        seed: plan.seed,
+        ..if runtime_kind == RuntimeKind::Docker {
+            runtime::docker::upstream_options().await
+        } else {
+            UpstreamOptions::default()
+        }
     };
     let (upstreams, upstream_problem) = start::upstreams(
         &plan,

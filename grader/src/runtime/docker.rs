@@ -145,6 +145,7 @@ pub async fn upstream_options() -> crate::upstream::UpstreamOptions {
         Ok(Some(ip)) => crate::upstream::UpstreamOptions {
             bind: ip,
             advertise_host: "host.docker.internal".into(),
+            ..Default::default()
         },
         _ => crate::upstream::UpstreamOptions::default(),
     }
@@ -943,6 +944,12 @@ impl DockerEnvironment {
     /// The last `lines` lines of `service.log`.
     pub fn service_log_tail(&self, lines: usize) -> Vec<String> {
         tail_lines(&self.service_log, lines)
+    }
+
+    /// `service.log`: the container's stdout and stderr in this run, as followed so far (the
+    /// follower writes each line as Docker delivers it, so the last lines may lag briefly).
+    pub fn service_log_path(&self) -> &Path {
+        &self.service_log
     }
 
     /// This run's `grader.run` label value.

@@ -322,6 +322,11 @@ impl LocalEnvironment {
         process::tail_lines(&self.service_log, lines)
     }
 
+    /// `service.log`: everything the service wrote to stdout and stderr in this run.
+    pub fn service_log_path(&self) -> &Path {
+        &self.service_log
+    }
+
     /// Tears everything down (see the module docs for the order) and returns how long it took.
     pub async fn shutdown(self) -> Duration {
         let started = Instant::now();

@@ -169,6 +169,16 @@ impl RunningService {
         }
     }
 
+    /// The file holding the service's combined stdout and stderr for this run, or `None` when the
+    /// grader does not run the service (external) and so cannot read what it writes.
+    pub fn service_log_path(&self) -> Option<&std::path::Path> {
+        match &self.backend {
+            Backend::Local(env) => Some(env.service_log_path()),
+            Backend::Docker(env) => Some(env.service_log_path()),
+            Backend::External => None,
+        }
+    }
+
     /// Pids and temp dirs of a local run, for tests that check teardown (None when external).
     #[doc(hidden)]
     pub fn debug_pids(&self) -> Option<local::DebugPids> {

@@ -7,6 +7,7 @@ pub mod calendar;
 pub mod predicate;
 pub mod random;
 pub mod template;
+pub mod token;
 
 use regex::Regex;
 use serde_json::Value;
@@ -21,6 +22,8 @@ pub struct Step {
     pub request: RequestSpec,
     pub expect: Expect,
     pub captures: Vec<(String, CaptureSpec)>,
+    /// How many times the step is sent in a row (1 = once); every answer is judged.
+    pub repeat: u32,
 }
 
 /// A request whose strings may hold `{{var}}` templates.

@@ -27,6 +27,19 @@ pub enum VarGen {
     /// `text` repeated `count` times: a value of an exact length, for probing a documented limit
     /// at the limit and one past it (`é` × 200 is 200 characters and 400 bytes).
     Repeat { text: String, count: usize },
+    /// An access token signed by the grader's mock OpenID issuer, minted when a check that uses
+    /// it runs (not here: it draws nothing from the stream, see `engine::tokens`).
+    Jwt(Box<super::token::JwtSpec>),
+}
+
+impl VarGen {
+    /// The token's declaration, for `gen = "jwt"`.
+    pub fn jwt(&self) -> Option<&super::token::JwtSpec> {
+        match self {
+            VarGen::Jwt(spec) => Some(spec),
+            _ => None,
+        }
+    }
 }
 
 /// A fresh seed for a run: small enough to type back after `--seed`.
@@ -49,15 +62,16 @@ pub fn check_rng(seed: u64, exercise: &str, check: &str) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed ^ h)
 }
 
-/// Generates every variable of an exercise, in file order.
+/// Generates every variable of an exercise, in file order. Tokens (`gen = "jwt"`) are left out:
+/// the engine mints them afterwards, from these values.
 pub fn generate(vars: &[(String, VarGen)], rng: &mut ChaCha8Rng) -> Scope {
     vars.iter()
-        .map(|(name, gen)| (name.clone(), value(gen, rng)))
+        .filter_map(|(name, gen)| Some((name.clone(), value(gen, rng)?)))
         .collect()
 }
 
-fn value(gen: &VarGen, rng: &mut ChaCha8Rng) -> Value {
-    match gen {
+fn value(gen: &VarGen, rng: &mut ChaCha8Rng) -> Option<Value> {
+    Some(match gen {
         VarGen::Sku => Value::String(format!("SKU-{:06X}", rng.gen_range(0..0x100_0000u32))),
         VarGen::Words { count } => {
             let words: Vec<&str> = (0..*count).map(|_| word(rng)).collect();
@@ -96,7 +110,8 @@ fn value(gen: &VarGen, rng: &mut ChaCha8Rng) -> Value {
         )),
         VarGen::Pick(values) => Value::String(values[rng.gen_range(0..values.len())].clone()),
         VarGen::Repeat { text, count } => Value::String(text.repeat(*count)),
-    }
+        VarGen::Jwt(_) => return None,
+    })
 }
 
 fn word(rng: &mut ChaCha8Rng) -> &'static str {
@@ -145,7 +160,7 @@ mod tests {
             count: 200,
         };
         let mut rng = check_rng(42, "ex", "one");
-        let v = value(&repeat, &mut rng);
+        let v = value(&repeat, &mut rng).unwrap();
         assert_eq!(v.as_str().unwrap().chars().count(), 200);
         assert_eq!(v.as_str().unwrap().len(), 400);
         // A fixed value draws nothing from the stream: variables after it keep their values.

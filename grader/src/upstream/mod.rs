@@ -9,6 +9,7 @@
 //! They run in-process, as tokio tasks: [`Upstreams::shutdown`] stops them, and dropping the
 //! handle aborts them, so nothing outlives the run.
 
+pub mod issuer;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -23,7 +24,11 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::task::JoinSet;
 
-pub use spec::{Behaviour, CannedBody, Fault, KeySource, RouteSpec, Store, UpstreamSpec};
+pub use issuer::Issuer;
+pub use spec::{
+    Behaviour, CannedBody, Fault, IssuerDocument, KeySource, RouteSpec, Store, UpstreamKind,
+    UpstreamSpec,
+};
 
 /// Request bodies above this are cut (the mock is not a storage service).
 const MAX_BODY: usize = 1024 * 1024;
@@ -36,6 +41,8 @@ pub struct UpstreamOptions {
     /// Host written into the URL handed to the service (default: the bind address). A container
     /// runtime sets this to the host gateway, e.g. `host.docker.internal`.
     pub advertise_host: String,
+    /// The run's seed: an `oidc-issuer`'s keys come from it, so `--seed N` replays them.
+    pub seed: u64,
 }
 
 impl Default for UpstreamOptions {
@@ -43,6 +50,7 @@ impl Default for UpstreamOptions {
         UpstreamOptions {
             bind: IpAddr::from([127, 0, 0, 1]),
             advertise_host: "127.0.0.1".into(),
+            seed: 0,
         }
     }
 }
@@ -72,6 +80,8 @@ pub struct Upstream {
     pub spec: UpstreamSpec,
     /// URL handed to the service, e.g. `http://127.0.0.1:41234`.
     pub url: String,
+    /// The keys and tokens of a `kind = "oidc-issuer"` upstream.
+    issuer: Option<Arc<Issuer>>,
     state: Mutex<State>,
 }
 
@@ -84,6 +94,8 @@ struct State {
     seq: Vec<u64>,
     /// Documents kept per key by `store = "write"` routes, shown by `store = "read"` routes.
     documents: BTreeMap<String, serde_json::Map<String, Value>>,
+    /// Index in `calls` of the first call of the current check (see [`Upstream::calls`]).
+    check_start: usize,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -116,15 +128,24 @@ impl Upstream {
             })
     }
 
-    /// The calls to `route` (`POST /charges`), only those with `key` when given.
+    /// The calls to `route` (`POST /charges`). With a `key`: every call of the run with that key
+    /// (keys come from a check's own random data, so they are that check's). Without one: the
+    /// calls since the current check began ([`Upstreams::begin_check`]), so a route without keys
+    /// (an issuer's JWKS) is counted per check too.
     pub fn calls(&self, route: &str, key: Option<&str>) -> Vec<Call> {
-        self.lock()
-            .calls
+        let state = self.lock();
+        let since = if key.is_none() { state.check_start } else { 0 };
+        state.calls[since.min(state.calls.len())..]
             .iter()
             .filter(|c| c.known_route && c.route == route)
             .filter(|c| key.is_none() || c.key.as_deref() == key)
             .cloned()
             .collect()
+    }
+
+    /// The issuer behind a `kind = "oidc-issuer"` upstream.
+    pub fn issuer(&self) -> Option<&Arc<Issuer>> {
+        self.issuer.as_ref()
     }
 
     /// Every call so far, in arrival order.
@@ -158,6 +179,13 @@ impl Upstream {
             .map(|r| r.behaviour.clone())
             .collect();
         self.lock().behaviour = declared;
+    }
+
+    /// Declared behaviour back, and the calls counted without a key start from here.
+    fn begin_check(&self) {
+        self.reset_behaviour();
+        let mut state = self.lock();
+        state.check_start = state.calls.len();
     }
 }
 
@@ -214,14 +242,32 @@ impl Upstreams {
                     )
                 })?;
             let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            let url = format!("http://{}:{port}", options.advertise_host);
+            let issuer = match &spec.kind {
+                UpstreamKind::Routes => None,
+                UpstreamKind::OidcIssuer { audience } => {
+                    let issuer = Arc::new(Issuer::new(&spec.name, &url, audience, options.seed));
+                    // The first keys are made while the service starts (RSA generation takes a
+                    // moment); whoever needs them first waits for them.
+                    tokio::spawn({
+                        let issuer = issuer.clone();
+                        async move {
+                            let _ = issuer.ready().await;
+                        }
+                    });
+                    Some(issuer)
+                }
+            };
             let upstream = Arc::new(Upstream {
                 spec: spec.clone(),
-                url: format!("http://{}:{port}", options.advertise_host),
+                url,
+                issuer,
                 state: Mutex::new(State {
                     calls: Vec::new(),
                     behaviour: spec.routes.iter().map(|r| r.behaviour.clone()).collect(),
                     seq: vec![0; spec.routes.len()],
                     documents: BTreeMap::new(),
+                    check_start: 0,
                 }),
             });
             let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -276,12 +322,13 @@ impl Upstreams {
         }
     }
 
-    /// Puts the routes of the named upstreams back to their declared behaviour: between checks of
-    /// one exercise, without touching the mocks of an exercise graded at the same time.
-    pub fn reset_behaviour_of(&self, names: &[String]) {
+    /// Before a check: puts the routes of the named upstreams back to their declared behaviour,
+    /// and starts counting their calls without a key afresh ([`Upstream::calls`]), without
+    /// touching the mocks of an exercise graded at the same time.
+    pub fn begin_check(&self, names: &[String]) {
         for u in &self.inner.upstreams {
             if names.contains(&u.spec.name) {
-                u.reset_behaviour();
+                u.begin_check();
             }
         }
     }
@@ -448,6 +495,9 @@ async fn handle(
             &json!({ "error": "simulated upstream failure", "status": status }),
             &[],
         )),
+        None if matches!(route.response.body, CannedBody::Issuer(_)) => {
+            Ok(issuer_document(&upstream, route).await)
+        }
         None => {
             // The write lands only when the call succeeds, as at a real system of record.
             let kept = match (route.store, &key) {
@@ -472,6 +522,19 @@ async fn handle(
                 kept.as_ref(),
             ))
         }
+    }
+}
+
+/// The discovery document or the JWKS of an `oidc-issuer` upstream.
+async fn issuer_document(upstream: &Upstream, route: &RouteSpec) -> Response<Full<Bytes>> {
+    let document = match (&route.response.body, &upstream.issuer) {
+        (CannedBody::Issuer(IssuerDocument::Discovery), Some(issuer)) => Ok(issuer.discovery()),
+        (CannedBody::Issuer(IssuerDocument::Jwks), Some(issuer)) => issuer.jwks().await,
+        _ => Err(format!("`{}` is not an oidc-issuer", upstream.spec.name)),
+    };
+    match document {
+        Ok(body) => json_response(route.response.status, &body, &route.response.headers),
+        Err(e) => json_response(500, &json!({ "error": e }), &[]),
     }
 }
 
@@ -512,6 +575,8 @@ fn canned(
             response(r.status, text.into_bytes(), None, &r.headers)
         }
         CannedBody::Empty => response(r.status, Vec::new(), None, &r.headers),
+        // Answered by `issuer_document` before this is reached.
+        CannedBody::Issuer(_) => json_response(500, &json!({ "error": "not an issuer" }), &[]),
     }
 }
 

@@ -29,6 +29,11 @@
 //! arrives, before its delay, as a real system of record reads at the start of a slow call: a
 //! write that lands during the delay is not in the answer. That makes the classic invalidation
 //! race observable (a lookup that started before a write answers the old document after it).
+//!
+//! `kind = "oidc-issuer"` declares a built-in upstream instead of routes: the grader's mock
+//! OpenID-Connect issuer (`super::issuer`), with `audience` (the default `aud` of the tokens it
+//! signs for `gen = "jwt"` variables). Its two routes are fixed ([`ISSUER_ROUTES`]) and counted
+//! like any other route.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -46,7 +51,25 @@ pub struct UpstreamSpec {
     pub routes: Vec<RouteSpec>,
     /// More variables the service gets with the URL (`service_env = { CACHE_TTL_SECONDS = "2" }`).
     pub service_env: Vec<(String, String)>,
+    /// Canned routes, or a built-in upstream.
+    pub kind: UpstreamKind,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamKind {
+    /// Declared `[[upstreams.NAME.route]]`s.
+    Routes,
+    /// The grader's mock OpenID-Connect issuer: discovery and JWKS, keys per run.
+    OidcIssuer {
+        /// The `aud` of the tokens it signs unless a variable says otherwise.
+        audience: String,
+    },
+}
+
+/// Route ids of the `oidc-issuer` upstream, as `upstream_calls` counts them.
+pub const DISCOVERY_ROUTE: &str = "GET /.well-known/openid-configuration";
+pub const JWKS_ROUTE: &str = "GET /.well-known/jwks.json";
+pub const ISSUER_ROUTES: &[&str] = &[DISCOVERY_ROUTE, JWKS_ROUTE];
 
 #[derive(Debug, Clone)]
 pub struct RouteSpec {
@@ -215,11 +238,21 @@ pub enum CannedBody {
     Json(Value),
     Text(String),
     Empty,
+    /// Computed by the `oidc-issuer` upstream: its discovery document or its JWKS.
+    Issuer(IssuerDocument),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssuerDocument {
+    Discovery,
+    Jwks,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
+    kind: Option<String>,
+    audience: Option<String>,
     env: Option<String>,
     #[serde(default)]
     route: Vec<RawRoute>,
@@ -284,12 +317,61 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             "upstream `{name}`: \"{env}\" is not a valid environment variable name"
         ));
     }
-    if raw.route.is_empty() {
+    let kind = match (raw.kind.as_deref(), raw.audience) {
+        (None, None) => UpstreamKind::Routes,
+        (None, Some(_)) => {
+            return Err(format!(
+                "upstream `{name}`: `audience` goes with kind = \"oidc-issuer\""
+            ))
+        }
+        (Some("oidc-issuer"), audience) => {
+            if !raw.route.is_empty() {
+                return Err(format!(
+                    "upstream `{name}` is an oidc-issuer: its routes are built in (discovery and JWKS), so it takes no [[upstreams.{name}.route]]"
+                ));
+            }
+            let audience = audience.filter(|a| !a.trim().is_empty()).ok_or_else(|| {
+                format!(
+                    "upstream `{name}`: an oidc-issuer needs `audience`, the `aud` of the tokens it signs (e.g. audience = \"notes-api\")"
+                )
+            })?;
+            UpstreamKind::OidcIssuer { audience }
+        }
+        (Some(other), _) => {
+            return Err(format!(
+                "upstream `{name}`: kind \"{other}\" is unknown; the built-in kind is \"oidc-issuer\" (leave `kind` out for declared routes)"
+            ))
+        }
+    };
+    if raw.route.is_empty() && kind == UpstreamKind::Routes {
         return Err(format!(
             "upstream `{name}` has no routes; add [[upstreams.{name}.route]] tables"
         ));
     }
     let mut routes: Vec<RouteSpec> = Vec::new();
+    if let UpstreamKind::OidcIssuer { .. } = kind {
+        for (path, document) in [
+            (
+                "/.well-known/openid-configuration",
+                IssuerDocument::Discovery,
+            ),
+            ("/.well-known/jwks.json", IssuerDocument::Jwks),
+        ] {
+            routes.push(RouteSpec {
+                method: "GET".into(),
+                path: path.into(),
+                key: None,
+                behaviour: Behaviour::default(),
+                response: CannedResponse {
+                    status: 200,
+                    headers: Vec::new(),
+                    body: CannedBody::Issuer(document),
+                },
+                store: None,
+                read_on_arrival: false,
+            });
+        }
+    }
     for r in raw.route {
         let method = r.method.to_ascii_uppercase();
         if !r.path.starts_with('/') {
@@ -432,6 +514,7 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
         env,
         routes,
         service_env,
+        kind,
     })
 }
 
@@ -513,5 +596,39 @@ mod tests {
         assert!(parse("payments", &env)
             .unwrap_err()
             .contains("other than PAYMENTS_URL"));
+    }
+
+    #[test]
+    fn an_oidc_issuer_has_built_in_routes_and_an_audience() {
+        let issuer = |text: &str| parse("issuer", &toml::from_str(text).unwrap());
+        let ok = issuer(
+            "kind = \"oidc-issuer\"\nenv = \"AUTH_ISSUER_URL\"\naudience = \"notes-api\"\nservice_env = { AUTH_AUDIENCE = \"notes-api\" }",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.kind,
+            UpstreamKind::OidcIssuer {
+                audience: "notes-api".into()
+            }
+        );
+        assert_eq!(ok.env, "AUTH_ISSUER_URL");
+        let ids: Vec<String> = ok.routes.iter().map(RouteSpec::id).collect();
+        assert_eq!(ids, ISSUER_ROUTES);
+        assert!(issuer("kind = \"oidc-issuer\"")
+            .unwrap_err()
+            .contains("needs `audience`"));
+        assert!(issuer("kind = \"oidc\"\naudience = \"a\"")
+            .unwrap_err()
+            .contains("kind \"oidc\" is unknown"));
+        assert!(
+            issuer("audience = \"a\"\n[[route]]\nmethod = \"GET\"\npath = \"/x\"")
+                .unwrap_err()
+                .contains("goes with kind")
+        );
+        assert!(issuer(
+            "kind = \"oidc-issuer\"\naudience = \"a\"\n[[route]]\nmethod = \"GET\"\npath = \"/x\""
+        )
+        .unwrap_err()
+        .contains("takes no"));
     }
 }

@@ -42,6 +42,8 @@ pub enum Bug {
     Html404,
     /// Control characters in `name` reach the database, and database errors are sent to the client.
     LeakDbErrors,
+    /// Control characters reach the database, and the failure answers a bare `text/plain` 500.
+    Plain500,
     /// Timestamps look like `2026-11-28 15:04:05`: no `T`, no zone.
     LocalTimestamps,
     /// Idempotency keys are looked up, then inserted, in a table without a unique constraint.
@@ -102,6 +104,8 @@ pub enum Bug {
     CacheKeyWithoutUser,
     /// Concurrent misses for one profile each ask the profile service (no single flight).
     CacheNoCoalescing,
+    /// An expired profile is answered at once while a background task refreshes it.
+    CacheServesStale,
     /// `PUT /pages/{slug}` ignores `If-None-Match`, so `*` does not stop it replacing a page.
     CacheCreateOverwrites,
     /// A GET answers 304 when `If-Modified-Since` holds even though `If-None-Match` does not match.
@@ -350,7 +354,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 166] = [
+    pub const ALL: [Bug; 168] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -365,6 +369,7 @@ impl Bug {
         Bug::HeadUnsupported,
         Bug::Html404,
         Bug::LeakDbErrors,
+        Bug::Plain500,
         Bug::LocalTimestamps,
         Bug::IdemCheckThenInsert,
         Bug::IdemKeyNotScoped,
@@ -395,6 +400,7 @@ impl Bug {
         Bug::CacheIfMatchIgnored,
         Bug::CacheKeyWithoutUser,
         Bug::CacheNoCoalescing,
+        Bug::CacheServesStale,
         Bug::CacheCreateOverwrites,
         Bug::CacheImsOverInm,
         Bug::Cache304DropsHeaders,
@@ -536,6 +542,7 @@ impl Bug {
             Bug::HeadUnsupported => "head-unsupported",
             Bug::Html404 => "html-404",
             Bug::LeakDbErrors => "leak-db-errors",
+            Bug::Plain500 => "plain-500",
             Bug::LocalTimestamps => "local-timestamps",
             Bug::IdemCheckThenInsert => "idem-check-then-insert",
             Bug::IdemKeyNotScoped => "idem-key-not-scoped",
@@ -566,6 +573,7 @@ impl Bug {
             Bug::CacheIfMatchIgnored => "cache-if-match-ignored",
             Bug::CacheKeyWithoutUser => "cache-key-without-user",
             Bug::CacheNoCoalescing => "cache-no-coalescing",
+            Bug::CacheServesStale => "cache-serves-stale",
             Bug::CacheCreateOverwrites => "cache-create-overwrites",
             Bug::CacheImsOverInm => "cache-ims-over-inm",
             Bug::Cache304DropsHeaders => "cache-304-drops-headers",

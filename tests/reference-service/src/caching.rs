@@ -589,6 +589,21 @@ impl ProfileCache {
             if let Some(profile) = self.fresh(&slots, key) {
                 return answer(profile);
             }
+            // Planted bug cache-serves-stale: an expired entry is answered at once while a
+            // background task refreshes it (stale-while-revalidate, which the README forbids).
+            if bugs::is(Bug::CacheServesStale) {
+                if let Some((stale, _)) = slots.get(key).and_then(|slot| slot.entry.clone()) {
+                    let (key, user) = (key.to_string(), user.to_string());
+                    tokio::spawn(async move {
+                        if let Ok(profile) = profiles().fetch(&user).await {
+                            let mut slots = profiles().lock();
+                            slots.entry(key).or_default().entry =
+                                Some((Arc::new(profile), Instant::now()));
+                        }
+                    });
+                    return answer(stale);
+                }
+            }
             slots.entry(key.to_string()).or_default().fill.clone()
         };
         // Planted bug cache-no-coalescing: every miss fetches, however many arrive together.

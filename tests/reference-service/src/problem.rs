@@ -164,7 +164,12 @@ fn title(status: StatusCode) -> &'static str {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let mut response = if bugs::is(Bug::PlainTextErrors) {
+        // Planted bug plain-500: a server error is the framework's bare text page.
+        let plain_500 = bugs::is(Bug::Plain500) && self.status.is_server_error();
+        let mut response = if plain_500 {
+            let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+            (self.status, content_type, "Internal Server Error").into_response()
+        } else if bugs::is(Bug::PlainTextErrors) {
             let content_type = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
             (self.status, content_type, self.detail).into_response()
         } else {

@@ -1,6 +1,8 @@
 //! `no_internals_leak` parameters: the write endpoint to attack, and which fields take strings
 //! and numbers.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,6 +31,14 @@ pub struct NoInternalsLeak {
     /// Health path that must still answer 2xx after the barrage.
     #[serde(default = "default_health")]
     pub health_path: String,
+    /// Request headers sent with every request the probe makes (templates allowed), e.g.
+    /// `Authorization = "Bearer {{token}}"` for an endpoint behind authentication.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Every 5xx must be a problem document whose `status` is the response's (the README's "a
+    /// plain 500 problem document"): a framework's default HTML or text error page fails.
+    #[serde(default)]
+    pub server_errors_are_problems: bool,
 }
 
 fn default_health() -> String {
@@ -43,6 +53,13 @@ pub fn parse(params: toml::Value) -> Result<NoInternalsLeak, String> {
         return Err(
             "params.body of `no_internals_leak` must be a table (a valid JSON object body)".into(),
         );
+    }
+    if let Some(name) = p.headers.keys().find(|k| {
+        k.eq_ignore_ascii_case("content-type") || k.eq_ignore_ascii_case("content-length")
+    }) {
+        return Err(format!(
+            "params.headers of `no_internals_leak` must not set `{name}`: the probe sets it for each awkward body"
+        ));
     }
     for f in p.string_fields.iter().chain(&p.number_fields) {
         if p.body.get(f).is_none() {
@@ -62,6 +79,45 @@ impl NoInternalsLeak {
             out.extend(vars.into_iter().map(|v| format!("{{{{{v}}}}}")));
         }
         out.extend(self.item_path.clone());
+        out.extend(self.headers.values().cloned());
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_text(text: &str) -> Result<NoInternalsLeak, String> {
+        parse(toml::from_str(text).unwrap())
+    }
+
+    const BASE: &str = r#"
+        method = "POST"
+        path = "/notes"
+        body = { title = "{{title}}" }
+        string_fields = ["title"]
+    "#;
+
+    #[test]
+    fn headers_are_optional_and_templated() {
+        assert!(parse_text(BASE).unwrap().headers.is_empty());
+        let p = parse_text(&format!(
+            "{BASE}\nheaders = {{ Authorization = \"Bearer {{{{token}}}}\" }}"
+        ))
+        .unwrap();
+        assert_eq!(p.headers["Authorization"], "Bearer {{token}}");
+        assert!(p
+            .template_strings()
+            .contains(&"Bearer {{token}}".to_string()));
+    }
+
+    #[test]
+    fn headers_may_not_set_the_body_framing() {
+        let err = parse_text(&format!(
+            "{BASE}\nheaders = {{ content-type = \"text/plain\" }}"
+        ))
+        .unwrap_err();
+        assert!(err.contains("must not set `content-type`"), "{err}");
     }
 }

@@ -49,11 +49,21 @@ struct Case {
 pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
     let base = template::render_json(&p.body, &ctx.scope).map_err(Failure::Error)?;
     let path = template::render(&p.path, &ctx.scope).map_err(Failure::Error)?;
+    // Sent with every request (authentication, say), rendered once for the whole probe.
+    let extra: Vec<(String, String)> = p
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), template::render(v, &ctx.scope)?)))
+        .collect::<Result<_, String>>()
+        .map_err(Failure::Error)?;
     // A service that rejects everything would leak nothing; only judge an endpoint that works.
     let valid = OutgoingRequest {
         method: p.method.clone(),
         url: ctx.url(&path)?,
-        headers: vec![("Content-Type".into(), "application/json".into())],
+        headers: [("Content-Type".to_string(), "application/json".to_string())]
+            .into_iter()
+            .chain(extra.iter().cloned())
+            .collect(),
         body: Some(serde_json::to_vec(&base).map_err(|e| Failure::Error(e.to_string()))?),
     };
     let label = format!("{} {path} with a valid body", p.method);
@@ -93,6 +103,7 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
         if let Some(ct) = case.content_type {
             headers.push(("Content-Type".to_string(), ct.to_string()));
         }
+        headers.extend(extra.iter().cloned());
         let req = OutgoingRequest {
             method: case.method.clone(),
             url,
@@ -108,6 +119,16 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
                     .iter()
                     .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
                     .collect();
+                if p.server_errors_are_problems {
+                    if let Some(why) = not_a_problem_document(resp) {
+                        evidence.push(format!(
+                            "{} → {} is not a problem document: {why}",
+                            case.label, resp.status
+                        ));
+                        first_offender.get_or_insert(sent.exchange.clone());
+                        continue;
+                    }
+                }
                 for (what, re) in SIGNATURES.iter() {
                     if let Some(m) = re.find(&text).or_else(|| re.find(&headers_text)) {
                         evidence.push(format!(
@@ -155,7 +176,7 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
             OutgoingRequest {
                 method: "GET".into(),
                 url: health_url,
-                headers: vec![],
+                headers: extra.clone(),
                 body: None,
             },
         )
@@ -199,6 +220,39 @@ pub async fn run(p: &NoInternalsLeak, ctx: &mut CheckContext<'_>) -> Result<(), 
         evidence,
         log_tail: Vec::new(),
     }))
+}
+
+/// Why a 5xx response is not a problem document (RFC 9457): its media type, its body, or a
+/// `status` member that is not the response's. `None` for anything else.
+fn not_a_problem_document(resp: &crate::engine::http::Response) -> Option<String> {
+    if resp.status < 500 {
+        return None;
+    }
+    let media_type = resp.header("content-type").map(|v| {
+        v.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    if media_type.as_deref() != Some("application/problem+json") {
+        return Some(match media_type {
+            Some(t) => format!("Content-Type {t}, not application/problem+json"),
+            None => "no Content-Type (expected application/problem+json)".into(),
+        });
+    }
+    let doc: Value = match serde_json::from_slice(&resp.body) {
+        Ok(doc) => doc,
+        Err(_) => return Some("its body is not JSON".into()),
+    };
+    match doc.get("status") {
+        Some(status) if status.as_u64() == Some(u64::from(resp.status)) => None,
+        Some(other) => Some(format!(
+            "its \"status\" is {other}, not the response's {}",
+            resp.status
+        )),
+        None => Some("it has no \"status\" member".into()),
+    }
 }
 
 fn context_around(text: &str, start: usize, end: usize) -> String {
@@ -366,6 +420,42 @@ mod tests {
             leaks(
                 r#"{"title":"Internal Server Error","status":500,"detail":"Something went wrong."}"#
             ),
+            None
+        );
+    }
+
+    #[test]
+    fn server_errors_must_be_problem_documents() {
+        let response = |status: u16, content_type: &str, body: &str| {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert("content-type", content_type.parse().unwrap());
+            crate::engine::http::Response {
+                status,
+                headers,
+                body: body.as_bytes().to_vec(),
+                truncated: false,
+            }
+        };
+        let plain = response(500, "text/plain", "Internal Server Error");
+        assert!(not_a_problem_document(&plain)
+            .unwrap()
+            .contains("text/plain"));
+        let wrong_status = response(
+            500,
+            "application/problem+json",
+            r#"{"title":"Internal Server Error","status":400}"#,
+        );
+        assert!(not_a_problem_document(&wrong_status)
+            .unwrap()
+            .contains("not the response's 500"));
+        let good = response(
+            503,
+            "application/problem+json; charset=utf-8",
+            r#"{"title":"Service Unavailable","status":503}"#,
+        );
+        assert_eq!(not_a_problem_document(&good), None);
+        assert_eq!(
+            not_a_problem_document(&response(422, "text/plain", "no")),
             None
         );
     }

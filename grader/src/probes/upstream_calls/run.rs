@@ -40,6 +40,9 @@ pub async fn run(p: &UpstreamCalls, ctx: &mut CheckContext<'_>) -> Result<(), Fa
         if let Some(share) = r.under_upstream_delay {
             super::latency::check(&p.upstream, &upstream, &r.name, &summary, share, took)?;
         }
+        if r.waits_for_upstream {
+            super::latency::check_waited(&p.upstream, &upstream, &r.name, &summary, took)?;
+        }
         seen.push(Seen::of(&resp, &p.identity));
     }
     check_calls(ctx, &p.upstream, &upstream)
