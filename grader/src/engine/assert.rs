@@ -70,15 +70,20 @@ pub fn check_expect(
         match serde_json::from_slice::<Value>(&resp.body) {
             Ok(doc) => {
                 for (query, pred) in &expect.json {
-                    let actual = match query.path.query(&doc).at_most_one() {
+                    let nodes = query.path.query(&doc);
+                    let actual = if pred.is_over_all_matches() {
+                        Actual::Json(Value::Array(nodes.all().into_iter().cloned().collect()))
+                    } else {
+                        match nodes.at_most_one() {
                         Ok(Some(v)) => Actual::Json(v.clone()),
                         Ok(None) => Actual::Missing,
                         Err(_) => {
                             return Err(format!(
-                            "JSONPath {} matched several values; the exercise should select one",
+                            "JSONPath {} matched several values; the exercise should select one (or judge them all with `includes` / `excludes`)",
                             query.text
                         ))
                         }
+                    }
                     };
                     out.extend(check(pred, &actual, scope)?.into_iter().map(
                         |(expected, actual)| Mismatch {
@@ -193,6 +198,25 @@ fn failed(op: &PredicateOp, actual: &Actual, scope: &Scope) -> Result<Option<Str
                         .join(", ")
                 )
             })
+        }
+        PredicateOp::Includes(v) | PredicateOp::Excludes(v) => {
+            let want = template::render_json(v, scope)?;
+            let found = match actual {
+                Actual::Json(Value::Array(items)) => items
+                    .iter()
+                    .any(|item| equals(&Actual::Json(item.clone()), &want)),
+                Actual::Missing => false,
+                other => equals(other, &want),
+            };
+            match op {
+                PredicateOp::Includes(_) if !found => {
+                    Some(format!("values including {}", describe_json(&want)))
+                }
+                PredicateOp::Excludes(_) if found => {
+                    Some(format!("values without {}", describe_json(&want)))
+                }
+                _ => None,
+            }
         }
         PredicateOp::Type(t) => (!has_type(actual, t)).then(|| format!("a JSON {t}")),
         PredicateOp::Empty(want_empty) => {
@@ -358,6 +382,31 @@ mod tests {
         .unwrap()
         .is_empty());
         assert_eq!(check(&p, &Actual::Missing, &scope).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn includes_and_excludes_judge_every_selected_value() {
+        let mut scope = Scope::new();
+        scope.insert("mine".into(), json!("n-2"));
+        scope.insert("theirs".into(), json!("n-5"));
+        let p = pred(r#"{ includes = "{{mine}}", excludes = "{{theirs}}" }"#);
+        assert!(p.is_over_all_matches());
+        let ids = |v: Value| Actual::Json(v);
+        assert!(check(&p, &ids(json!(["n-1", "n-2"])), &scope)
+            .unwrap()
+            .is_empty());
+        // A leaked id fails `excludes` even though the list also holds the caller's own.
+        let fails = check(&p, &ids(json!(["n-2", "n-5"])), &scope).unwrap();
+        assert_eq!(fails.len(), 1);
+        assert!(fails[0].0.contains("without \"n-5\""), "{fails:?}");
+        // Nothing selected: nothing is included, and nothing is leaked.
+        let fails = check(&p, &Actual::Missing, &scope).unwrap();
+        assert_eq!(fails.len(), 1);
+        assert!(fails[0].0.contains("including"), "{fails:?}");
+        assert!(crate::spec::predicate::parse(
+            &toml::from_str::<toml::Value>("x = { includes = 1, exists = true }").unwrap()["x"]
+        )
+        .is_err());
     }
 
     #[test]

@@ -35,6 +35,19 @@ pub enum PredicateOp {
     MediaType(String),
     /// A comma-separated header list (like `Allow`) contains every token.
     ListContains(Vec<String>),
+    /// One of the values a JSONPath selects (any number of them) equals this one.
+    Includes(Value),
+    /// None of the values a JSONPath selects equals this one (true when it selects nothing).
+    Excludes(Value),
+}
+
+impl Predicate {
+    /// `includes` and `excludes` judge every value a JSONPath selects, not exactly one.
+    pub fn is_over_all_matches(&self) -> bool {
+        self.ops
+            .iter()
+            .all(|op| matches!(op, PredicateOp::Includes(_) | PredicateOp::Excludes(_)))
+    }
 }
 
 pub const JSON_TYPES: &[&str] = &[
@@ -55,6 +68,8 @@ pub const OPERATORS: &[&str] = &[
     "empty",
     "media_type",
     "list_contains",
+    "includes",
+    "excludes",
 ];
 
 /// Parses a predicate from its TOML value. Errors are plain messages; the caller locates them.
@@ -78,6 +93,8 @@ pub fn parse(value: &toml::Value) -> Result<Predicate, String> {
         let op = match key.as_str() {
             "equals" => PredicateOp::Equals(to_json(v)?),
             "not_equals" => PredicateOp::NotEquals(to_json(v)?),
+            "includes" => PredicateOp::Includes(to_json(v)?),
+            "excludes" => PredicateOp::Excludes(to_json(v)?),
             "exists" => PredicateOp::Exists(boolean(key, v)?),
             "empty" => PredicateOp::Empty(boolean(key, v)?),
             "matches" => PredicateOp::Matches(pattern(key, v)?),
@@ -121,7 +138,15 @@ pub fn parse(value: &toml::Value) -> Result<Predicate, String> {
         };
         ops.push(op);
     }
-    Ok(Predicate { ops })
+    let predicate = Predicate { ops };
+    let over_all = predicate
+        .ops
+        .iter()
+        .any(|op| matches!(op, PredicateOp::Includes(_) | PredicateOp::Excludes(_)));
+    if over_all && !predicate.is_over_all_matches() {
+        return Err("`includes` and `excludes` judge every value a JSONPath selects (`$.items[*].id`); write other operators in another expectation".into());
+    }
+    Ok(predicate)
 }
 
 fn boolean(key: &str, v: &toml::Value) -> Result<bool, String> {
@@ -181,7 +206,10 @@ pub fn template_strings(p: &Predicate) -> Vec<&str> {
     }
     for op in &p.ops {
         match op {
-            PredicateOp::Equals(v) | PredicateOp::NotEquals(v) => from_value(v, &mut out),
+            PredicateOp::Equals(v)
+            | PredicateOp::NotEquals(v)
+            | PredicateOp::Includes(v)
+            | PredicateOp::Excludes(v) => from_value(v, &mut out),
             PredicateOp::OneOf(vs) => vs.iter().for_each(|v| from_value(v, &mut out)),
             PredicateOp::Contains(s)
             | PredicateOp::NotContains(s)

@@ -42,6 +42,9 @@ pub enum JwtAttack {
     TamperedSignature,
     /// Signed by a key the issuer never publishes, with a random `kid`.
     UnknownKid,
+    /// Signed by the issuer's current (published) key, but the header names a `kid` that is not
+    /// in the key set: a service that falls back to trying every key accepts it.
+    UnlistedKid,
     /// The signature was made over other claims (another `sub`) than the token carries.
     TamperedClaims,
 }
@@ -51,6 +54,7 @@ pub const ATTACKS: &[&str] = &[
     "hs256-public-key",
     "tampered-signature",
     "unknown-kid",
+    "unlisted-kid",
     "tampered-claims",
 ];
 
@@ -61,6 +65,7 @@ impl JwtAttack {
             "hs256-public-key" => JwtAttack::Hs256PublicKey,
             "tampered-signature" => JwtAttack::TamperedSignature,
             "unknown-kid" => JwtAttack::UnknownKid,
+            "unlisted-kid" => JwtAttack::UnlistedKid,
             "tampered-claims" => JwtAttack::TamperedClaims,
             _ => return None,
         })

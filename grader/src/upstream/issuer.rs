@@ -344,6 +344,12 @@ impl Issuer {
                 let (input, sig) = signed(&stray, &header(alg.as_str(), &kid[..22]), &payload);
                 format!("{input}.{}", b64(&sig))
             }
+            Some(JwtAttack::UnlistedKid) => {
+                // The right key under a name the key set does not list.
+                let kid = thumbprint(&format!("unlisted-kid/{}/{payload}", current.kid(alg)));
+                let (input, sig) = signed(&current, &header(alg.as_str(), &kid[..22]), &payload);
+                format!("{input}.{}", b64(&sig))
+            }
             Some(JwtAttack::TamperedClaims) => {
                 // Signed over another subject; carries the declared claims.
                 let mut other = claims.clone();
@@ -628,6 +634,20 @@ mod tests {
             drop(keys);
             verify(&stray, &json!({"keys": [stray_jwks]}), &i).unwrap();
         }
+
+        // The issuer's own signature under a kid the key set does not list.
+        let unlisted = i
+            .mint(&spec("attack = \"unlisted-kid\""), &scope(), t)
+            .unwrap();
+        let (h, _, _) = parts(&unlisted);
+        let kid = h["kid"].as_str().unwrap().to_string();
+        assert!(!published.contains(&kid.as_str()), "{kid}");
+        assert!(verify(&unlisted, &jwks, &i)
+            .unwrap_err()
+            .contains("unknown kid"));
+        let mut relabelled = jwks.clone();
+        relabelled["keys"][0]["kid"] = json!(kid);
+        verify(&unlisted, &relabelled, &i).unwrap();
 
         let forged = i
             .mint(&spec("attack = \"tampered-claims\""), &scope(), t)

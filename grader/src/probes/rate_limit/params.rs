@@ -24,6 +24,9 @@ pub struct RateLimit {
     pub setup: Vec<ProbeRequest>,
     /// The attempt, sent `limit + 1` times back to back on one warm connection.
     pub request: ProbeRequest,
+    /// Attempt `limit + 1`, when it differs from the others: the right password, say, so that a
+    /// service that checks the password before the limit is seen to.
+    pub over_limit: Option<ProbeRequest>,
     /// Attempts 1 to `limit` are served; attempt `limit + 1` must be refused with 429.
     pub limit: u32,
     /// Statuses attempts 1 to `limit` may answer (a wrong password's 401, say); never 429.
@@ -45,6 +48,7 @@ struct Raw {
     #[serde(default)]
     setup: Vec<toml::Value>,
     request: toml::Value,
+    over_limit: Option<toml::Value>,
     limit: u32,
     within_limit_status: toml::Value,
     other_client: Option<toml::Value>,
@@ -84,6 +88,18 @@ pub fn parse(params: toml::Value) -> Result<RateLimit, String> {
         return Err("params.request takes no `status` or `expect_json`: attempts 1 to `limit` are judged by `within_limit_status`, the next must answer 429 (with params.expect_json)".into());
     }
     attempt.name = named(attempt.name, "attempt");
+    let over_limit = match raw.over_limit {
+        None => None,
+        Some(v) => {
+            let mut r =
+                request("rate_limit", 0, v).map_err(|e| format!("params.over_limit: {e}"))?;
+            if r.expect.status.is_some() || !r.expect.json.is_empty() {
+                return Err("params.over_limit takes no `status` or `expect_json`: it must answer 429 (with params.expect_json)".into());
+            }
+            r.name = named(r.name, "attempt");
+            Some(r)
+        }
+    };
     let within_limit_status = StatusSpec::parse(&raw.within_limit_status)
         .map_err(|e| format!("params.within_limit_status: {e}"))?;
     if within_limit_status.accepts(429) {
@@ -113,6 +129,7 @@ pub fn parse(params: toml::Value) -> Result<RateLimit, String> {
     Ok(RateLimit {
         setup,
         request: attempt,
+        over_limit,
         limit: raw.limit,
         within_limit_status,
         other_client,
@@ -137,6 +154,7 @@ impl RateLimit {
     pub fn template_strings(&self) -> Vec<String> {
         let mut requests = self.setup.clone();
         requests.push(self.request.clone());
+        requests.extend(self.over_limit.clone());
         requests.extend(self.other_client.clone());
         requests.extend(self.after_retry.clone());
         let mut out = Vec::new();
@@ -188,6 +206,17 @@ mod tests {
         let same_as =
             format!("setup = [{{ method = \"GET\", path = \"/x\", same_as = 1 }}]\n{LOGIN}");
         assert!(parse_text(&same_as).is_err());
+    }
+
+    #[test]
+    fn the_attempt_past_the_limit_may_differ_but_never_expects_a_status() {
+        let over = |extra: &str| {
+            format!("over_limit = {{ method = \"POST\", path = \"/accounts/login\", json = {{ password = \"{{{{password}}}}\" }}{extra} }}\n{LOGIN}")
+        };
+        let p = parse_text(&over("")).unwrap();
+        assert_eq!(p.over_limit.as_ref().unwrap().name, "attempt");
+        assert!(p.template_strings().contains(&"{{password}}".to_string()));
+        assert!(parse_text(&over(", status = 200")).is_err());
     }
 
     #[test]

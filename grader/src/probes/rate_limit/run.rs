@@ -50,7 +50,11 @@ pub async fn run(p: &RateLimit, ctx: &mut CheckContext<'_>) -> Result<(), Failur
     let mut summary = String::new();
     for attempt in 1..=tries {
         ctx.scope.insert("attempt".into(), Value::from(attempt));
-        let req = build_request(ctx, &p.request.spec)?;
+        let spec = match &p.over_limit {
+            Some(over) if attempt == tries => &over.spec,
+            _ => &p.request.spec,
+        };
+        let req = build_request(ctx, spec)?;
         summary = format!("{} {}", req.method, req.url.path());
         let name = format!("{} {attempt} of {tries}", p.request.name);
         if held.is_closed() {
