@@ -278,10 +278,83 @@ pub enum Bug {
     CacheMeSeparateKey,
     /// A 304 for `If-Modified-Since` carries no ETag or Cache-Control (the If-None-Match one does).
     CacheIms304Bare,
+    // security
+    /// `exp` is not checked: an expired token is accepted.
+    AcceptExpired,
+    /// `nbf` is not checked: a token not yet valid is accepted.
+    IgnoreNbf,
+    /// `aud` is not checked: a token issued for another service is accepted.
+    NoAudienceCheck,
+    /// `iss` is not checked: a token from another issuer (signed by a published key) is accepted.
+    NoIssuerCheck,
+    /// A token with `"alg": "none"` is accepted without a signature.
+    AlgNone,
+    /// The algorithm comes from the token's header: HS256 is verified with the RSA key's SPKI PEM text as the HMAC secret.
+    AlgConfusion,
+    /// The claims are decoded without verifying the signature (the key must still exist).
+    NoSignatureCheck,
+    /// A `kid` not in the key set skips verification: a token signed by any key is accepted.
+    UnknownKidFirstKey,
+    /// The JWKS is fetched for every request, never cached.
+    JwksPerRequest,
+    /// The JWKS is cached forever: a token naming a new `kid` after a rotation is refused.
+    NoRefetchOnRotation,
+    /// 401s carry no `WWW-Authenticate` header.
+    NoWwwAuthenticate,
+    /// `GET /notes/{id}` does not check the owner: anyone's note is readable.
+    BolaRead,
+    /// `DELETE /notes/{id}` does not check the owner.
+    BolaDelete,
+    /// `PATCH /notes/{id}` does not check the owner.
+    BolaPatch,
+    /// `GET /notes` lists every user's notes.
+    ListAllOwners,
+    /// Note ids are integers from a sequence (1, 2, 3...), sent as JSON numbers.
+    SequentialIds,
+    /// `GET /admin/stats` answers any valid token, without checking `roles`.
+    AdminNoRoleCheck,
+    /// `POST`/`PATCH /notes` apply `owner_id` from the body.
+    MassAssignOwner,
+    /// `POST /accounts` answers the stored row, `password_hash` included.
+    PasswordHashInResponse,
+    /// A login for an unknown username answers 404, unlike a wrong password's 401.
+    LoginEnumeration,
+    /// Logins are not limited.
+    NoRateLimit,
+    /// One login counter for all usernames: guessing at one account locks out the others.
+    GlobalRateLimit,
+    /// The login 429 says `Retry-After: 1` but the block lasts until the window slides (up to 10 s).
+    RetryAfterLies,
+    /// `q` is pasted into the SQL (`title ILIKE '%{q}%'`): a quote answers 500, `' OR 1=1 --` lists other users' notes.
+    SqlStringBuilt,
+    /// Passwords are stored as they are.
+    PlaintextPasswords,
+    /// Passwords are stored as the hex SHA-256 of the password, without salt.
+    UnsaltedSha256,
+    /// Passwords are hashed with argon2id at m=4096, t=1 (below the OWASP minimum).
+    WeakArgon2,
+    /// The request log prints every request's headers, `Authorization` included.
+    LogsAuthorization,
+    /// Each login body, password included, is printed to the log.
+    LogsPassword,
+    /// No `X-Content-Type-Options: nosniff` header.
+    NoNosniff,
+    /// CORS echoes any `Origin`, with `Access-Control-Allow-Credentials: true`.
+    CorsAnyOrigin,
+    /// Request bodies of any size are read (no 413).
+    NoBodyLimit,
+    /// `limit` over 100 is honoured.
+    NoPageCap,
+    /// A malformed JSON body or an over-long field answers 500 with a panic message, file path and backtrace in the body.
+    StackTraceErrors,
+    /// A title of 201 characters and a password of 11 characters are accepted.
+    ValidationOffByOne,
+    /// `q` matches case-sensitively.
+    IgnoreCaseSearchBroken,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 132] = [
+    pub const ALL: [Bug; 168] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -414,6 +487,42 @@ impl Bug {
         Bug::CacheMeUncached,
         Bug::CacheMeSeparateKey,
         Bug::CacheIms304Bare,
+        Bug::AcceptExpired,
+        Bug::IgnoreNbf,
+        Bug::NoAudienceCheck,
+        Bug::NoIssuerCheck,
+        Bug::AlgNone,
+        Bug::AlgConfusion,
+        Bug::NoSignatureCheck,
+        Bug::UnknownKidFirstKey,
+        Bug::JwksPerRequest,
+        Bug::NoRefetchOnRotation,
+        Bug::NoWwwAuthenticate,
+        Bug::BolaRead,
+        Bug::BolaDelete,
+        Bug::BolaPatch,
+        Bug::ListAllOwners,
+        Bug::SequentialIds,
+        Bug::AdminNoRoleCheck,
+        Bug::MassAssignOwner,
+        Bug::PasswordHashInResponse,
+        Bug::LoginEnumeration,
+        Bug::NoRateLimit,
+        Bug::GlobalRateLimit,
+        Bug::RetryAfterLies,
+        Bug::SqlStringBuilt,
+        Bug::PlaintextPasswords,
+        Bug::UnsaltedSha256,
+        Bug::WeakArgon2,
+        Bug::LogsAuthorization,
+        Bug::LogsPassword,
+        Bug::NoNosniff,
+        Bug::CorsAnyOrigin,
+        Bug::NoBodyLimit,
+        Bug::NoPageCap,
+        Bug::StackTraceErrors,
+        Bug::ValidationOffByOne,
+        Bug::IgnoreCaseSearchBroken,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -551,6 +660,42 @@ impl Bug {
             Bug::CacheMeUncached => "cache-me-uncached",
             Bug::CacheMeSeparateKey => "cache-me-separate-key",
             Bug::CacheIms304Bare => "cache-ims-304-bare",
+            Bug::AcceptExpired => "accept-expired",
+            Bug::IgnoreNbf => "ignore-nbf",
+            Bug::NoAudienceCheck => "no-audience-check",
+            Bug::NoIssuerCheck => "no-issuer-check",
+            Bug::AlgNone => "alg-none",
+            Bug::AlgConfusion => "alg-confusion",
+            Bug::NoSignatureCheck => "no-signature-check",
+            Bug::UnknownKidFirstKey => "unknown-kid-first-key",
+            Bug::JwksPerRequest => "jwks-per-request",
+            Bug::NoRefetchOnRotation => "no-refetch-on-rotation",
+            Bug::NoWwwAuthenticate => "no-www-authenticate",
+            Bug::BolaRead => "bola-read",
+            Bug::BolaDelete => "bola-delete",
+            Bug::BolaPatch => "bola-patch",
+            Bug::ListAllOwners => "list-all-owners",
+            Bug::SequentialIds => "sequential-ids",
+            Bug::AdminNoRoleCheck => "admin-no-role-check",
+            Bug::MassAssignOwner => "mass-assign-owner",
+            Bug::PasswordHashInResponse => "password-hash-in-response",
+            Bug::LoginEnumeration => "login-enumeration",
+            Bug::NoRateLimit => "no-rate-limit",
+            Bug::GlobalRateLimit => "global-rate-limit",
+            Bug::RetryAfterLies => "retry-after-lies",
+            Bug::SqlStringBuilt => "sql-string-built",
+            Bug::PlaintextPasswords => "plaintext-passwords",
+            Bug::UnsaltedSha256 => "unsalted-sha256",
+            Bug::WeakArgon2 => "weak-argon2",
+            Bug::LogsAuthorization => "logs-authorization",
+            Bug::LogsPassword => "logs-password",
+            Bug::NoNosniff => "no-nosniff",
+            Bug::CorsAnyOrigin => "cors-any-origin",
+            Bug::NoBodyLimit => "no-body-limit",
+            Bug::NoPageCap => "no-page-cap",
+            Bug::StackTraceErrors => "stack-trace-errors",
+            Bug::ValidationOffByOne => "validation-off-by-one",
+            Bug::IgnoreCaseSearchBroken => "ignore-case-search-broken",
         }
     }
 

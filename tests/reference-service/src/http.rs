@@ -137,11 +137,16 @@ fn unknown_route_problem(method: &Method, uri: &Uri) -> Problem {
     Problem::not_found(format!("There is no route for {method} {}.", uri.path()))
 }
 
-/// Logs one line per request to stdout: time, method, target, status and duration.
+/// Logs one line per request to stdout: time, method, target, status and duration; never a
+/// header or a body, which may carry credentials.
 pub async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
+    if bugs::is(Bug::LogsAuthorization) {
+        // Planted bug: "log everything while debugging", bearer tokens included.
+        println!("{method} {uri} headers: {:?}", req.headers());
+    }
     let response = next.run(req).await;
     println!(
         "{} {method} {uri} {} {:.1}ms",

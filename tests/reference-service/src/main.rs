@@ -2,7 +2,9 @@
 //! grader itself. `REFSVC_BUG` turns it into a known-bad variant (see `bugs.rs` and README.md).
 //!
 //! Environment: `PORT` (listens on 127.0.0.1), `DATABASE_URL` (PostgreSQL; tables are created at
-//! start-up) and optionally `REFSVC_BUG`.
+//! start-up), optionally `REFSVC_BUG`, and the exercises' own (read on first use): `PROFILES_URL`
+//! and `CACHE_TTL_SECONDS` (caching), `AUTH_ISSUER_URL`, `AUTH_AUDIENCE` and `ALLOWED_ORIGIN`
+//! (security).
 
 mod bugs;
 mod caching;
@@ -12,6 +14,7 @@ mod pagination;
 mod payments;
 mod problem;
 mod products;
+mod security;
 
 use std::error::Error;
 use std::net::Ipv4Addr;
@@ -32,6 +35,7 @@ const MIGRATIONS: &[&str] = &[
     pagination::SCHEMA,
     payments::SCHEMA,
     caching::SCHEMA,
+    security::SCHEMA,
 ];
 
 /// State shared by all handlers.
@@ -145,8 +149,11 @@ fn app(state: AppState) -> Router {
         .merge(payments::router())
         .merge(orders::router())
         .merge(caching::router())
+        .merge(security::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
+        // nosniff and CORS on every response, errors and preflights included (security only).
+        .layer(middleware::from_fn(security::browser_headers))
         // Outermost, so that the log sees the final status, panics included.
         .layer(middleware::from_fn(http::log_request))
         .with_state(state)

@@ -106,6 +106,10 @@ impl Problem {
         self.status
     }
 
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
     #[cfg(test)]
     pub fn pointers(&self) -> Vec<String> {
         self.errors
