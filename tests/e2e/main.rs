@@ -133,23 +133,31 @@ fn legitimate_index_designs_pass() {
 /// partial index, a citext expression index, and sqlcommenter comments on every statement.
 #[test]
 fn independent_service_passes_in_every_style() {
-    let runs: Vec<(&str, &str)> = vec![
-        ("", ""),
+    // (service, INDEP_STYLE, exercise): "" grades every exercise its grader.toml lists.
+    let runs: Vec<(&str, &str, &str)> = vec![
+        ("python", "", ""),
         (
+            "python",
             "redis,version-etag,refuse-limit,validation-400,txn-reads",
             "",
         ),
-        ("partial-index", "database-indexing"),
-        ("citext", "database-indexing"),
-        ("sql-comments", "database-indexing"),
+        ("python", "partial-index", "database-indexing"),
+        ("python", "citext", "database-indexing"),
+        ("python", "sql-comments", "database-indexing"),
+        ("python-security", "", ""),
+        (
+            "python-security",
+            "forbidden-403,strict-fields,cap-limit,echo-request-headers",
+            "",
+        ),
     ];
     let results = run_parallel(
         2,
         runs.iter()
-            .map(|(s, e)| (s.to_string(), e.to_string()))
+            .map(|(d, s, e)| (d.to_string(), s.to_string(), e.to_string()))
             .collect(),
-        |(style, exercise)| {
-            let dir = repo_root().join("tests/independent/python");
+        |(service, style, exercise)| {
+            let dir = repo_root().join("tests/independent").join(service);
             let mut args = vec!["--seed".to_string(), "4242".to_string()];
             if !exercise.is_empty() {
                 args.extend(["--exercise".to_string(), exercise]);
@@ -159,11 +167,11 @@ fn independent_service_passes_in_every_style() {
         },
     );
     let mut problems = Vec::new();
-    for ((style, _), run) in runs.iter().zip(&results) {
+    for ((service, style, _), run) in runs.iter().zip(&results) {
         let report = run.json();
         if run.code != 0 || report["score"]["percent"] != 100.0 {
             problems.push(format!(
-                "INDEP_STYLE={style}: exit {}, {}%\n{}",
+                "{service} with INDEP_STYLE={style}: exit {}, {}%\n{}",
                 run.code,
                 report["score"]["percent"],
                 run.human_summary()

@@ -73,7 +73,13 @@ impl HttpClient {
             .no_proxy()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(5))
-            .pool_max_idle_per_host(64)
+            // A fresh connection for every request. A service may close a keep-alive connection
+            // whenever it likes (RFC 9112 §9.3), and does after a 413 it answered without reading
+            // the body: a pooled client then writes the next request into a closed socket and
+            // reports "broken pipe" for a request the service never saw, a failure that is the
+            // grader's, not the service's. Loopback handshakes cost microseconds; bursts that need
+            // open connections hold their own (`wire::Held`).
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| format!("cannot create the HTTP client: {e}"))?;
         Ok(HttpClient {

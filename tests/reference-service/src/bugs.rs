@@ -351,10 +351,14 @@ pub enum Bug {
     ValidationOffByOne,
     /// `q` matches case-sensitively.
     IgnoreCaseSearchBroken,
+    /// ES256 tokens are refused: the issuer's EC key is never loaded.
+    Rs256Only,
+    /// A `PATCH /notes/{id}` without `body` empties the body.
+    PatchDropsBody,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 168] = [
+    pub const ALL: [Bug; 170] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -523,6 +527,8 @@ impl Bug {
         Bug::StackTraceErrors,
         Bug::ValidationOffByOne,
         Bug::IgnoreCaseSearchBroken,
+        Bug::Rs256Only,
+        Bug::PatchDropsBody,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -696,6 +702,8 @@ impl Bug {
             Bug::StackTraceErrors => "stack-trace-errors",
             Bug::ValidationOffByOne => "validation-off-by-one",
             Bug::IgnoreCaseSearchBroken => "ignore-case-search-broken",
+            Bug::Rs256Only => "rs256-only",
+            Bug::PatchDropsBody => "patch-drops-body",
         }
     }
 

@@ -174,6 +174,9 @@ impl Key {
         let kid = jwk.common.key_id.clone()?;
         let (alg, pem) = match &jwk.algorithm {
             AlgorithmParameters::RSA(rsa) => (Algorithm::RS256, rsa_pem(&rsa.n, &rsa.e)),
+            // Planted bug rs256-only: the service was written for RSA keys only, and skips the
+            // issuer's EC key, so ES256 tokens name a kid it never knows.
+            AlgorithmParameters::EllipticCurve(_) if bugs::is(Bug::Rs256Only) => return None,
             AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
                 (Algorithm::ES256, None)
             }
@@ -594,6 +597,8 @@ impl NoteInput {
             }
         };
         let body = match object.get("body") {
+            // Planted bug patch-drops-body: a patch without `body` empties it, like a PUT.
+            None if partial && bugs::is(Bug::PatchDropsBody) => Some(String::new()),
             None if partial => None,
             // Absent on create, or removed by a merge patch: the default.
             None | Some(Value::Null) => Some(String::new()),

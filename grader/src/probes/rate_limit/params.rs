@@ -38,6 +38,10 @@ pub struct RateLimit {
     pub after_retry: Option<ProbeRequest>,
     /// The most seconds `Retry-After` may state (the window the README promises).
     pub max_retry_after: u64,
+    /// The period the limit counts attempts over. When a slow service makes the attempts take
+    /// longer than this, the earliest have left the window before attempt `limit + 1` is sent:
+    /// that attempt being served then proves nothing, and the check says so as an error.
+    pub window: Option<std::time::Duration>,
     /// JSONPath = predicate on the 429's body (a problem document, say).
     pub expect_json: Vec<(JsonQuery, Predicate)>,
 }
@@ -54,6 +58,7 @@ struct Raw {
     other_client: Option<toml::Value>,
     after_retry: Option<toml::Value>,
     max_retry_after: u64,
+    window: Option<String>,
     #[serde(default)]
     expect_json: BTreeMap<String, toml::Value>,
 }
@@ -135,6 +140,11 @@ pub fn parse(params: toml::Value) -> Result<RateLimit, String> {
         other_client,
         after_retry,
         max_retry_after: raw.max_retry_after,
+        window: raw
+            .window
+            .as_deref()
+            .map(|w| crate::probes::request::duration("`window`", w))
+            .transpose()?,
         expect_json,
     })
 }

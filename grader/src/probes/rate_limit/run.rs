@@ -66,6 +66,7 @@ pub async fn run(p: &RateLimit, ctx: &mut CheckContext<'_>) -> Result<(), Failur
                 )
             })?;
         }
+        let sent_after = started.elapsed();
         let sent = held.send_on(&name, req, timeout).await;
         let arrived = (SystemTime::now(), Instant::now());
         // The report keeps attempt 1, the last attempt within the limit and the refused one.
@@ -82,6 +83,16 @@ pub async fn run(p: &RateLimit, ctx: &mut CheckContext<'_>) -> Result<(), Failur
                 return Err(Failure::Fail(info));
             }
         } else {
+            if resp.status != 429 {
+                if let Some(window) = p.window.filter(|w| sent_after > *w) {
+                    return Err(Failure::Error(format!(
+                        "attempt {tries} was sent {} ms after attempt 1, later than the {} ms the limit counts over: the service took about {} ms per attempt, so the first attempts had left the window and attempt {tries} being served proves nothing. The limit could not be measured; this happens when logins are very slow (a hash cost far above the minimum) or the machine is overloaded",
+                        sent_after.as_millis(),
+                        window.as_millis(),
+                        sent_after.as_millis() / u128::from(p.limit),
+                    )));
+                }
+            }
             refused = Some((resp, arrived.0, arrived.1));
         }
     }
