@@ -16,6 +16,16 @@ pub struct Mismatch {
     pub actual: String,
 }
 
+/// One line per mismatch, `subject: expected` or `subject: actual`, for a failure's
+/// expected/actual fields.
+pub fn mismatch_lines(mismatches: &[Mismatch], side: fn(&Mismatch) -> &str) -> String {
+    mismatches
+        .iter()
+        .map(|m| format!("{}: {}", m.subject, side(m)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A value under test: JSON from a JSONPath, text from a header or body, or nothing.
 #[derive(Debug, Clone)]
 pub enum Actual {

@@ -270,7 +270,7 @@ mod tests {
         assert!(err(5, "[401]", 0, "").contains("`max_retry_after`"));
         assert!(err(5, "[401]", 600, "").contains("1 to 120"));
         assert!(err(5, "[401, 429]", 10, "").contains("must not accept 429"));
-        assert!(err(5, "[401]", 10, "window = 3").contains("unknown field `window`"));
+        assert!(err(5, "[401]", 10, "windw = \"3s\"").contains("unknown field `windw`"));
         assert!(err(
             5,
             "[401]",

@@ -17,7 +17,7 @@ use crate::engine::step::build_request;
 use crate::engine::wire::Held;
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::request::{query, ProbeRequest};
-use crate::probes::upstream_calls::run::judge;
+use crate::probes::upstream_calls::run::{judge, send_in_order};
 use crate::spec::template::Scope;
 use crate::spec::Expect;
 
@@ -26,15 +26,7 @@ use crate::spec::Expect;
 pub const RETRY_MARGIN: Duration = Duration::from_millis(300);
 
 pub async fn run(p: &RateLimit, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
-    let identity = query("$.id").map_err(Failure::Error)?;
-    for r in &p.setup {
-        let req = build_request(ctx, &r.spec)?;
-        let summary = format!("{} {}", req.method, req.url.path());
-        let resp = ctx.send(&r.name, req).await?;
-        if let Some(info) = judge(ctx, r, &summary, &resp, &[], &identity)? {
-            return Err(Failure::Fail(info));
-        }
-    }
+    send_in_order(ctx, &p.setup).await?;
     let timeout = ctx.http.timeout();
     let base = ctx.service.base_url.clone();
     let health = ctx.service.health_path.clone();
@@ -266,16 +258,8 @@ pub(crate) fn judge_refusal(
                 "the 429 to attempt {tries} ({summary}): expected {} {}, got {}",
                 m.subject, m.expected, m.actual
             ),
-            expected: mismatches
-                .iter()
-                .map(|m| format!("{}: {}", m.subject, m.expected))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            actual: mismatches
-                .iter()
-                .map(|m| format!("{}: {}", m.subject, m.actual))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            expected: assert::mismatch_lines(&mismatches, |m| &m.expected),
+            actual: assert::mismatch_lines(&mismatches, |m| &m.actual),
             ..Default::default()
         }));
     }

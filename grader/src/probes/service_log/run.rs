@@ -14,10 +14,8 @@ use base64::Engine;
 use serde_json::Value;
 
 use super::params::ServiceLog;
-use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::probes::request::query;
-use crate::probes::upstream_calls::run::{judge, Seen};
+use crate::probes::upstream_calls::run::send_in_order;
 use crate::spec::template;
 
 /// The most bytes read from the end of the output.
@@ -37,17 +35,7 @@ pub async fn run(p: &ServiceLog, ctx: &mut CheckContext<'_>) -> Result<(), Failu
     let Some(path) = ctx.service.service_log_path().map(Path::to_path_buf) else {
         return Err(Failure::Skip(NOT_CAPTURED.into()));
     };
-    let identity = query("$.id").map_err(Failure::Error)?;
-    let mut seen: Vec<Seen> = Vec::new();
-    for r in &p.requests {
-        let req = build_request(ctx, &r.spec)?;
-        let summary = format!("{} {}", req.method, req.url.path());
-        let resp = ctx.send(&r.name, req).await?;
-        if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &identity)? {
-            return Err(Failure::Fail(info));
-        }
-        seen.push(Seen::of(&resp, &identity));
-    }
+    send_in_order(ctx, &p.requests).await?;
     let mut needles = Vec::new();
     for t in &p.secrets {
         let value = template::render(t, &ctx.scope).map_err(Failure::Error)?;

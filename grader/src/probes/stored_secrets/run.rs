@@ -21,12 +21,10 @@ use tokio_postgres::Client;
 
 use super::hashes::{self, classify, Policy, Verdict};
 use super::params::StoredSecrets;
-use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::pg::db_error;
 use crate::probes::db;
-use crate::probes::request::query;
-use crate::probes::upstream_calls::run::{judge, Seen};
+use crate::probes::upstream_calls::run::send_in_order;
 use crate::spec::template;
 
 /// Schemas never read: the catalogs and the grader's own (`grader.dataset_checksums`).
@@ -98,17 +96,7 @@ fn walk(path: &str, v: &Value, out: &mut Vec<(String, String)>) {
 }
 
 pub async fn run(p: &StoredSecrets, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
-    let identity = query("$.id").map_err(Failure::Error)?;
-    let mut seen: Vec<Seen> = Vec::new();
-    for r in &p.requests {
-        let req = build_request(ctx, &r.spec)?;
-        let summary = format!("{} {}", req.method, req.url.path());
-        let resp = ctx.send(&r.name, req).await?;
-        if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &identity)? {
-            return Err(Failure::Fail(info));
-        }
-        seen.push(Seen::of(&resp, &identity));
-    }
+    send_in_order(ctx, &p.requests).await?;
     let mut accounts = Vec::new();
     for a in &p.accounts {
         let render = |t: &str| template::render(t, &ctx.scope).map_err(Failure::Error);

@@ -97,6 +97,27 @@ pub(crate) fn apply_behaviour(
     Ok(upstream)
 }
 
+/// Sends `requests` in order, each judged as it expects (replays against the earlier responses):
+/// the set-up requests a probe makes before it measures (sign-ups, say). The first response that
+/// is not as expected fails the check.
+pub(crate) async fn send_in_order(
+    ctx: &mut CheckContext<'_>,
+    requests: &[ProbeRequest],
+) -> Result<Vec<Seen>, Failure> {
+    let identity = crate::probes::request::query("$.id").map_err(Failure::Error)?;
+    let mut seen: Vec<Seen> = Vec::new();
+    for r in requests {
+        let req = build_request(ctx, &r.spec)?;
+        let summary = format!("{} {}", req.method, req.url.path());
+        let resp = ctx.send(&r.name, req).await?;
+        if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &identity)? {
+            return Err(Failure::Fail(info));
+        }
+        seen.push(Seen::of(&resp, &identity));
+    }
+    Ok(seen)
+}
+
 /// Checks one response: its expectations (via `engine::assert`) and, for a replay, that it repeats
 /// the status and resource of the earlier response it names. `Ok(None)` means it is as expected.
 pub(crate) fn judge(
@@ -118,16 +139,8 @@ pub(crate) fn judge(
                 "{} ({summary}): expected {} {}, got {}{more}",
                 r.name, m.subject, m.expected, m.actual
             ),
-            expected: mismatches
-                .iter()
-                .map(|m| format!("{}: {}", m.subject, m.expected))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            actual: mismatches
-                .iter()
-                .map(|m| format!("{}: {}", m.subject, m.actual))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            expected: assert::mismatch_lines(&mismatches, |m| &m.expected),
+            actual: assert::mismatch_lines(&mismatches, |m| &m.actual),
             ..Default::default()
         }));
     }
