@@ -62,7 +62,7 @@ MAX_BODY = 65536
 CLOCK_SKEW = 300 if bug("skew-300") else 60
 JWKS_TTL = 300.0  # seconds a fetched key set is trusted before it is fetched again
 UNKNOWN_KID_MIN_INTERVAL = 1.0  # at most one fetch a second triggered by an unknown kid
-LOGIN_WINDOW = 10.0
+LOGIN_WINDOW = 5.0
 LOGIN_MAX = 5
 
 TITLES = {
@@ -485,7 +485,7 @@ class LoginLimiter:
                     del self.attempts[k]
                 self.last_sweep = now
             if bug("no-window"):
-                return 10 if self.failures[key] >= LOGIN_MAX else 0
+                return int(LOGIN_WINDOW) if self.failures[key] >= LOGIN_MAX else 0
             if bug("limit-after-check"):
                 return 0
             d = self.attempts.setdefault(key, collections.deque())
@@ -796,7 +796,7 @@ def login(req):
         failures = LIMITER.result(username, ok)
         if bug("limit-after-check") and not ok and failures > LOGIN_MAX:
             return Response(429, HttpError(429, "Too many login attempts; try again later.").problem(),
-                            {"Retry-After": "10"}, content_type="application/problem+json")
+                            {"Retry-After": str(int(LOGIN_WINDOW))}, content_type="application/problem+json")
     if ok:
         return Response(200, {"username": username})
     if bug("login-enum") and not row:

@@ -104,7 +104,7 @@ pub enum Bug {
     CacheKeyWithoutUser,
     /// Concurrent misses for one profile each ask the profile service (no single flight).
     CacheNoCoalescing,
-    /// An expired profile is answered at once while a background task refreshes it.
+    /// An expired profile is answered once more, at once, and dropped: the next read fetches it.
     CacheServesStale,
     /// `PUT /pages/{slug}` ignores `If-None-Match`, so `*` does not stop it replacing a page.
     CacheCreateOverwrites,

@@ -589,19 +589,15 @@ impl ProfileCache {
             if let Some(profile) = self.fresh(&slots, key) {
                 return answer(profile);
             }
-            // Planted bug cache-serves-stale: an expired entry is answered at once while a
-            // background task refreshes it (stale-while-revalidate, which the README forbids).
+            // Planted bug cache-serves-stale: an expired entry is answered once more, at once,
+            // and dropped, so the read after it fetches (a lazy stale-while-revalidate, which the
+            // README forbids). No background fetch: it would reach the profile service during
+            // the next check.
             if bugs::is(Bug::CacheServesStale) {
-                if let Some((stale, _)) = slots.get(key).and_then(|slot| slot.entry.clone()) {
-                    let (key, user) = (key.to_string(), user.to_string());
-                    tokio::spawn(async move {
-                        if let Ok(profile) = profiles().fetch(&user).await {
-                            let mut slots = profiles().lock();
-                            slots.entry(key).or_default().entry =
-                                Some((Arc::new(profile), Instant::now()));
-                        }
-                    });
-                    return answer(stale);
+                if let Some(slot) = slots.get_mut(key) {
+                    if let Some((stale, _)) = slot.entry.take() {
+                        return answer(stale);
+                    }
                 }
             }
             slots.entry(key.to_string()).or_default().fill.clone()

@@ -234,10 +234,33 @@ pub(crate) fn spawn_owned(mut cmd: Command) -> io::Result<Child> {
 
 /// A port on 127.0.0.1 that was free a moment ago. Another process can take it before our child
 /// binds it; callers that can tell (PostgreSQL, Redis) retry with a new one.
+///
+/// It is drawn at random from below the kernel's ephemeral range, never from it: every outgoing
+/// connection (the grader's own requests, one per request, and those of other runs on the
+/// machine) takes a port from that range, and one could take the port between this check and the
+/// child's bind ("Address already in use" from a correct service). Only a listener that picked
+/// the same random port in that moment can still collide.
 pub(crate) fn free_port() -> io::Result<u16> {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    if ephemeral_low > LOWEST_SERVICE_PORT + 1000 {
+        let mut rng = rand::thread_rng();
+        for _ in 0..50 {
+            let port = rng.gen_range(LOWEST_SERVICE_PORT..ephemeral_low);
+            if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     let listener = TcpListener::bind(("127.0.0.1", 0))?;
     Ok(listener.local_addr()?.port())
 }
+
+/// Above the well-known and the usual development ports (8080, 5432, 6379 and friends).
+const LOWEST_SERVICE_PORT: u16 = 20000;
 
 /// Waits (asynchronously) up to `timeout` for the leader of `proc` to exit.
 pub(crate) async fn wait_exit(proc: &mut Proc, timeout: Duration) -> Option<ExitStatus> {
