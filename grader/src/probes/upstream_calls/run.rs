@@ -97,6 +97,23 @@ pub(crate) fn apply_behaviour(
     Ok(upstream)
 }
 
+/// The English plural of a noun phrase's last word: "charge" → "charges", "key-set fetch" →
+/// "key-set fetches", "retry" → "retries".
+fn plural(noun: &str) -> String {
+    let sibilant = ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|end| noun.ends_with(end));
+    let consonant_y =
+        noun.ends_with('y') && !noun[..noun.len() - 1].ends_with(['a', 'e', 'i', 'o', 'u']);
+    if sibilant {
+        format!("{noun}es")
+    } else if consonant_y {
+        format!("{}ies", &noun[..noun.len() - 1])
+    } else {
+        format!("{noun}s")
+    }
+}
+
 /// Sends `requests` in order, each judged as it expects (replays against the earlier responses):
 /// the set-up requests a probe makes before it measures (sign-ups, say). The first response that
 /// is not as expected fails the check.
@@ -202,7 +219,7 @@ pub(crate) fn check_calls(
         if n == 1 {
             u.noun.clone()
         } else {
-            format!("{}s", u.noun)
+            plural(&u.noun)
         }
     };
     let mut evidence: Vec<String> = calls
@@ -284,4 +301,18 @@ pub(crate) fn check_calls(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod plural_tests {
+    use super::plural;
+
+    #[test]
+    fn nouns_take_their_english_plural() {
+        assert_eq!(plural("charge"), "charges");
+        assert_eq!(plural("profile lookup"), "profile lookups");
+        assert_eq!(plural("key-set fetch"), "key-set fetches");
+        assert_eq!(plural("retry"), "retries");
+        assert_eq!(plural("key"), "keys");
+    }
 }
