@@ -8,6 +8,7 @@
 
 pub mod assert;
 pub mod http;
+pub mod sql;
 pub mod step;
 pub mod tokens;
 pub mod wire;

@@ -6,7 +6,7 @@ use super::assert::{self, Mismatch};
 use super::http::{OutgoingRequest, Response};
 use super::{CheckContext, FailInfo, Failure};
 use crate::spec::template;
-use crate::spec::{BodySpec, CaptureSpec, RequestSpec, Step};
+use crate::spec::{BodySpec, CaptureSpec, Expect, RequestSpec, Step, StepAction};
 
 pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(), Failure> {
     for step in steps {
@@ -16,7 +16,14 @@ pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(),
                 1 => step.name.clone(),
                 n => format!("{} ({round} of {n})", step.name),
             };
-            let outcome = run_once(ctx, step, &name).await;
+            let (request, expect) = match &step.action {
+                StepAction::Http { request, expect } => (request, expect),
+                StepAction::Sql(sql) => {
+                    super::sql::run(ctx, &name, sql).await?;
+                    continue;
+                }
+            };
+            let outcome = run_once(ctx, request, expect, &name).await;
             // A repeated step keeps its first and latest exchanges: the report shows how it began
             // and where it stopped, not a hundred identical requests.
             if round > 2 {
@@ -33,12 +40,13 @@ pub async fn run_steps(ctx: &mut CheckContext<'_>, steps: &[Step]) -> Result<(),
 
 async fn run_once(
     ctx: &mut CheckContext<'_>,
-    step: &Step,
+    request: &RequestSpec,
+    expect: &Expect,
     name: &str,
 ) -> Result<Response, Failure> {
-    let req = build_request(ctx, &step.request)?;
+    let req = build_request(ctx, request)?;
     let summary = format!("{} {}", req.method, req.url.path());
-    let resp = if step.expect.no_body {
+    let resp = if expect.no_body {
         let raw = ctx.send_raw(name, req).await?;
         if !raw.response.body.is_empty() {
             return Err(Failure::Fail(stray_body(name, &summary, &raw)));
@@ -47,8 +55,7 @@ async fn run_once(
     } else {
         ctx.send(name, req).await?
     };
-    let mismatches =
-        assert::check_expect(&step.expect, &resp, &ctx.scope).map_err(Failure::Error)?;
+    let mismatches = assert::check_expect(expect, &resp, &ctx.scope).map_err(Failure::Error)?;
     if !mismatches.is_empty() {
         return Err(Failure::Fail(describe(name, &summary, &mismatches)));
     }
@@ -145,7 +152,19 @@ fn describe(step: &str, summary: &str, mismatches: &[Mismatch]) -> FailInfo {
 }
 
 fn capture(ctx: &mut CheckContext<'_>, step: &Step, resp: &Response) -> Result<(), Failure> {
-    for (name, spec) in &step.captures {
+    apply_captures(ctx, &step.name, &step.captures, resp)
+}
+
+/// Stores the values `captures` take from a response in the check's scope, for later templates
+/// (steps, and probe requests with `capture`). A value the response lacks fails the check: the
+/// requests after it need it.
+pub fn apply_captures(
+    ctx: &mut CheckContext<'_>,
+    step: &str,
+    captures: &[(String, CaptureSpec)],
+    resp: &Response,
+) -> Result<(), Failure> {
+    for (name, spec) in captures {
         let value = match spec {
             CaptureSpec::Header(h) => resp.header(h).map(Value::String),
             CaptureSpec::Json(q) => serde_json::from_slice::<Value>(&resp.body)
@@ -163,8 +182,7 @@ fn capture(ctx: &mut CheckContext<'_>, step: &Step, resp: &Response) -> Result<(
                 };
                 return Err(Failure::Fail(FailInfo {
                     message: format!(
-                        "{}: the response has no {}, which the next steps need",
-                        step.name,
+                        "{step}: the response has no {}, which the next steps need",
                         source.trim_start_matches("a ")
                     ),
                     expected: source,

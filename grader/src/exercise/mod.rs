@@ -14,7 +14,7 @@ use crate::diagnostic::SourceFile;
 pub use crate::probes::ProbeCall;
 pub use crate::spec::{
     predicate, template, BodySpec, CaptureSpec, Expect, JsonQuery, Pattern, Predicate, PredicateOp,
-    RequestSpec, StatusSpec, Step, VarGen,
+    RequestSpec, SqlExpect, SqlSpec, StatusSpec, Step, StepAction, VarGen,
 };
 pub use parse::load_catalog;
 pub use source::ExerciseSource;
@@ -97,6 +97,10 @@ pub struct Check {
     pub span: std::ops::Range<usize>,
     pub timeout: Duration,
     pub body: CheckBody,
+    /// `[check.upstream]` on a check with steps: a mock upstream route's latency or fault for
+    /// this check, and the calls it must have received by the end (as a probe's
+    /// `params.upstream`).
+    pub upstream: Option<crate::probes::request::UpstreamParams>,
     /// The `gen = "jwt"` variables the check uses (names them in a template): the only ones
     /// minted when it runs, so a `rotate = true` token rotates the issuer only for its checks.
     pub tokens: Vec<String>,

@@ -15,7 +15,8 @@ use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, 
 use crate::probes;
 use crate::spec::predicate::{self, template_strings};
 use crate::spec::{
-    template, BodySpec, CaptureSpec, Expect, JsonQuery, RequestSpec, StatusSpec, Step, VarGen,
+    template, BodySpec, CaptureSpec, Expect, JsonQuery, RequestSpec, SqlExpect, SqlSpec,
+    StatusSpec, Step, StepAction, VarGen,
 };
 
 const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,6 +83,8 @@ struct RawCheck {
     probe: Option<Spanned<String>>,
     /// Not Spanned: toml 0.8 cannot span a table written with dotted keys (`params.x = 1`).
     params: Option<toml::Value>,
+    /// A mock upstream's behaviour and expected calls for a check with steps.
+    upstream: Option<toml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -90,11 +93,26 @@ struct RawStep {
     name: Option<String>,
     /// Send the step this many times in a row (each judged), e.g. to fill a list past its cap.
     repeat: Option<Spanned<u32>>,
-    request: RawRequest,
+    request: Option<RawRequest>,
     #[serde(default)]
     expect: RawExpect,
     #[serde(default)]
     capture: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// A white-box step on the service's database instead of a request. Not Spanned (dotted
+    /// keys, `sql.query = ...`): located by its SQL text.
+    sql: Option<RawSql>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSql {
+    query: Option<String>,
+    statement: Option<String>,
+    #[serde(default)]
+    params: Vec<String>,
+    #[serde(default)]
+    expect: BTreeMap<String, toml::Value>,
+    refused: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -389,10 +407,12 @@ fn load_exercise(
             .collect();
     }
     for c in &checks {
-        if let CheckBody::Probe(call) = &c.body {
-            let problem = call
-                .upstream()
-                .and_then(|u| probes::request::check_upstream_ref(u, &upstreams));
+        let used = match &c.body {
+            CheckBody::Probe(call) => call.upstream(),
+            CheckBody::Steps(_) => c.upstream.as_ref(),
+        };
+        {
+            let problem = used.and_then(|u| probes::request::check_upstream_ref(u, &upstreams));
             if let Some(msg) = problem {
                 let span = find_span(&file, &format!("\"{}\"", c.id));
                 diags.push(Diagnostic::new(&file, span, msg));
@@ -571,11 +591,13 @@ fn parse_check(
         }
         (true, Some(p)) => match probes::parse(p.get_ref(), c.params.as_ref()) {
             Ok(call) => {
+                let mut scope = vars.clone();
+                scope.extend(call.captured_names());
                 check_templates(
                     file,
                     span.clone(),
                     call.template_strings().iter().map(String::as_str),
-                    vars,
+                    &scope,
                     diags,
                 );
                 Some(CheckBody::Probe(call))
@@ -607,6 +629,55 @@ fn parse_check(
         }
     };
 
+    let upstream = match (c.upstream, &body) {
+        (None, _) => None,
+        (Some(_), Some(CheckBody::Probe(_))) => {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    span.clone(),
+                    "`upstream` on a check goes with steps; a probe takes `params.upstream`",
+                )
+                .with_help("move it to [check.params.upstream]"),
+            );
+            None
+        }
+        (Some(v), _) => match probes::request::upstream(v) {
+            Ok(u) => {
+                let strings = probes::request::template_strings(&[], Some(&u));
+                let mut scope = vars.clone();
+                if let Some(CheckBody::Steps(steps)) = &body {
+                    scope.extend(
+                        steps
+                            .iter()
+                            .flat_map(|s| s.captures.iter().map(|(n, _)| n.clone())),
+                    );
+                }
+                check_templates(
+                    file,
+                    span.clone(),
+                    strings.iter().map(String::as_str),
+                    &scope,
+                    diags,
+                );
+                Some(u)
+            }
+            Err(msg) => {
+                diags.push(
+                    Diagnostic::new(
+                        file,
+                        span.clone(),
+                        msg.replace("params.upstream", "check.upstream"),
+                    )
+                    .with_help(
+                        "the table is described under Mock upstreams in exercises/AUTHORING.md",
+                    ),
+                );
+                None
+            }
+        },
+    };
+
     if diags.0.len() > before {
         return None;
     }
@@ -631,6 +702,7 @@ fn parse_check(
         span,
         timeout,
         body: body?,
+        upstream,
         tokens: Vec::new(),
     })
 }
@@ -643,7 +715,18 @@ fn check_variables(body: &CheckBody) -> BTreeSet<String> {
         CheckBody::Probe(call) => strings = call.template_strings(),
         CheckBody::Steps(steps) => {
             for step in steps {
-                let r = &step.request;
+                let (r, e) = match &step.action {
+                    StepAction::Http { request, expect } => (request, expect),
+                    StepAction::Sql(sql) => {
+                        strings.extend(sql.params.iter().cloned());
+                        if let SqlExpect::Row(columns) = &sql.expect {
+                            for (_, p) in columns {
+                                strings.extend(template_strings(p).into_iter().map(str::to_string));
+                            }
+                        }
+                        continue;
+                    }
+                };
                 strings.push(r.path.clone());
                 strings.extend(r.headers.iter().map(|(_, v)| v.clone()));
                 match &r.body {
@@ -651,7 +734,6 @@ fn check_variables(body: &CheckBody) -> BTreeSet<String> {
                     Some(BodySpec::Raw(text)) => strings.push(text.clone()),
                     None => {}
                 }
-                let e = &step.expect;
                 let predicates = e
                     .headers
                     .iter()
@@ -682,7 +764,32 @@ fn parse_step(
     diags: &mut Diagnostics,
 ) -> Option<Step> {
     let before = diags.0.len();
-    let r = s.request;
+    let r = match (s.request, s.sql) {
+        (Some(r), None) => r,
+        (None, Some(sql)) => return parse_sql_step(file, s.name, sql, index, scope, diags),
+        (Some(r), Some(_)) => {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    r.method.span(),
+                    "a step has `request` or `sql`, not both",
+                )
+                .with_help("split it into two steps"),
+            );
+            return None;
+        }
+        (None, None) => {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    0..0,
+                    format!("step {} has neither `request` nor `sql`", index + 1),
+                )
+                .with_help("add request.method and request.path, or an sql table"),
+            );
+            return None;
+        }
+    };
 
     let method = r.method.get_ref().clone();
     if !METHODS.contains(&method.as_str()) && !method.chars().all(|c| c.is_ascii_uppercase()) {
@@ -796,17 +903,146 @@ fn parse_step(
     }
     Some(Step {
         name: s.name.unwrap_or_else(|| format!("step {}", index + 1)),
-        request: RequestSpec {
-            method,
-            path,
-            headers,
-            body,
+        action: StepAction::Http {
+            request: RequestSpec {
+                method,
+                path,
+                headers,
+                body,
+            },
+            expect,
         },
-        expect,
         captures,
         repeat,
     })
 }
+
+/// `sql = { query = "...", params = [...], expect.column = ... }` or `sql = { statement = "...",
+/// params = [...], refused = "23" }`.
+fn parse_sql_step(
+    file: &SourceFile,
+    name: Option<String>,
+    raw: RawSql,
+    index: usize,
+    scope: &BTreeSet<String>,
+    diags: &mut Diagnostics,
+) -> Option<Step> {
+    let text = raw
+        .query
+        .as_deref()
+        .or(raw.statement.as_deref())
+        .unwrap_or("sql");
+    let span = find_span(file, text.lines().next().unwrap_or(text));
+    let before = diags.0.len();
+    let mut error = |msg: String, help: &str| {
+        diags.push(Diagnostic::new(file, span.clone(), msg).with_help(help.to_string()));
+    };
+    let (statement, expect) = match (raw.query, raw.statement) {
+        (Some(query), None) => {
+            if raw.refused.is_some() {
+                error(
+                    "`refused` goes with `statement` (a write the database must refuse), not with `query`".into(),
+                    "write sql.statement = \"UPDATE ...\" with sql.refused = \"23\"",
+                );
+            }
+            if raw.expect.is_empty() {
+                error(
+                    "an sql query needs `expect`: a query that is not judged measures nothing"
+                        .into(),
+                    "e.g. sql.expect.balance_cents = \"{{amount}}\"",
+                );
+            }
+            let mut columns = Vec::new();
+            for (column, value) in &raw.expect {
+                match predicate::parse(value) {
+                    Ok(p) => columns.push((column.clone(), p)),
+                    Err(msg) => error(
+                        format!("sql.expect.{column}: {msg}"),
+                        "see Predicates in exercises/AUTHORING.md",
+                    ),
+                }
+            }
+            (query, SqlExpect::Row(columns))
+        }
+        (None, Some(statement)) => {
+            if !raw.expect.is_empty() {
+                error(
+                    "`expect` goes with `query`; a `statement` is judged by `refused`".into(),
+                    "write sql.refused = \"23\" (the SQLSTATE class PostgreSQL must refuse it with)",
+                );
+            }
+            let refused = raw.refused.unwrap_or_default();
+            let valid = (refused.len() == 2 || refused.len() == 5)
+                && refused
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase());
+            if !valid {
+                error(
+                    format!("sql.refused must be an SQLSTATE class or code (\"23\", \"23514\"), not \"{refused}\""),
+                    "a statement is run in a transaction the grader rolls back, and must be refused with this SQLSTATE",
+                );
+            }
+            (statement, SqlExpect::Refused(refused))
+        }
+        _ => {
+            error(
+                "an sql step has exactly one of `query` (read and judge a row) or `statement` (a write that must be refused)".into(),
+                "see White-box steps in exercises/AUTHORING.md",
+            );
+            return None;
+        }
+    };
+    let highest = SQL_PARAM
+        .captures_iter(&statement)
+        .filter_map(|c| c[1].parse::<usize>().ok())
+        .max()
+        .unwrap_or(0);
+    if highest != raw.params.len() {
+        error(
+            format!(
+                "the SQL names {highest} parameter(s) ($1 to ${highest}) but `params` has {}",
+                raw.params.len()
+            ),
+            "pass every value as a parameter (they are sent as text: cast in the SQL, e.g. id::text = $1), never inside the SQL",
+        );
+    }
+    if statement.contains("{{") {
+        error(
+            "templates cannot go inside SQL: a value the service chose could change the statement"
+                .into(),
+            "write $1 in the SQL and the template in `params`",
+        );
+    }
+    check_templates(
+        file,
+        span.clone(),
+        raw.params.iter().map(String::as_str),
+        scope,
+        diags,
+    );
+    if let SqlExpect::Row(columns) = &expect {
+        for (_, p) in columns {
+            check_templates(file, span.clone(), template_strings(p), scope, diags);
+        }
+    }
+    if diags.0.len() > before {
+        return None;
+    }
+    Some(Step {
+        name: name.unwrap_or_else(|| format!("step {}", index + 1)),
+        action: StepAction::Sql(SqlSpec {
+            statement,
+            params: raw.params,
+            expect,
+        }),
+        captures: Vec::new(),
+        repeat: 1,
+    })
+}
+
+/// `$1`, `$2`, ... in SQL text.
+static SQL_PARAM: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"\$(\d+)").expect("valid regex"));
 
 /// Enough to go one past any documented list cap; more would make a check slow, not stronger.
 const MAX_STEP_REPEAT: u32 = 1000;
@@ -1179,6 +1415,54 @@ mod tests {
             diags.render(false)
         );
         assert!(diags.0[0].message.contains("needs an oidc-issuer upstream"));
+    }
+
+    const SQL_CHECK: &str = "[[check]]\nid = \"db\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n[[check.step]]\nrequest.method = \"POST\"\nrequest.path = \"/accounts\"\ncapture.id = { json = \"$.id\" }\n";
+
+    fn sql_errors(step: &str) -> Vec<String> {
+        let text = format!("{SEC_HEAD}[vars]\nn = {{ gen = \"int\", min = 1, max = 2 }}\n{SQL_CHECK}[[check.step]]\n{step}");
+        match catalog_with(&text) {
+            Ok(_) => Vec::new(),
+            Err(d) => {
+                d.0.iter()
+                    .map(|d| format!("{}: {}", d.location(), d.message))
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn sql_steps_take_values_only_as_parameters() {
+        let good = "sql.query = \"SELECT balance_cents FROM accounts WHERE id::text = $1\"\nsql.params = [\"{{id}}\"]\nsql.expect.balance_cents = \"{{n}}\"\n";
+        assert!(sql_errors(good).is_empty(), "{:?}", sql_errors(good));
+        let refused = "sql.statement = \"UPDATE accounts SET balance_cents = -1 WHERE id::text = $1\"\nsql.params = [\"{{id}}\"]\nsql.refused = \"23514\"\n";
+        assert!(sql_errors(refused).is_empty(), "{:?}", sql_errors(refused));
+
+        let one = |step: &str, needle: &str| {
+            let errors = sql_errors(step);
+            assert!(
+                errors
+                    .iter()
+                    .any(|e| e.contains(needle) && e.contains("exercise.toml:")),
+                "no error with {needle:?}: {errors:?}"
+            );
+        };
+        one(
+            "sql.query = \"SELECT 1 AS x FROM accounts WHERE id = '{{id}}'\"\nsql.expect.x = 1\n",
+            "templates cannot go inside SQL",
+        );
+        one("sql.query = \"SELECT 1 AS x WHERE $1 = $2\"\nsql.params = [\"{{id}}\"]\nsql.expect.x = 1\n", "names 2 parameter(s)");
+        one("sql.query = \"SELECT 1 AS x\"\n", "needs `expect`");
+        one(
+            "sql.statement = \"DELETE FROM accounts\"\nsql.refused = \"maybe\"\n",
+            "SQLSTATE class or code",
+        );
+        one(
+            "sql.query = \"SELECT 1 AS x\"\nsql.statement = \"DELETE FROM accounts\"\n",
+            "exactly one of `query`",
+        );
+        one("sql.query = \"SELECT 1 AS x WHERE $1 = ''\"\nsql.params = [\"{{nobody}}\"]\nsql.expect.x = 1\n", "`nobody` is not defined");
+        one("request.method = \"GET\"\nrequest.path = \"/x\"\nsql.query = \"SELECT 1 AS x\"\nsql.expect.x = 1\n", "`request` or `sql`, not both");
     }
 
     #[test]

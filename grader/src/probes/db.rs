@@ -77,7 +77,7 @@ pub async fn connect(ctx: &CheckContext<'_>) -> Result<Client, Failure> {
 }
 
 /// Why a check that reads the service's own tables cannot run without the grader's PostgreSQL.
-pub const NO_SERVICE_DATABASE: &str = "this check reads what your service stored in the grader's own PostgreSQL (the database in DATABASE_URL); with --runtime external (or [postgres] disabled) the grader has no database of its own, so it cannot grade this. This is the grader's limitation, not your service's fault: run with the local or docker runtime";
+pub use crate::engine::sql::NO_SERVICE_DATABASE;
 
 /// A read-only connection to the service's database as the server's superuser (`postgres`), for
 /// probes that read the service's own rows. Unlike [`connect`] it needs no data set: the probe

@@ -14,6 +14,7 @@ pub mod concurrent;
 pub mod db;
 pub mod db_params;
 pub mod deep_pages;
+pub mod ledger;
 pub mod no_internals_leak;
 pub mod paginate;
 pub mod query_plan;
@@ -42,6 +43,7 @@ pub enum ProbeCall {
     RateLimit(Box<rate_limit::Params>),
     StoredSecrets(Box<stored_secrets::Params>),
     ServiceLog(Box<service_log::Params>),
+    Ledger(Box<ledger::Params>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -57,6 +59,7 @@ pub const PROBE_NAMES: &[&str] = &[
     "rate_limit",
     "stored_secrets",
     "service_log",
+    "ledger",
 ];
 
 /// Parses `probe = NAME` with its `params`. Errors are plain messages; the caller locates them.
@@ -80,6 +83,7 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
         "rate_limit" => ProbeCall::RateLimit(Box::new(rate_limit::parse(params)?)),
         "stored_secrets" => ProbeCall::StoredSecrets(Box::new(stored_secrets::parse(params)?)),
         "service_log" => ProbeCall::ServiceLog(Box::new(service_log::parse(params)?)),
+        "ledger" => ProbeCall::Ledger(Box::new(ledger::parse(params)?)),
         other => {
             return Err(
                 match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
@@ -108,6 +112,7 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::RateLimit(p) => rate_limit::run(p, ctx).await,
         ProbeCall::StoredSecrets(p) => stored_secrets::run(p, ctx).await,
         ProbeCall::ServiceLog(p) => service_log::run(p, ctx).await,
+        ProbeCall::Ledger(p) => ledger::run(p, ctx).await,
     }
 }
 
@@ -125,6 +130,7 @@ impl ProbeCall {
             ProbeCall::RateLimit(_) => "rate_limit",
             ProbeCall::StoredSecrets(_) => "stored_secrets",
             ProbeCall::ServiceLog(_) => "service_log",
+            ProbeCall::Ledger(_) => "ledger",
         }
     }
 
@@ -132,7 +138,11 @@ impl ProbeCall {
     pub fn template_strings(&self) -> Vec<String> {
         match self {
             ProbeCall::NoInternalsLeak(p) => p.template_strings(),
-            ProbeCall::Concurrent(p) => request::template_strings(&p.requests, p.upstream.as_ref()),
+            ProbeCall::Concurrent(p) => {
+                let mut all = p.setup.clone();
+                all.extend(p.requests.iter().cloned());
+                request::template_strings(&all, p.upstream.as_ref())
+            }
             ProbeCall::UpstreamCalls(p) => {
                 request::template_strings(&p.requests, Some(&p.upstream))
             }
@@ -146,7 +156,23 @@ impl ProbeCall {
             ProbeCall::RateLimit(p) => p.template_strings(),
             ProbeCall::StoredSecrets(p) => p.template_strings(),
             ProbeCall::ServiceLog(p) => p.template_strings(),
+            ProbeCall::Ledger(p) => p.template_strings(),
         }
+    }
+
+    /// Variables the probe's own requests capture (`capture = { account = { header = "Location" } }`),
+    /// which its later templates may name.
+    pub fn captured_names(&self) -> Vec<String> {
+        let names = match self {
+            ProbeCall::UpstreamCalls(p) => request::captured_names(&p.requests),
+            ProbeCall::Revalidate(p) => request::captured_names(&p.setup),
+            ProbeCall::Concurrent(p) => request::captured_names(&p.setup),
+            ProbeCall::RateLimit(p) => request::captured_names(&p.setup),
+            ProbeCall::StoredSecrets(p) => request::captured_names(&p.requests),
+            ProbeCall::ServiceLog(p) => request::captured_names(&p.requests),
+            _ => return Vec::new(),
+        };
+        names.map(String::from).collect()
     }
 
     /// The mock upstream the probe uses, if any (for the static check that it is declared).

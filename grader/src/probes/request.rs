@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json_path::JsonPath;
 
-use crate::spec::{predicate, template, BodySpec, Expect, JsonQuery, RequestSpec, StatusSpec};
+use crate::spec::{
+    predicate, template, BodySpec, CaptureSpec, Expect, JsonQuery, RequestSpec, StatusSpec,
+};
 use crate::upstream::Fault;
 
 /// A request a probe sends, with what its response must show.
@@ -36,6 +38,9 @@ pub struct ProbeRequest {
     /// while it refreshes in the background. A response cannot depend on an answer that did not
     /// exist yet, so this bound cannot be flaky either.
     pub waits_for_upstream: bool,
+    /// Values taken from the response for later requests' templates (`{{account}}` from a
+    /// `Location`), as a step's `capture`.
+    pub captures: Vec<(String, CaptureSpec)>,
 }
 
 /// What a probe does to, and expects from, a mock upstream route.
@@ -81,6 +86,8 @@ struct RawRequest {
     under_upstream_delay: Option<f64>,
     #[serde(default)]
     waits_for_upstream: bool,
+    #[serde(default)]
+    capture: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -124,8 +131,11 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
         (None, Some(b)) => Some(BodySpec::Raw(b)),
         (None, None) => None,
     };
-    if !r.path.starts_with('/') {
-        return Err(format!("request path \"{}\" must start with /", r.path));
+    if !(r.path.starts_with('/') || r.path.starts_with("{{")) {
+        return Err(format!(
+            "request path \"{}\" must start with / (or be a captured URL like \"{{{{account}}}}\")",
+            r.path
+        ));
     }
     let mut expect = Expect {
         status: r.status.as_ref().map(StatusSpec::parse).transpose()?,
@@ -164,6 +174,31 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
             ));
         }
     }
+    let mut captures = Vec::new();
+    for (name, source) in r.capture {
+        let valid_name = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(format!(
+                "request {}: \"{name}\" is not a variable name",
+                index + 1
+            ));
+        }
+        let spec = match (source.len(), source.get("header"), source.get("json")) {
+            (1, Some(h), None) => CaptureSpec::Header(h.clone()),
+            (1, None, Some(j)) => CaptureSpec::Json(query(j)?),
+            _ => {
+                return Err(format!(
+                    "request {}: capture `{name}` takes exactly one of `header` or `json` (e.g. {name} = {{ header = \"Location\" }})",
+                    index + 1
+                ))
+            }
+        };
+        captures.push((name, spec));
+    }
     Ok(ProbeRequest {
         name: r.name.unwrap_or_else(|| format!("request {}", index + 1)),
         spec: RequestSpec {
@@ -188,7 +223,15 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
             .unwrap_or(Duration::ZERO),
         under_upstream_delay: r.under_upstream_delay,
         waits_for_upstream: r.waits_for_upstream,
+        captures,
     })
+}
+
+/// The variables the requests capture, for the static check of later templates.
+pub fn captured_names(requests: &[ProbeRequest]) -> impl Iterator<Item = &str> {
+    requests
+        .iter()
+        .flat_map(|r| r.captures.iter().map(|(n, _)| n.as_str()))
 }
 
 pub fn upstream(v: toml::Value) -> Result<UpstreamParams, String> {

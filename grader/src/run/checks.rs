@@ -334,7 +334,15 @@ async fn run_one(exercise: &Exercise, check: &Check, shared: &Shared<'_>) -> Out
     };
     let work = async {
         match &check.body {
-            CheckBody::Steps(steps) => step::run_steps(&mut ctx, steps).await,
+            CheckBody::Steps(steps) => match &check.upstream {
+                None => step::run_steps(&mut ctx, steps).await,
+                Some(u) => {
+                    use crate::probes::upstream_calls::run::{apply_behaviour, check_calls};
+                    let upstream = apply_behaviour(&ctx, u)?;
+                    step::run_steps(&mut ctx, steps).await?;
+                    check_calls(&ctx, u, &upstream)
+                }
+            },
             CheckBody::Probe(call) => crate::probes::run(call, &mut ctx).await,
         }
     };

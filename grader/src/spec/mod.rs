@@ -19,11 +19,43 @@ pub use random::VarGen;
 #[derive(Debug, Clone)]
 pub struct Step {
     pub name: String,
-    pub request: RequestSpec,
-    pub expect: Expect,
+    pub action: StepAction,
     pub captures: Vec<(String, CaptureSpec)>,
     /// How many times the step is sent in a row (1 = once); every answer is judged.
     pub repeat: u32,
+}
+
+/// What a step does: send a request to the service, or read (or try to write) the service's
+/// database as the grader.
+#[derive(Debug, Clone)]
+pub enum StepAction {
+    Http {
+        request: RequestSpec,
+        expect: Expect,
+    },
+    Sql(SqlSpec),
+}
+
+/// A white-box step: SQL the grader runs on the service's database as PostgreSQL's superuser.
+/// Parameters are templates, always sent as text (`$1`; cast in the SQL: `id::text = $1`), so a
+/// value the service chose can never change the statement.
+#[derive(Debug, Clone)]
+pub struct SqlSpec {
+    pub statement: String,
+    pub params: Vec<String>,
+    pub expect: SqlExpect,
+}
+
+#[derive(Debug, Clone)]
+pub enum SqlExpect {
+    /// `sql.query`: read-only; it must find exactly one row, whose columns (by name) must hold the
+    /// predicates.
+    Row(Vec<(String, Predicate)>),
+    /// `sql.statement` with `sql.refused = "23"`: a write run in a transaction the grader always
+    /// rolls back. PostgreSQL must refuse it with an SQLSTATE starting with this (a class like
+    /// `23`, integrity constraint violation, or a whole code like `23514`), after it matched a
+    /// row: a statement that changed nothing proved nothing.
+    Refused(String),
 }
 
 /// A request whose strings may hold `{{var}}` templates.

@@ -10,6 +10,9 @@ use crate::spec::JsonQuery;
 /// that no response is a 5xx, that every 2xx names the same resource, and the upstream counts.
 #[derive(Debug, Clone)]
 pub struct Concurrent {
+    /// Sent in order before each round's burst, each judged (and captures taken), e.g. the two
+    /// accounts a burst of transfers needs.
+    pub setup: Vec<ProbeRequest>,
     pub requests: Vec<ProbeRequest>,
     /// JSONPath of the resource's identity in a response body (default `$.id`).
     pub identity: JsonQuery,
@@ -27,6 +30,8 @@ pub struct Concurrent {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConcurrent {
+    #[serde(default)]
+    setup: Vec<toml::Value>,
     request: Option<toml::Value>,
     count: Option<usize>,
     requests: Option<Vec<toml::Value>>,
@@ -94,7 +99,17 @@ pub fn parse_concurrent(params: toml::Value) -> Result<Concurrent, String> {
             );
         }
     }
+    let setup = raw
+        .setup
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| request("concurrent", i, v))
+        .collect::<Result<Vec<_>, _>>()?;
+    if setup.iter().any(|r| !r.at.is_zero()) {
+        return Err("`at` goes with the burst's requests, not with `setup`".into());
+    }
     Ok(Concurrent {
+        setup,
         requests,
         identity: query(raw.identity.as_deref().unwrap_or("$.id"))?,
         same_resource: raw.same_resource,

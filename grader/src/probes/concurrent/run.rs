@@ -19,7 +19,9 @@ use crate::engine::http::{OutgoingRequest, Sent};
 use crate::engine::step::build_request;
 use crate::engine::wire::Held;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::probes::upstream_calls::run::{apply_behaviour, check_calls, identity_of, judge, Seen};
+use crate::probes::upstream_calls::run::{
+    apply_behaviour, check_calls, identity_of, judge, send_in_order, Seen,
+};
 
 /// Exchanges kept in the report: one per distinct status, at most this many.
 const SHOWN_EXCHANGES: usize = 4;
@@ -31,6 +33,9 @@ pub async fn run(p: &Concurrent, ctx: &mut CheckContext<'_>) -> Result<(), Failu
             // Each round is a new trial: new keys, new orders, new users.
             ctx.scope = ctx.fresh_scope();
         }
+        send_in_order(ctx, &p.setup)
+            .await
+            .map_err(|f| in_round(f, round, p.rounds))?;
         if let Some(u) = &p.upstream {
             apply_behaviour(ctx, u)?;
         }

@@ -135,8 +135,11 @@ pub fn parse(params: toml::Value) -> Result<Revalidate, String> {
     let raw: RawRevalidate = params
         .try_into()
         .map_err(|e: toml::de::Error| format!("params of `revalidate`: {}", e.message()))?;
-    if !raw.path.starts_with('/') {
-        return Err(format!("params.path \"{}\" must start with /", raw.path));
+    if !(raw.path.starts_with('/') || raw.path.starts_with("{{")) {
+        return Err(format!(
+            "params.path \"{}\" must start with / (or be a URL a set-up request captures, like \"{{{{account}}}}\")",
+            raw.path
+        ));
     }
     let validators = raw
         .validators

@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::params::{Condition, Race, Revalidate, Rewrite, Validator};
 use crate::engine::assert::{describe_json, shorten};
 use crate::engine::http::{OutgoingRequest, Response, Sent};
-use crate::engine::step::build_request;
+use crate::engine::step::{apply_captures, build_request};
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::request::query;
 use crate::probes::upstream_calls::run::{judge, Seen};
@@ -44,17 +44,27 @@ static ENTITY_TAG: LazyLock<Regex> =
 
 pub async fn run(p: &Revalidate, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
     let identity = query("$.id").map_err(Failure::Error)?;
-    let read_path = build_request(ctx, &p.read)?.url.path().to_string();
+    // The read's path may be captured by a set-up request (a created resource's Location): until
+    // then no set-up request can be a write of it.
+    let mut read_path = build_request(ctx, &p.read)
+        .ok()
+        .map(|r| r.url.path().to_string());
     let mut seen: Vec<Seen> = Vec::new();
     // 2xx answers to writes of the resource itself: they carry its validators (cache-1.2).
     let mut writes: Vec<(String, String, Response)> = Vec::new();
     for r in &p.setup {
         let req = build_request(ctx, &r.spec)?;
         let summary = format!("{} {}", req.method, req.url.path());
-        let same_resource = req.url.path() == read_path;
+        let same_resource = read_path.as_deref() == Some(req.url.path());
         let resp = ctx.send(&r.name, req).await?;
         if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &identity)? {
             return Err(Failure::Fail(info));
+        }
+        apply_captures(ctx, &r.name, &r.captures, &resp)?;
+        if read_path.is_none() {
+            read_path = build_request(ctx, &p.read)
+                .ok()
+                .map(|r| r.url.path().to_string());
         }
         seen.push(Seen::of(&resp, &identity));
         if same_resource && (200..300).contains(&resp.status) {

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::params::UpstreamCalls;
 use crate::engine::assert::{self, describe_json, Actual};
 use crate::engine::http::Response;
-use crate::engine::step::build_request;
+use crate::engine::step::{apply_captures, build_request};
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::request::{ProbeRequest, UpstreamParams};
 use crate::spec::template;
@@ -37,6 +37,7 @@ pub async fn run(p: &UpstreamCalls, ctx: &mut CheckContext<'_>) -> Result<(), Fa
         if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &p.identity)? {
             return Err(Failure::Fail(info));
         }
+        apply_captures(ctx, &r.name, &r.captures, &resp)?;
         if let Some(share) = r.under_upstream_delay {
             super::latency::check(&p.upstream, &upstream, &r.name, &summary, share, took)?;
         }
@@ -130,6 +131,7 @@ pub(crate) async fn send_in_order(
         if let Some(info) = judge(ctx, r, &summary, &resp, &seen, &identity)? {
             return Err(Failure::Fail(info));
         }
+        apply_captures(ctx, &r.name, &r.captures, &resp)?;
         seen.push(Seen::of(&resp, &identity));
     }
     Ok(seen)
