@@ -85,29 +85,13 @@ impl CheckContext<'_> {
     }
 
     /// The URL of a path on the service. Absolute URLs (from a Location header) are accepted when
-    /// they point at the service's own host.
+    /// they point at the service's own host. Everything is resolved the way a browser would (the
+    /// URL crate, WHATWG rules: `//host/x` and `/\\host/x` name another host, schemes in any case),
+    /// and anything that does not lead back to the service fails the check: the grader never
+    /// sends a request to a host a service named.
     pub fn url(&self, path: &str) -> Result<Url, Failure> {
-        let base = &self.service.base_url;
-        if path.starts_with("http://") || path.starts_with("https://") {
-            let url = Url::parse(path)
-                .map_err(|e| fail_simple(format!("\"{path}\" is not a valid URL: {e}")))?;
-            let local = matches!(
-                url.host_str(),
-                Some("127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0")
-            );
-            if !local {
-                return Err(fail_simple(format!(
-                    "the URL \"{path}\" points at another host; the service's own URLs must lead back to it (use a path like /products/1, or your own host)"
-                )));
-            }
-            // Keep the path, but send it where the service actually listens.
-            let mut fixed = base.clone();
-            fixed.set_path(url.path());
-            fixed.set_query(url.query());
-            return Ok(fixed);
-        }
-        base.join(path)
-            .map_err(|e| fail_simple(format!("\"{path}\" is not a valid path: {e}")))
+        resolve_on_service(&self.service.base_url, &self.service.base_url, path)
+            .map_err(fail_simple)
     }
 
     /// Sends a request and records the exchange. A transport problem is the service's failure;
@@ -198,4 +182,75 @@ pub(crate) fn fail_simple(message: String) -> Failure {
         message,
         ..Default::default()
     })
+}
+
+/// Resolves `path` (a path, or a URL from a Location header, a Link header or a body) against
+/// `from` (the URL it came with), and checks it leads back to the service at `base`; see
+/// [`CheckContext::url`]. `Err` says why it does not.
+pub fn resolve_on_service(base: &Url, from: &Url, path: &str) -> Result<Url, String> {
+    let url = from
+        .join(path)
+        .map_err(|e| format!("\"{path}\" is not a valid path: {e}"))?;
+    let same_origin = url.scheme() == base.scheme()
+        && url.host_str() == base.host_str()
+        && url.port_or_known_default() == base.port_or_known_default();
+    if same_origin {
+        return Ok(url);
+    }
+    let local = matches!(url.scheme(), "http" | "https")
+        && matches!(
+            url.host_str(),
+            Some("127.0.0.1" | "localhost" | "[::1]" | "0.0.0.0")
+        );
+    // A service in a container may name itself by its own port (http://localhost:8080/x): keep
+    // the path, but send it where the service actually listens. Only a URL written as absolute
+    // gets this; a relative one that resolved elsewhere (`//localhost:9/x`) is another host.
+    if local && path.contains("://") {
+        let mut fixed = base.clone();
+        fixed.set_path(url.path());
+        fixed.set_query(url.query());
+        return Ok(fixed);
+    }
+    Err(format!(
+        "the URL \"{path}\" points at another host ({}); the service's own URLs must lead back to it (use a path like /products/1, or your own host)",
+        url.origin().ascii_serialization()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_urls_that_lead_back_to_the_service_are_followed() {
+        let base = Url::parse("http://127.0.0.1:4000/").unwrap();
+        let ok = |p: &str| resolve_on_service(&base, &base, p).unwrap().to_string();
+        assert_eq!(
+            ok("/accounts/1?x=2"),
+            "http://127.0.0.1:4000/accounts/1?x=2"
+        );
+        assert_eq!(
+            ok("http://localhost:8080/accounts/1"),
+            "http://127.0.0.1:4000/accounts/1"
+        );
+        assert_eq!(ok("HTTP://127.0.0.1:4000/a"), "http://127.0.0.1:4000/a");
+        let page = Url::parse("http://127.0.0.1:4000/items?limit=2").unwrap();
+        assert_eq!(
+            resolve_on_service(&base, &page, "?cursor=x")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:4000/items?cursor=x"
+        );
+        for elsewhere in [
+            "//127.0.0.2:4000/accounts/1",
+            "/\\127.0.0.2:4000/accounts/1",
+            "http://127.0.0.2:4000/x",
+            "HTTP://example.com/x",
+            "//localhost:9/x",
+            "file:///etc/passwd",
+        ] {
+            let err = resolve_on_service(&base, &base, elsewhere).unwrap_err();
+            assert!(err.contains("points at another host"), "{elsewhere}: {err}");
+        }
+    }
 }

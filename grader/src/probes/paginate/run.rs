@@ -261,7 +261,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
         }
 
         // What the page says about the next one.
-        let signals = Signals::read(p, &doc, &resp, &url)?;
+        let signals = Signals::read(p, &doc, &resp, &ctx.service.base_url, &url)?;
         if let (true, Some(c)) = (p.cursor_url_safe, &signals.cursor) {
             if let Some(bad) = cursor::first_unsafe(c) {
                 return Err(fail(
@@ -508,7 +508,13 @@ struct Signals {
 }
 
 impl Signals {
-    fn read(p: &Paginate, doc: &Value, resp: &Response, url: &Url) -> Result<Signals, Failure> {
+    fn read(
+        p: &Paginate,
+        doc: &Value,
+        resp: &Response,
+        base: &Url,
+        url: &Url,
+    ) -> Result<Signals, Failure> {
         let at =
             |q: &crate::spec::JsonQuery| q.path.query(doc).at_most_one().ok().flatten().cloned();
         let cursor = match at(&p.next_cursor) {
@@ -526,14 +532,18 @@ impl Signals {
         let target = link_header_next.clone().or(body_link);
         let link = match target {
             None => None,
-            Some(t) => Some(url.join(&t).map_err(|e| {
-                Failure::Fail(FailInfo {
-                    message: format!("the next link \"{t}\" is not a valid URI reference: {e}"),
-                    expected: "a URI reference (RFC 3986) in the next link".into(),
-                    actual: t.clone(),
-                    ..Default::default()
-                })
-            })?),
+            Some(t) => Some(
+                crate::engine::resolve_on_service(base, url, &t).map_err(|e| {
+                    Failure::Fail(FailInfo {
+                        message: format!("the next link: {e}"),
+                        expected:
+                            "a URI reference (RFC 3986) in the next link, on the service's own host"
+                                .into(),
+                        actual: t.clone(),
+                        ..Default::default()
+                    })
+                })?,
+            ),
         };
         Ok(Signals {
             cursor,
