@@ -45,6 +45,8 @@ pub struct Ledger {
     /// A statement read while the burst runs, and after it: `balance` must equal `opening` plus
     /// the sum of `entries`.
     pub statement: Option<Statement>,
+    /// What an account is called in messages (`"wallet"`; default `"account"`).
+    pub noun: String,
 }
 
 #[derive(Debug, Clone)]
@@ -79,6 +81,7 @@ struct RawLedger {
     balance_path: Option<String>,
     balance_sql: Option<String>,
     statement: Option<RawStatement>,
+    noun: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -180,6 +183,7 @@ pub fn parse_ledger(params: toml::Value) -> Result<Ledger, String> {
         balance_path: query(raw.balance_path.as_deref().unwrap_or("$.balance_cents"))?,
         balance_sql: raw.balance_sql,
         statement,
+        noun: raw.noun.unwrap_or_else(|| "account".into()),
     })
 }
 

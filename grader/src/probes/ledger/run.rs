@@ -86,12 +86,20 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
 
     let expected = expected_balances(&accounts, &plan, &outcome.applied);
     if let Some(i) = expected.iter().position(|&b| b < 0) {
-        return Err(overdrawn(i, &accounts, &plan, &outcome, expected[i]));
+        return Err(overdrawn(
+            &p.noun,
+            i,
+            &accounts,
+            &plan,
+            &outcome,
+            expected[i],
+        ));
     }
     for (i, account) in accounts.iter().enumerate() {
         let got = api_balance(p, ctx, account).await?;
         if got != expected[i] {
             return Err(off_balance(
+                &p.noun,
                 "your API says",
                 i,
                 &accounts,
@@ -123,6 +131,7 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
             };
             if got != expected[i] {
                 return Err(off_balance(
+                    &p.noun,
                     "your database holds",
                     i,
                     &accounts,
@@ -151,9 +160,10 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
 
     let refused = sent.len() - outcome.applied.len();
     ctx.measured(format!(
-        "{} transfers among {} accounts released together on {} connections warmed first: {} accepted, {refused} refused; every balance equals its opening balance plus the accepted transfers, through your API{in_database}",
+        "{} transfers among {} {}s released together on {} connections warmed first: {} accepted, {refused} refused; every balance equals its opening balance plus the accepted transfers, through your API{in_database}",
         plan.len(),
         accounts.len(),
+        p.noun,
         warm,
         outcome.applied.len(),
     ));
@@ -291,6 +301,7 @@ fn judge_transfers(
     plan: &[Planned],
     sent: &[Sent],
 ) -> Result<Outcome, Failure> {
+    let noun = &p.noun;
     let mut applied = Vec::new();
     let mut shown: Vec<u16> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
@@ -302,7 +313,7 @@ fn judge_transfers(
         }
         let t = plan[i];
         let what = format!(
-            "transfer #{} (account {} → account {}, {} cents)",
+            "transfer #{} ({noun} {} → {noun} {}, {} cents)",
             i + 1,
             t.from + 1,
             t.to + 1,
@@ -401,6 +412,7 @@ async fn api_balance(
 }
 
 fn off_balance(
+    noun: &str,
     source: &str,
     i: usize,
     accounts: &[Account],
@@ -417,7 +429,7 @@ fn off_balance(
     };
     Failure::Fail(FailInfo {
         message: format!(
-            "account {} of {}: {source} balance {got}, but its opening balance {} plus the {n} transfers you accepted (−{out} + {into}) make {expected}",
+            "{noun} {} of {}: {source} balance {got}, but its opening balance {} plus the {n} transfers you accepted (−{out} + {into}) make {expected}",
             i + 1,
             accounts.len(),
             accounts[i].opening
@@ -425,7 +437,7 @@ fn off_balance(
         expected: format!("balance {expected}"),
         actual: format!("balance {got}: {cause}"),
         evidence: vec![format!(
-            "account {} is {}",
+            "{noun} {} is {}",
             i + 1,
             describe_json(&accounts[i].id)
         )],
@@ -451,6 +463,7 @@ fn tally(i: usize, plan: &[Planned], outcome: &Outcome) -> (i64, i64, usize) {
 /// The transfers the service accepted spend more than an account ever held: whatever the order,
 /// its balance went below 0 on the way.
 fn overdrawn(
+    noun: &str,
     i: usize,
     accounts: &[Account],
     plan: &[Planned],
@@ -460,7 +473,7 @@ fn overdrawn(
     let (out, into, n) = tally(i, plan, outcome);
     Failure::Fail(FailInfo {
         message: format!(
-            "account {} of {}: the {n} transfers you accepted (−{out} + {into}) take its opening balance {} to {ends_at}: concurrent transfers overdrew it",
+            "{noun} {} of {}: the {n} transfers you accepted (−{out} + {into}) take its opening balance {} to {ends_at}: concurrent transfers overdrew it",
             i + 1,
             accounts.len(),
             accounts[i].opening
@@ -470,7 +483,7 @@ fn overdrawn(
             "a balance of {ends_at}: the funds were checked before the debit, without a lock or a conditional UPDATE, so concurrent transfers spent the same money"
         ),
         evidence: vec![format!(
-            "account {} is {}",
+            "{noun} {} is {}",
             i + 1,
             describe_json(&accounts[i].id)
         )],
