@@ -59,7 +59,7 @@ pub fn render(report: &RunReport) -> String {
     skills_table(&mut md, report);
     non_passing_table(&mut md, report);
     failure_details(&mut md, report);
-    let mut md = neutralise_workflow_commands(md.trim_end());
+    let mut md = super::defuse_workflow_commands(md.trim_end());
     md.push('\n');
     md
 }
@@ -324,25 +324,6 @@ pub(crate) fn escape(text: &str) -> String {
             '@' => out.push_str("&#64;"),
             '\n' => out.push(' '),
             c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Makes sure no line starts (after blanks) with `::`, which a GitHub Actions runner would read
-/// as a workflow command if the summary were echoed to the log. Such a line gets a zero-width
-/// space before its colons: it still reads the same.
-fn neutralise_workflow_commands(md: &str) -> String {
-    let mut out = String::with_capacity(md.len());
-    for line in md.split_inclusive('\n') {
-        let trimmed = line.trim_start();
-        if trimmed.starts_with("::") {
-            let blanks = line.len() - trimmed.len();
-            out.push_str(&line[..blanks]);
-            out.push('\u{200b}');
-            out.push_str(trimmed);
-        } else {
-            out.push_str(line);
         }
     }
     out

@@ -73,7 +73,9 @@ pub fn render(report: &RunReport, style: &HumanStyle) -> String {
     summary(&mut w, report);
     w.blank();
     w.line(Counts::of(report).line());
-    w.out
+    // The last word on what a CI runner reads: whatever layout put learner text at a line's start
+    // (a message that begins with `::`, indented), no line of the report is a workflow command.
+    super::defuse_workflow_commands(&w.out)
 }
 
 /// The detailed block of one failed or errored check, without colour: the teaching detail other
@@ -81,7 +83,7 @@ pub fn render(report: &RunReport, style: &HumanStyle) -> String {
 pub(crate) fn check_detail_plain(check: &CheckResult) -> String {
     let mut w = Writer::new(HumanStyle::default());
     check_detail_body(&mut w, check);
-    w.out
+    super::defuse_workflow_commands(&w.out)
 }
 
 /// Accumulates lines, colouring only when asked.

@@ -51,7 +51,7 @@ pub fn render(report: &RunReport) -> String {
     if !xml.ends_with('\n') {
         xml.push('\n');
     }
-    xml
+    super::defuse_workflow_commands(&xml)
 }
 
 fn suite(report: &RunReport, name: &str) -> TestSuite {

@@ -237,8 +237,13 @@ pub(crate) fn percent(p: f64) -> String {
     format!("{p:.1}%")
 }
 
-/// Makes learner-controlled text safe to print: removes ANSI escape sequences (a service log in
-/// colour), turns tabs into spaces and other control characters into `�`. Newlines are kept.
+/// Makes learner-controlled text safe to print, in every human-facing format (terminal, JUnit,
+/// GitHub): removes ANSI escape sequences (a service log in colour), turns tabs into spaces and
+/// other control characters, and characters XML forbids (U+FFFE, U+FFFF, the other
+/// noncharacters), into `�`; shows bidirectional overrides as `<U+202E>` instead of letting them
+/// reorder the line; and defuses CI workflow commands a hostile body could smuggle into a log: a
+/// line starting (after blanks) with `::` and any `##[` get a zero-width space, so they read the
+/// same but a GitHub runner no longer acts on them. Newlines are kept.
 pub(crate) fn sanitize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut chars = text.chars().peekable();
@@ -264,9 +269,41 @@ pub(crate) fn sanitize(text: &str) -> String {
                 }
             }
             '\t' => out.push_str("    "),
-            c if c.is_control() => out.push('\u{fffd}'),
+            c if is_bidi_control(c) => out.push_str(&format!("<U+{:04X}>", c as u32)),
+            c if c.is_control() || is_noncharacter(c) => out.push('\u{fffd}'),
             c => out.push(c),
         }
+    }
+    defuse_workflow_commands(&out)
+}
+
+/// Characters that reorder the text around them (Unicode bidi embeddings, overrides, isolates and
+/// marks): "Trojan Source" in a report.
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Unicode noncharacters (U+FDD0 to U+FDEF, and the last two code points of every plane): XML
+/// 1.0 forbids U+FFFE and U+FFFF outright, and none of them is text.
+pub(crate) fn is_noncharacter(c: char) -> bool {
+    let n = c as u32;
+    (0xfdd0..=0xfdef).contains(&n) || (n & 0xfffe) == 0xfffe
+}
+
+/// A zero-width space after the `::` that starts a line (after blanks) and inside every `##[`:
+/// a GitHub Actions runner reads those as workflow commands (`::add-mask::`, `::error`,
+/// `::stop-commands::`, the legacy `##[error]`) in any log line it prints.
+pub(crate) fn defuse_workflow_commands(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        let line = if trimmed.starts_with("::") {
+            let blanks = line.len() - trimmed.len();
+            format!("{}:\u{200b}{}", &line[..blanks], &trimmed[1..])
+        } else {
+            line.to_string()
+        };
+        out.push_str(&line.replace("##[", "##\u{200b}["));
     }
     out
 }

@@ -428,3 +428,106 @@ fn every_problem_kind_is_explained() {
         assert!(junit::render(&report).contains("run/"), "{kind:?}");
     }
 }
+
+/// What a hostile service can put in a body, a header or a log line: workflow commands in every
+/// spelling the GitHub runner reads, bidi overrides, characters XML forbids, escapes, controls.
+const HOSTILE_PIECES: &[&str] = &[
+    "::error title=grader::all checks passed",
+    "  ::add-mask::secret",
+    "\t::stop-commands::x",
+    "::notice::",
+    "##[error]fake",
+    "x ##[group]y",
+    "#",
+    "[",
+    ":",
+    "\n",
+    "\r\n",
+    "\r",
+    " ",
+    "\u{202e}gnp.exe",
+    "\u{2066}",
+    "\u{200f}",
+    "\u{fffe}",
+    "\u{ffff}",
+    "\u{fdd0}",
+    "\u{1fffe}",
+    "\u{1b}[31mred\u{1b}[0m",
+    "\u{0}",
+    "\u{7}",
+    "\u{85}",
+    "plain text",
+    "é",
+];
+
+/// A random hostile string from the seeded stream.
+fn hostile_text(rng: &mut rand_chacha::ChaCha8Rng) -> String {
+    use rand::Rng;
+    (0..rng.gen_range(1..12))
+        .map(|_| HOSTILE_PIECES[rng.gen_range(0..HOSTILE_PIECES.len())])
+        .collect()
+}
+
+/// No line a runner reads as a command, no bidi override, no control but the newline, nothing
+/// XML forbids.
+fn assert_defused(format: &str, text: &str) {
+    for line in text.lines() {
+        assert!(
+            !line.trim_start().starts_with("::"),
+            "{format}: a line starts with a workflow command: {line:?}"
+        );
+        assert!(!line.contains("##["), "{format}: `##[` in {line:?}");
+    }
+    for c in text.chars() {
+        let bidi = matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+        assert!(!bidi, "{format}: bidi control U+{:04X}", c as u32);
+        assert!(
+            c == '\n' || !c.is_control(),
+            "{format}: control U+{:04X}",
+            c as u32
+        );
+        assert!(
+            !matches!(c, '\u{fffe}' | '\u{ffff}'),
+            "{format}: XML-forbidden U+{:04X}",
+            c as u32
+        );
+    }
+}
+
+/// A property, checked on 300 seeded random hostile strings: whatever a service answers, no
+/// format writes a workflow command, a bidi override or a character XML forbids, and the JSON
+/// report still carries the text unchanged (its escaping is lossless).
+#[test]
+fn hostile_text_is_defused_in_every_format() {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    for _ in 0..300 {
+        let text = hostile_text(&mut rng);
+        assert_defused("sanitize", &sanitize(&text));
+        let mut report = mixed();
+        let failed = report
+            .checks
+            .iter_mut()
+            .find(|c| c.status == Status::Fail)
+            .expect("the mixed fixture has a failure");
+        failed.message = Some(text.clone());
+        let detail = failed.detail.as_mut().expect("a failure has detail");
+        detail.actual = text.clone();
+        if let Some(resp) = detail
+            .exchanges
+            .iter_mut()
+            .find_map(|e| e.response.as_mut())
+        {
+            resp.body = text.clone();
+            resp.body_bytes = text.len() as u64;
+        }
+        assert_defused("human", &human::render(&report, &VERBOSE));
+        assert_defused("github", &github::render(&report));
+        assert_defused("junit", &junit::render(&report));
+        let json_text = json::render(&report);
+        assert_defused("json", &json_text);
+        let back: serde_json::Value = serde_json::from_str(&json_text).unwrap();
+        let original = serde_json::to_value(&report).unwrap();
+        assert_eq!(back, original, "the JSON report changed the text");
+    }
+}

@@ -85,29 +85,19 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
     }
 
     let expected = expected_balances(&accounts, &plan, &outcome.applied);
+    let books = Books {
+        noun: &p.noun,
+        accounts: &accounts,
+        plan: &plan,
+        outcome: &outcome,
+    };
     if let Some(i) = expected.iter().position(|&b| b < 0) {
-        return Err(overdrawn(
-            &p.noun,
-            i,
-            &accounts,
-            &plan,
-            &outcome,
-            expected[i],
-        ));
+        return Err(books.overdrawn(i, expected[i]));
     }
     for (i, account) in accounts.iter().enumerate() {
         let got = api_balance(p, ctx, account).await?;
         if got != expected[i] {
-            return Err(off_balance(
-                &p.noun,
-                "your API says",
-                i,
-                &accounts,
-                &plan,
-                &outcome,
-                got,
-                expected[i],
-            ));
+            return Err(books.off_balance("your API says", i, got, expected[i]));
         }
     }
     let mut in_database = "";
@@ -130,16 +120,7 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
                 )));
             };
             if got != expected[i] {
-                return Err(off_balance(
-                    &p.noun,
-                    "your database holds",
-                    i,
-                    &accounts,
-                    &plan,
-                    &outcome,
-                    got,
-                    expected[i],
-                ));
+                return Err(books.off_balance("your database holds", i, got, expected[i]));
             }
         }
         in_database = " and in your database";
@@ -153,7 +134,7 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
             if let Some(info) = judge(ctx, &s.request, &summary, &resp, &[], &p.account_id)? {
                 return Err(Failure::Fail(info));
             }
-            let (_, _, entries) = tally(i, &plan, &outcome);
+            let (_, _, entries) = books.tally(i);
             statement_adds_up(s, &resp, Some((expected[i], entries)))?;
         }
     }
@@ -411,84 +392,82 @@ async fn api_balance(
     })
 }
 
-fn off_balance(
-    noun: &str,
-    source: &str,
-    i: usize,
-    accounts: &[Account],
-    plan: &[Planned],
-    outcome: &Outcome,
-    got: i64,
-    expected: i64,
-) -> Failure {
-    let (out, into, n) = tally(i, plan, outcome);
-    let cause = if got < 0 {
-        "a balance below 0: concurrent transfers overdrew the account (a balance checked, then debited, without a lock or a conditional UPDATE)"
-    } else {
-        "money appeared or vanished: concurrent updates were lost (a balance read, computed in code and written back) or a transfer was applied only in part"
-    };
-    Failure::Fail(FailInfo {
-        message: format!(
-            "{noun} {} of {}: {source} balance {got}, but its opening balance {} plus the {n} transfers you accepted (−{out} + {into}) make {expected}",
-            i + 1,
-            accounts.len(),
-            accounts[i].opening
-        ),
-        expected: format!("balance {expected}"),
-        actual: format!("balance {got}: {cause}"),
-        evidence: vec![format!(
-            "{noun} {} is {}",
-            i + 1,
-            describe_json(&accounts[i].id)
-        )],
-        ..Default::default()
-    })
+/// What the burst did, for the messages that explain a wrong balance.
+struct Books<'a> {
+    noun: &'a str,
+    accounts: &'a [Account],
+    plan: &'a [Planned],
+    outcome: &'a Outcome,
 }
 
-/// What the accepted transfers took out of and put into account `i`, and how many touched it.
-fn tally(i: usize, plan: &[Planned], outcome: &Outcome) -> (i64, i64, usize) {
-    let (mut out, mut into, mut n) = (0i64, 0i64, 0usize);
-    for &t in &outcome.applied {
-        if plan[t].from == i {
-            out += plan[t].amount;
-            n += 1;
-        } else if plan[t].to == i {
-            into += plan[t].amount;
-            n += 1;
+impl Books<'_> {
+    /// What the accepted transfers took out of and put into account `i`, and how many touched it.
+    fn tally(&self, i: usize) -> (i64, i64, usize) {
+        let (mut out, mut into, mut n) = (0i64, 0i64, 0usize);
+        for &t in &self.outcome.applied {
+            if self.plan[t].from == i {
+                out += self.plan[t].amount;
+                n += 1;
+            } else if self.plan[t].to == i {
+                into += self.plan[t].amount;
+                n += 1;
+            }
         }
+        (out, into, n)
     }
-    (out, into, n)
-}
 
-/// The transfers the service accepted spend more than an account ever held: whatever the order,
-/// its balance went below 0 on the way.
-fn overdrawn(
-    noun: &str,
-    i: usize,
-    accounts: &[Account],
-    plan: &[Planned],
-    outcome: &Outcome,
-    ends_at: i64,
-) -> Failure {
-    let (out, into, n) = tally(i, plan, outcome);
-    Failure::Fail(FailInfo {
-        message: format!(
-            "{noun} {} of {}: the {n} transfers you accepted (−{out} + {into}) take its opening balance {} to {ends_at}: concurrent transfers overdrew it",
+    fn which(&self, i: usize) -> Vec<String> {
+        vec![format!(
+            "{} {} is {}",
+            self.noun,
             i + 1,
-            accounts.len(),
-            accounts[i].opening
-        ),
-        expected: "no accepted transfer takes a balance below 0".into(),
-        actual: format!(
-            "a balance of {ends_at}: the funds were checked before the debit, without a lock or a conditional UPDATE, so concurrent transfers spent the same money"
-        ),
-        evidence: vec![format!(
-            "{noun} {} is {}",
-            i + 1,
-            describe_json(&accounts[i].id)
-        )],
-        ..Default::default()
-    })
+            describe_json(&self.accounts[i].id)
+        )]
+    }
+
+    /// A balance (as `source` shows it) that is not what the accepted transfers make.
+    fn off_balance(&self, source: &str, i: usize, got: i64, expected: i64) -> Failure {
+        let (out, into, n) = self.tally(i);
+        let cause = if got < 0 {
+            "a balance below 0: concurrent transfers overdrew the account (a balance checked, then debited, without a lock or a conditional UPDATE)"
+        } else {
+            "money appeared or vanished: concurrent updates were lost (a balance read, computed in code and written back) or a transfer was applied only in part"
+        };
+        Failure::Fail(FailInfo {
+            message: format!(
+                "{} {} of {}: {source} balance {got}, but its opening balance {} plus the {n} transfers you accepted (−{out} + {into}) make {expected}",
+                self.noun,
+                i + 1,
+                self.accounts.len(),
+                self.accounts[i].opening
+            ),
+            expected: format!("balance {expected}"),
+            actual: format!("balance {got}: {cause}"),
+            evidence: self.which(i),
+            ..Default::default()
+        })
+    }
+
+    /// The transfers the service accepted spend more than an account ever held: whatever the
+    /// order, its balance went below 0 on the way.
+    fn overdrawn(&self, i: usize, ends_at: i64) -> Failure {
+        let (out, into, n) = self.tally(i);
+        Failure::Fail(FailInfo {
+            message: format!(
+                "{} {} of {}: the {n} transfers you accepted (−{out} + {into}) take its opening balance {} to {ends_at}: concurrent transfers overdrew it",
+                self.noun,
+                i + 1,
+                self.accounts.len(),
+                self.accounts[i].opening
+            ),
+            expected: "no accepted transfer takes a balance below 0".into(),
+            actual: format!(
+                "a balance of {ends_at}: the funds were checked before the debit, without a lock or a conditional UPDATE, so concurrent transfers spent the same money"
+            ),
+            evidence: self.which(i),
+            ..Default::default()
+        })
+    }
 }
 
 /// Checks one statement: `balance == opening + Σ entries`; after the burst also the balance the
