@@ -396,8 +396,12 @@ fn write_reports(args: &CheckArgs, report: &RunReport, artifacts_dir: &Path) -> 
             verbose: false,
         },
     );
-    // The JSON report is always kept with the run's logs, whatever was asked on stdout.
-    let _ = std::fs::write(artifacts_dir.join("report.json"), &json);
+    // The JSON report is always kept with the run's logs, whatever was asked on stdout. Written
+    // by replacing the old file (which the service could have swapped for a FIFO, a link or a
+    // read-only "100%" report); a failure is loud, never a stale report left in place.
+    let report_path = artifacts_dir.join("report.json");
+    crate::artifacts::write_replacing(&report_path, json.as_bytes())
+        .map_err(|e| format!("cannot write {}: {e}", report_path.display()))?;
     if let Ok(summary) = std::env::var("GITHUB_STEP_SUMMARY") {
         if !summary.is_empty() {
             let md = report::render(

@@ -4,6 +4,7 @@
 //! [`scoring`] -> [`report`], driven by one grading run ([`run`]).
 //! See `docs/ARCHITECTURE.md`.
 
+pub mod artifacts;
 pub mod cli;
 pub mod dataset;
 pub mod diagnostic;

@@ -104,6 +104,11 @@ const ARTIFACT_FILES: &[&str] = &[
 
 /// Removes the previous run's files (only the grader's own), so logs always belong to this run.
 pub fn prepare_artifacts(dir: &Path, is_default: bool) -> std::io::Result<()> {
+    // `.grader/last-run` lives in the service's folder, which the service can write: never
+    // through a link it planted there.
+    if is_default {
+        crate::artifacts::refuse_links(dir, 1)?;
+    }
     std::fs::create_dir_all(dir)?;
     for name in ARTIFACT_FILES {
         match std::fs::remove_file(dir.join(name)) {

@@ -1424,13 +1424,8 @@ fn append_line(path: &Path, line: &str) {
 }
 
 fn tail_lines(path: &Path, lines: usize) -> Vec<String> {
-    let text = std::fs::read(path).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+    // The same bounded reader as the local runtime's: only the end of the file, lines cut.
+    super::local::process::tail_lines(path, lines)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! in them). The artifacts dir is the learner's and is kept.
 
 mod postgres;
-mod process;
+pub(crate) mod process;
 mod redis;
 
 use std::fs::File;

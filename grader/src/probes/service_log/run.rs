@@ -203,7 +203,7 @@ pub(crate) fn mask(line: &str, needles: &[Needle]) -> String {
 fn read_tail(path: &Path, max: u64) -> Result<(String, u64), String> {
     let what =
         |e: std::io::Error| format!("reading the service's output ({}): {e}", path.display());
-    let mut file = std::fs::File::open(path).map_err(what)?;
+    let mut file = crate::artifacts::open_regular(path).map_err(what)?;
     let len = file.metadata().map_err(what)?.len();
     let start = len.saturating_sub(max);
     file.seek(SeekFrom::Start(start)).map_err(what)?;

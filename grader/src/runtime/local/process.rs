@@ -333,7 +333,7 @@ pub(crate) fn tail_lines_from(path: &Path, offset: u64, lines: usize) -> Vec<Str
     if lines == 0 {
         return Vec::new();
     }
-    let Ok(mut file) = File::open(path) else {
+    let Ok(mut file) = crate::artifacts::open_regular(path) else {
         return Vec::new();
     };
     let Ok(len) = file.metadata().map(|m| m.len()) else {
