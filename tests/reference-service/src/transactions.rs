@@ -1119,6 +1119,13 @@ async fn partial_transfer(
             });
         }
     }
+    let destination = db
+        .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&to])
+        .await?;
+    if destination.is_none() {
+        release(&db, claim).await?;
+        return Err(unknown_account(&to.to_string()));
+    }
     // The debit, committed at once (autocommit), conditional on the funds.
     let debited = db
         .execute(
