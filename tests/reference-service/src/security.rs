@@ -61,13 +61,12 @@ pub const SCHEMA: &str = "
         created_at timestamptz NOT NULL DEFAULT clock_timestamp()
     );
     CREATE INDEX IF NOT EXISTS notes_owner_newest ON notes (owner_id, created_at DESC, n DESC);
-    -- Not `accounts`: the transactions exercise's task statement names that table (its ledger).
-    CREATE TABLE IF NOT EXISTS local_accounts (
+    CREATE TABLE IF NOT EXISTS accounts (
         id            uuid        PRIMARY KEY,
         username      text        NOT NULL,
         password_hash text        NOT NULL,
         created_at    timestamptz NOT NULL DEFAULT now(),
-        CONSTRAINT local_accounts_username_key UNIQUE (username)
+        CONSTRAINT accounts_username_key UNIQUE (username)
     );
 ";
 
@@ -885,7 +884,7 @@ async fn admin_stats(State(state): State<AppState>, caller: Caller) -> Result<Re
         .get()
         .await?
         .query_one(
-            "SELECT (SELECT count(*) FROM notes), (SELECT count(*) FROM local_accounts)",
+            "SELECT (SELECT count(*) FROM notes), (SELECT count(*) FROM accounts)",
             &[],
         )
         .await?;
@@ -1033,17 +1032,12 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Problem::internal(format_args!("password hashing task: {e}")))
 }
 
-/// `POST /accounts`, shared with the `transactions` exercise: a body naming `username` or
-/// `password` opens a local account; any other body opens a ledger account
-/// ([`crate::transactions::create_account`]).
+/// `POST /accounts`.
 async fn create_account(
     State(state): State<AppState>,
     body: Result<JsonBody, Problem>,
 ) -> Result<Response, Problem> {
     let body = json_body(body.map(|JsonBody(b)| b))?;
-    if body.get("username").is_none() && body.get("password").is_none() {
-        return crate::transactions::create_account(&state, &body).await;
-    }
     let input = AccountInput::validate(&body)?;
     let password = input.password;
     let hash = blocking(move || hash_password(&password))
@@ -1054,7 +1048,7 @@ async fn create_account(
         .get()
         .await?
         .query_opt(
-            "INSERT INTO local_accounts (id, username, password_hash) VALUES ($1, $2, $3)
+            "INSERT INTO accounts (id, username, password_hash) VALUES ($1, $2, $3)
              ON CONFLICT (username) DO NOTHING
              RETURNING id, username, password_hash, created_at",
             &[&Uuid::new_v4(), &input.username, &hash],
@@ -1109,7 +1103,7 @@ async fn login(
             .get()
             .await?
             .query_opt(
-                "SELECT password_hash FROM local_accounts WHERE username = $1",
+                "SELECT password_hash FROM accounts WHERE username = $1",
                 &[&username],
             )
             .await?

@@ -4,7 +4,7 @@
 //! - **Accounts** hold `balance_cents`, which the database itself keeps at 0 or more (`CHECK`),
 //!   and the `opening_balance_cents` their statement starts from. Ids are random UUIDs.
 //! - **A transfer is one transaction** at `READ COMMITTED`: claim the `Idempotency-Key` (if any),
-//!   lock both accounts `FOR UPDATE` in a consistent order (the smaller id first, so opposite
+//!   lock both wallets `FOR UPDATE` in a consistent order (the smaller id first, so opposite
 //!   transfers cannot deadlock), check the funds (409), debit, credit, record the transfer, ask
 //!   the fraud service, store the response under the key, commit. A declined (422) or failed
 //!   (503) fraud check, an overdraft or an unknown account rolls everything back, the key claim
@@ -23,8 +23,6 @@
 //! Environment: `FRAUD_URL`, the fraud-check service (read on first use; unset, every transfer
 //! answers 503).
 //!
-//! `POST /accounts` is shared with the `security` exercise's local accounts; `security.rs` routes
-//! it and hands every body that names no `username` or `password` to [`create_account`].
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -50,7 +48,7 @@ macro_rules! ledger_schema {
     ($check:literal) => {
         concat!(
             "
-    CREATE TABLE IF NOT EXISTS accounts (
+    CREATE TABLE IF NOT EXISTS wallets (
         id                    uuid        PRIMARY KEY,
         owner                 text        NOT NULL,
         opening_balance_cents bigint      NOT NULL,
@@ -65,14 +63,14 @@ macro_rules! ledger_schema {
         id              uuid        PRIMARY KEY,
         -- Insertion order: a statement lists entries newest first.
         seq             bigserial   NOT NULL,
-        from_account_id uuid        NOT NULL REFERENCES accounts (id),
-        to_account_id   uuid        NOT NULL REFERENCES accounts (id),
+        from_wallet_id uuid        NOT NULL REFERENCES wallets (id),
+        to_wallet_id   uuid        NOT NULL REFERENCES wallets (id),
         amount_cents    bigint      NOT NULL CHECK (amount_cents > 0),
         created_at      timestamptz NOT NULL DEFAULT now(),
-        CHECK (from_account_id <> to_account_id)
+        CHECK (from_wallet_id <> to_wallet_id)
     );
-    CREATE INDEX IF NOT EXISTS transfers_from_seq ON transfers (from_account_id, seq);
-    CREATE INDEX IF NOT EXISTS transfers_to_seq ON transfers (to_account_id, seq);
+    CREATE INDEX IF NOT EXISTS transfers_from_seq ON transfers (from_wallet_id, seq);
+    CREATE INDEX IF NOT EXISTS transfers_to_seq ON transfers (to_wallet_id, seq);
     -- Idempotency keys of POST /transfers (payments.rs has its own, scoped per client).
     CREATE TABLE IF NOT EXISTS transfer_keys (
         key               text        PRIMARY KEY,
@@ -129,12 +127,13 @@ const RACE_WINDOW: Duration = Duration::from_millis(20);
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/wallets", allow(post(open_wallet), "POST"))
         .route(
-            "/accounts/{id}",
+            "/wallets/{id}",
             allow(get(read_account).patch(rename), "GET, HEAD, PATCH"),
         )
         .route(
-            "/accounts/{id}/statement",
+            "/wallets/{id}/statement",
             allow(get(statement), "GET, HEAD"),
         )
         .route("/transfers", allow(post(create_transfer), "POST"))
@@ -205,7 +204,7 @@ fn object(body: &Value) -> Result<&Map<String, Value>, Problem> {
         .ok_or_else(|| Problem::invalid(vec![FieldError::new("", "must be a JSON object")]))
 }
 
-/// A validated `POST /accounts` body.
+/// A validated `POST /wallets` body.
 #[derive(Debug)]
 struct AccountInput {
     owner: String,
@@ -266,8 +265,8 @@ impl TransferInput {
                 None
             }
         };
-        let from = account("from_account_id");
-        let to = account("to_account_id");
+        let from = account("from_wallet_id");
+        let to = account("to_wallet_id");
         // Planted bug txn-amount-limit: `<= MAX + 1`, an off-by-one in the range.
         let max_amount = if bugs::is(Bug::TxnAmountLimit) {
             MAX_AMOUNT_CENTS + 1
@@ -278,10 +277,10 @@ impl TransferInput {
             errors.push(FieldError::new("/amount_cents", e));
             0
         });
-        if from.is_some() && fields.get("from_account_id") == fields.get("to_account_id") {
+        if from.is_some() && fields.get("from_wallet_id") == fields.get("to_wallet_id") {
             errors.push(FieldError::new(
-                "/to_account_id",
-                "must differ from from_account_id",
+                "/to_wallet_id",
+                "must differ from from_wallet_id",
             ));
         }
         if !errors.is_empty() {
@@ -291,8 +290,8 @@ impl TransferInput {
             unreachable!("a missing account id is an error above");
         };
         let check = json!({
-            "from_account_id": fields["from_account_id"],
-            "to_account_id": fields["to_account_id"],
+            "from_wallet_id": fields["from_wallet_id"],
+            "to_wallet_id": fields["to_wallet_id"],
             "amount_cents": fields["amount_cents"],
         });
         Ok(Self {
@@ -304,10 +303,10 @@ impl TransferInput {
     }
 
     /// Both ids, or 404 for one that cannot name an account.
-    fn accounts(&self) -> Result<(Uuid, Uuid), Problem> {
+    fn wallets(&self) -> Result<(Uuid, Uuid), Problem> {
         let unknown = |name: &str| unknown_account(&self.check[name].to_string());
-        let from = self.from.ok_or_else(|| unknown("from_account_id"))?;
-        let to = self.to.ok_or_else(|| unknown("to_account_id"))?;
+        let from = self.from.ok_or_else(|| unknown("from_wallet_id"))?;
+        let to = self.to.ok_or_else(|| unknown("to_wallet_id"))?;
         Ok((from, to))
     }
 }
@@ -366,8 +365,15 @@ fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"v{version}\"")).expect("an ETag is visible ASCII")
 }
 
-/// `POST /accounts` with a ledger account's body (called by `security.rs`, which routes it).
-pub async fn create_account(state: &AppState, body: &Value) -> Result<Response, Problem> {
+/// `POST /wallets`.
+async fn open_wallet(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    create_account(&state, &body).await
+}
+
+async fn create_account(state: &AppState, body: &Value) -> Result<Response, Problem> {
     let input = AccountInput::validate(body)?;
     let id = Uuid::new_v4();
     let row = state
@@ -375,7 +381,7 @@ pub async fn create_account(state: &AppState, body: &Value) -> Result<Response, 
         .get()
         .await?
         .query_one(
-            "INSERT INTO accounts (id, owner, opening_balance_cents, balance_cents)
+            "INSERT INTO wallets (id, owner, opening_balance_cents, balance_cents)
              VALUES ($1, $2, $3, $3)
              RETURNING version",
             &[&id, &input.owner, &input.balance_cents],
@@ -386,7 +392,7 @@ pub async fn create_account(state: &AppState, body: &Value) -> Result<Response, 
         [
             (
                 header::LOCATION,
-                HeaderValue::from_str(&format!("/accounts/{id}")).unwrap(),
+                HeaderValue::from_str(&format!("/wallets/{id}")).unwrap(),
             ),
             (header::ETAG, etag(row.get(0))),
         ],
@@ -395,7 +401,7 @@ pub async fn create_account(state: &AppState, body: &Value) -> Result<Response, 
         .into_response())
 }
 
-/// `GET /accounts/{id}`.
+/// `GET /wallets/{id}`.
 async fn read_account(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -406,7 +412,7 @@ async fn read_account(
         .get()
         .await?
         .query_opt(
-            "SELECT owner, balance_cents, version FROM accounts WHERE id = $1",
+            "SELECT owner, balance_cents, version FROM wallets WHERE id = $1",
             &[&account],
         )
         .await?
@@ -478,7 +484,7 @@ fn precondition_failed() -> Problem {
     )
 }
 
-/// `PATCH /accounts/{id}`: a rename, conditional on `If-Match` [txn-7.1 … txn-7.5].
+/// `PATCH /wallets/{id}`: a rename, conditional on `If-Match` [txn-7.1 … txn-7.5].
 async fn rename(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -488,7 +494,7 @@ async fn rename(
     let account = parse_id(&id).ok_or_else(|| unknown_account(&id))?;
     let db = state.pool.get().await?;
     let exists = || async {
-        db.query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&account])
+        db.query_opt("SELECT 1 FROM wallets WHERE id = $1", &[&account])
             .await
             .map(|row| row.is_some())
     };
@@ -500,7 +506,7 @@ async fn rename(
         }
         return Err(Problem::new(
             StatusCode::PRECONDITION_REQUIRED,
-            "Renaming an account requires If-Match with its current ETag (from GET /accounts/{id}), so that two edits cannot overwrite each other.",
+            "Renaming an account requires If-Match with its current ETag (from GET /wallets/{id}), so that two edits cannot overwrite each other.",
         ));
     }
     let owner = rename_input(&body)?;
@@ -516,7 +522,7 @@ async fn rename(
     if bugs::is(Bug::TxnRenameLastWriteWins) {
         // Planted bug: compare in the code, then write without the condition.
         let current: i64 = db
-            .query_opt("SELECT version FROM accounts WHERE id = $1", &[&account])
+            .query_opt("SELECT version FROM wallets WHERE id = $1", &[&account])
             .await?
             .ok_or_else(|| unknown_account(&id))?
             .get(0);
@@ -527,7 +533,7 @@ async fn rename(
         let row = db
             .query_one(
                 &format!(
-                    "UPDATE accounts SET owner = $2, version = {bump} WHERE id = $1
+                    "UPDATE wallets SET owner = $2, version = {bump} WHERE id = $1
                      RETURNING balance_cents, version"
                 ),
                 &[&account, &owner],
@@ -540,7 +546,7 @@ async fn rename(
     let row = db
         .query_opt(
             &format!(
-                "UPDATE accounts SET owner = $2, version = {bump}
+                "UPDATE wallets SET owner = $2, version = {bump}
                  WHERE id = $1 AND ($3::bigint[] IS NULL OR version = ANY($3))
                  RETURNING balance_cents, version"
             ),
@@ -562,7 +568,7 @@ fn renamed(id: Uuid, owner: &str, balance_cents: i64, version: i64) -> Response 
         .into_response()
 }
 
-/// `GET /accounts/{id}/statement`: the balance and every entry, from one snapshot [txn-3.4].
+/// `GET /wallets/{id}/statement`: the balance and every entry, from one snapshot [txn-3.4].
 async fn statement(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -570,13 +576,13 @@ async fn statement(
     let account = parse_id(&id).ok_or_else(|| unknown_account(&id))?;
     let mut db = state.pool.get().await?;
     const BALANCES: &str =
-        "SELECT opening_balance_cents, balance_cents FROM accounts WHERE id = $1";
+        "SELECT opening_balance_cents, balance_cents FROM wallets WHERE id = $1";
     const ENTRIES: &str = "
         SELECT id,
-               CASE WHEN from_account_id = $1 THEN -amount_cents ELSE amount_cents END,
+               CASE WHEN from_wallet_id = $1 THEN -amount_cents ELSE amount_cents END,
                created_at
         FROM transfers
-        WHERE from_account_id = $1 OR to_account_id = $1
+        WHERE from_wallet_id = $1 OR to_wallet_id = $1
         ORDER BY seq DESC";
     let (balances, entries) = if bugs::is(Bug::TxnStatementTwoSnapshots) {
         // Planted bug: two autocommit statements, each in its own snapshot.
@@ -615,7 +621,7 @@ async fn statement(
         })
         .collect();
     Ok(Json(json!({
-        "account_id": account,
+        "wallet_id": account,
         "opening_balance_cents": balances.get::<_, i64>(0),
         "balance_cents": balances.get::<_, i64>(1),
         "entries": entries,
@@ -639,8 +645,8 @@ fn transfer_json(
 ) -> Value {
     json!({
         "id": id,
-        "from_account_id": from,
-        "to_account_id": to,
+        "from_wallet_id": from,
+        "to_wallet_id": to,
         "amount_cents": amount_cents,
         "created_at": timestamp(created_at),
     })
@@ -658,7 +664,7 @@ async fn read_transfer(
         .get()
         .await?
         .query_opt(
-            "SELECT from_account_id, to_account_id, amount_cents, created_at
+            "SELECT from_wallet_id, to_wallet_id, amount_cents, created_at
              FROM transfers WHERE id = $1",
             &[&transfer],
         )
@@ -743,7 +749,7 @@ async fn create_transfer(
     };
     // Invalid bodies are refused before the key is claimed, so they are never stored.
     let input = TransferInput::validate(&body)?;
-    let (from, to) = input.accounts()?;
+    let (from, to) = input.wallets()?;
     let claim = key.map(|key| Claim {
         key,
         print: fingerprint(&body),
@@ -833,7 +839,7 @@ async fn transfer(
         let balance = |id: Uuid| {
             let tx = &tx;
             async move {
-                tx.query_opt("SELECT balance_cents FROM accounts WHERE id = $1", &[&id])
+                tx.query_opt("SELECT balance_cents FROM wallets WHERE id = $1", &[&id])
                     .await
                     .map(|row| row.map(|row| row.get::<_, i64>(0)))
             }
@@ -853,7 +859,7 @@ async fn transfer(
         writes.sort_by_key(|(id, _)| *id);
         for (id, balance) in writes {
             tx.execute(
-                "UPDATE accounts SET balance_cents = $2 WHERE id = $1",
+                "UPDATE wallets SET balance_cents = $2 WHERE id = $1",
                 &[&id, &balance],
             )
             .await?;
@@ -861,7 +867,7 @@ async fn transfer(
     } else if bugs::is(Bug::TxnCheckThenDebit) {
         // Planted bug: a check without a lock, then a debit without a condition.
         let source: i64 = tx
-            .query_opt("SELECT balance_cents FROM accounts WHERE id = $1", &[&from])
+            .query_opt("SELECT balance_cents FROM wallets WHERE id = $1", &[&from])
             .await?
             .ok_or_else(|| unknown_account(&from.to_string()))?
             .get(0);
@@ -876,7 +882,7 @@ async fn transfer(
             };
             let updated = tx
                 .execute(
-                    "UPDATE accounts SET balance_cents = balance_cents + $2 WHERE id = $1",
+                    "UPDATE wallets SET balance_cents = balance_cents + $2 WHERE id = $1",
                     &[&id, &delta],
                 )
                 .await?;
@@ -888,12 +894,12 @@ async fn transfer(
         let source = lock_accounts(&tx, from, to).await?;
         check_funds(source, input.amount_cents)?;
         tx.execute(
-            "UPDATE accounts SET balance_cents = balance_cents - $2 WHERE id = $1",
+            "UPDATE wallets SET balance_cents = balance_cents - $2 WHERE id = $1",
             &[&from, &input.amount_cents],
         )
         .await?;
         tx.execute(
-            "UPDATE accounts SET balance_cents = balance_cents + $2 WHERE id = $1",
+            "UPDATE wallets SET balance_cents = balance_cents + $2 WHERE id = $1",
             &[&to, &input.amount_cents],
         )
         .await?;
@@ -910,7 +916,7 @@ async fn transfer(
     Ok(Outcome::Created { body, location })
 }
 
-/// Locks both accounts `FOR UPDATE`, the smaller id first; returns the source's balance.
+/// Locks both wallets `FOR UPDATE`, the smaller id first; returns the source's balance.
 async fn lock_accounts(
     tx: &deadpool_postgres::Transaction<'_>,
     from: Uuid,
@@ -926,7 +932,7 @@ async fn lock_accounts(
     for id in order {
         let row = tx
             .query_opt(
-                "SELECT balance_cents FROM accounts WHERE id = $1 FOR UPDATE",
+                "SELECT balance_cents FROM wallets WHERE id = $1 FOR UPDATE",
                 &[&id],
             )
             .await?
@@ -970,7 +976,7 @@ async fn insert_transfer(
     let id = Uuid::new_v4();
     let row = tx
         .query_one(
-            "INSERT INTO transfers (id, from_account_id, to_account_id, amount_cents)
+            "INSERT INTO transfers (id, from_wallet_id, to_wallet_id, amount_cents)
              VALUES ($1, $2, $3, $4)
              RETURNING created_at",
             &[&id, &from, &to, &amount_cents],
@@ -1120,7 +1126,7 @@ async fn partial_transfer(
         }
     }
     let destination = db
-        .query_opt("SELECT 1 FROM accounts WHERE id = $1", &[&to])
+        .query_opt("SELECT 1 FROM wallets WHERE id = $1", &[&to])
         .await?;
     if destination.is_none() {
         release(&db, claim).await?;
@@ -1129,7 +1135,7 @@ async fn partial_transfer(
     // The debit, committed at once (autocommit), conditional on the funds.
     let debited = db
         .execute(
-            "UPDATE accounts SET balance_cents = balance_cents - $2
+            "UPDATE wallets SET balance_cents = balance_cents - $2
              WHERE id = $1 AND balance_cents >= $2",
             &[&from, &input.amount_cents],
         )
@@ -1137,7 +1143,7 @@ async fn partial_transfer(
     if debited == 0 {
         release(&db, claim).await?;
         let source = db
-            .query_opt("SELECT balance_cents FROM accounts WHERE id = $1", &[&from])
+            .query_opt("SELECT balance_cents FROM wallets WHERE id = $1", &[&from])
             .await?
             .ok_or_else(|| unknown_account(&from.to_string()))?;
         check_funds(source.get(0), input.amount_cents)?;
@@ -1155,7 +1161,7 @@ async fn partial_transfer(
     let tx = db.transaction().await?;
     let credited = tx
         .execute(
-            "UPDATE accounts SET balance_cents = balance_cents + $2 WHERE id = $1",
+            "UPDATE wallets SET balance_cents = balance_cents + $2 WHERE id = $1",
             &[&to, &input.amount_cents],
         )
         .await?;
@@ -1277,7 +1283,7 @@ mod tests {
 
     #[test]
     fn amounts_are_integers_in_range() {
-        let body = |amount: Value| json!({ "from_account_id": Uuid::nil(), "to_account_id": Uuid::max(), "amount_cents": amount });
+        let body = |amount: Value| json!({ "from_wallet_id": Uuid::nil(), "to_wallet_id": Uuid::max(), "amount_cents": amount });
         for valid in [json!(1), json!(100_000_000), json!(1e3), json!(990.0)] {
             assert!(
                 TransferInput::validate(&body(valid.clone())).is_ok(),
@@ -1301,21 +1307,21 @@ mod tests {
 
     #[test]
     fn transfers_need_two_different_accounts() {
-        let same = json!({ "from_account_id": "x", "to_account_id": "x", "amount_cents": 5 });
+        let same = json!({ "from_wallet_id": "x", "to_wallet_id": "x", "amount_cents": 5 });
         assert_eq!(
             TransferInput::validate(&same).unwrap_err().pointers(),
-            ["/to_account_id"]
+            ["/to_wallet_id"]
         );
-        let missing = json!({ "to_account_id": "x", "amount_cents": 5 });
+        let missing = json!({ "to_wallet_id": "x", "amount_cents": 5 });
         assert!(TransferInput::validate(&missing).is_err());
         // An integer id is an id (of no account here): 404, not 422.
-        let number = json!({ "from_account_id": 7, "to_account_id": 8, "amount_cents": 5 });
+        let number = json!({ "from_wallet_id": 7, "to_wallet_id": 8, "amount_cents": 5 });
         let input = TransferInput::validate(&number).unwrap();
         assert_eq!(
-            input.accounts().unwrap_err().status(),
+            input.wallets().unwrap_err().status(),
             StatusCode::NOT_FOUND
         );
-        assert_eq!(input.check["from_account_id"], json!(7));
+        assert_eq!(input.check["from_wallet_id"], json!(7));
     }
 
     #[test]
