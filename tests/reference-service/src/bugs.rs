@@ -355,10 +355,49 @@ pub enum Bug {
     Rs256Only,
     /// A `PATCH /notes/{id}` without `body` empties the body.
     PatchDropsBody,
+    // transactions
+    /// A transfer reads both balances without a lock and writes back values computed in the code: lost updates.
+    TxnReadModifyWrite,
+    /// Transfers lock the source, then the destination (request order), and never retry: opposite transfers deadlock into 500s.
+    TxnLockOrder,
+    /// Funds are checked with a plain SELECT, the debit has no condition, and `accounts` has no CHECK: concurrent overdrafts go negative.
+    TxnCheckThenDebit,
+    /// `accounts` is created without `CHECK (balance_cents >= 0)`.
+    TxnNoCheckConstraint,
+    /// The debit is committed before the fraud call; a declined or failed check skips the credit and keeps the debit.
+    TxnPartialTransfer,
+    /// The statement reads the balance and the entries in two autocommit queries, 20 ms apart.
+    TxnStatementTwoSnapshots,
+    /// A rename compares If-Match in the code, then updates without a version condition: concurrent renames all win.
+    TxnRenameLastWriteWins,
+    /// A rename without If-Match is applied instead of answering 428.
+    TxnRenameNoPrecondition,
+    /// `Idempotency-Key` on `POST /transfers` is ignored: every retry is a new transfer.
+    TxnIdemIgnored,
+    /// Transfer keys are looked up, then inserted after the transfer in a table without a unique constraint.
+    TxnIdemCheckThenInsert,
+    /// A transfer key reused with another body replays the first response instead of answering 422.
+    TxnIdemBodyNotCompared,
+    /// A transfer of exactly the balance is refused (`>` where `>=` is right).
+    TxnOverdraftAtEqual,
+    /// `amount_cents` of 100000001 is accepted (off by one).
+    TxnAmountLimit,
+    /// The fraud service is never asked: every transfer is approved.
+    TxnFraudNotCalled,
+    /// A failing or silent fraud service answers 500 instead of 503 (still rolled back).
+    TxnFraud5xx500,
+    /// An overdraft answers 422 instead of 409.
+    TxnOverdraft422,
+    /// Statement entries' `amount_cents` are always positive.
+    TxnStatementUnsigned,
+    /// An account owner's length is counted in UTF-8 bytes: 100 `é` are refused.
+    TxnOwnerBytes,
+    /// A rename keeps the account's ETag: the version is not bumped.
+    TxnEtagUnchanged,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 170] = [
+    pub const ALL: [Bug; 189] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -529,6 +568,25 @@ impl Bug {
         Bug::IgnoreCaseSearchBroken,
         Bug::Rs256Only,
         Bug::PatchDropsBody,
+        Bug::TxnReadModifyWrite,
+        Bug::TxnLockOrder,
+        Bug::TxnCheckThenDebit,
+        Bug::TxnNoCheckConstraint,
+        Bug::TxnPartialTransfer,
+        Bug::TxnStatementTwoSnapshots,
+        Bug::TxnRenameLastWriteWins,
+        Bug::TxnRenameNoPrecondition,
+        Bug::TxnIdemIgnored,
+        Bug::TxnIdemCheckThenInsert,
+        Bug::TxnIdemBodyNotCompared,
+        Bug::TxnOverdraftAtEqual,
+        Bug::TxnAmountLimit,
+        Bug::TxnFraudNotCalled,
+        Bug::TxnFraud5xx500,
+        Bug::TxnOverdraft422,
+        Bug::TxnStatementUnsigned,
+        Bug::TxnOwnerBytes,
+        Bug::TxnEtagUnchanged,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -704,6 +762,25 @@ impl Bug {
             Bug::IgnoreCaseSearchBroken => "ignore-case-search-broken",
             Bug::Rs256Only => "rs256-only",
             Bug::PatchDropsBody => "patch-drops-body",
+            Bug::TxnReadModifyWrite => "txn-read-modify-write",
+            Bug::TxnLockOrder => "txn-lock-order",
+            Bug::TxnCheckThenDebit => "txn-check-then-debit",
+            Bug::TxnNoCheckConstraint => "txn-no-check-constraint",
+            Bug::TxnPartialTransfer => "txn-partial-transfer",
+            Bug::TxnStatementTwoSnapshots => "txn-statement-two-snapshots",
+            Bug::TxnRenameLastWriteWins => "txn-rename-last-write-wins",
+            Bug::TxnRenameNoPrecondition => "txn-rename-no-precondition",
+            Bug::TxnIdemIgnored => "txn-idem-ignored",
+            Bug::TxnIdemCheckThenInsert => "txn-idem-check-then-insert",
+            Bug::TxnIdemBodyNotCompared => "txn-idem-body-not-compared",
+            Bug::TxnOverdraftAtEqual => "txn-overdraft-at-equal",
+            Bug::TxnAmountLimit => "txn-amount-limit",
+            Bug::TxnFraudNotCalled => "txn-fraud-not-called",
+            Bug::TxnFraud5xx500 => "txn-fraud-5xx-500",
+            Bug::TxnOverdraft422 => "txn-overdraft-422",
+            Bug::TxnStatementUnsigned => "txn-statement-unsigned",
+            Bug::TxnOwnerBytes => "txn-owner-bytes",
+            Bug::TxnEtagUnchanged => "txn-etag-unchanged",
         }
     }
 

@@ -4,7 +4,7 @@
 //! Environment: `PORT` (listens on 127.0.0.1), `DATABASE_URL` (PostgreSQL; tables are created at
 //! start-up), optionally `REFSVC_BUG`, and the exercises' own (read on first use): `PROFILES_URL`
 //! and `CACHE_TTL_SECONDS` (caching), `AUTH_ISSUER_URL`, `AUTH_AUDIENCE` and `ALLOWED_ORIGIN`
-//! (security).
+//! (security), `FRAUD_URL` (transactions).
 
 mod bugs;
 mod caching;
@@ -15,6 +15,7 @@ mod payments;
 mod problem;
 mod products;
 mod security;
+mod transactions;
 
 use std::error::Error;
 use std::net::Ipv4Addr;
@@ -115,10 +116,13 @@ fn connect(database_url: &str) -> Result<Pool, String> {
         },
     );
     // Time limits, so that a stuck database yields 500s instead of requests that hang forever.
+    // `transactions` sends a few hundred transfers at once, each holding a connection while it
+    // waits for its row locks and the fraud check: the rest wait their turn for a connection,
+    // for up to 30 s. 64 connections stay well below PostgreSQL's default max_connections (100).
     Pool::builder(manager)
-        .max_size(16)
+        .max_size(64)
         .runtime(Runtime::Tokio1)
-        .wait_timeout(Some(Duration::from_secs(10)))
+        .wait_timeout(Some(Duration::from_secs(30)))
         .create_timeout(Some(Duration::from_secs(10)))
         .build()
         .map_err(|error| format!("cannot create the database pool: {error}"))
@@ -139,6 +143,10 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
         .batch_execute(&orders::migration())
         .await
         .map_err(|error| format!("cannot create the orders tables and indexes: {error}"))?;
+    client
+        .batch_execute(transactions::schema())
+        .await
+        .map_err(|error| format!("cannot create the ledger tables: {error}"))?;
     Ok(())
 }
 
@@ -150,6 +158,7 @@ fn app(state: AppState) -> Router {
         .merge(orders::router())
         .merge(caching::router())
         .merge(security::router())
+        .merge(transactions::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // nosniff and CORS on every response, errors and preflights included (security only).
