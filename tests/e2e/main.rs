@@ -127,10 +127,13 @@ fn legitimate_index_designs_pass() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
-/// The independent Python service (written from the READMEs alone) passes every check of every
-/// exercise, as written and in each of its unusual but correct designs: a Redis cache, version
-/// ETags, a refused (not clamped) limit, 400 for validation, reads in transactions, a per-status
-/// partial index, a citext expression index, and sqlcommenter comments on every statement.
+/// The independent services (written from the READMEs alone) pass every check of every exercise,
+/// as written and in each of their unusual but correct designs: a Redis cache, version ETags, a
+/// refused (not clamped) limit, 400 for validation, reads in transactions, a per-status partial
+/// index, a citext expression index, sqlcommenter comments on every statement (Python); integer
+/// ids, conditional UPDATEs instead of row locks, the fraud check first, 422 for an unknown wallet,
+/// 502 for a failed fraud check, 409 for a key in flight, a one-statement statement and ETags that
+/// change with the balance (Java).
 #[test]
 fn independent_service_passes_in_every_style() {
     // (service, INDEP_STYLE, exercise): "" grades every exercise its grader.toml lists.
@@ -148,6 +151,12 @@ fn independent_service_passes_in_every_style() {
         (
             "python-security",
             "forbidden-403,strict-fields,cap-limit,echo-request-headers",
+            "",
+        ),
+        ("java-ledger", "", ""),
+        (
+            "java-ledger",
+            "int-ids,conditional-update,fraud-first,unknown-422,fraud-502,idem-409,statement-one-query,etag-strict",
             "",
         ),
     ];

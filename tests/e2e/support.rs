@@ -234,6 +234,16 @@ static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             Regex::new(r"scanned \d+ bytes \(\d+ lines\)").unwrap(),
             "scanned [n] bytes ([n] lines)",
         ),
+        // How a burst of transfers interleaved: how many were accepted, and how many statements
+        // were read while it ran.
+        (
+            Regex::new(r"\d+ accepted, \d+ refused").unwrap(),
+            "[n] accepted, [n] refused",
+        ),
+        (
+            Regex::new(r"\d+ statements read while").unwrap(),
+            "[n] statements read while",
+        ),
         // Rows the white-box probe read: other exercises write theirs at the same time.
         (
             Regex::new(r"read \d+ rows of \d+ tables").unwrap(),

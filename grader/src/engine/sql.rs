@@ -253,9 +253,12 @@ async fn refused_in_rolled_back_transaction(
     Ok(result.map_err(|e| {
         let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
         let message = match e.as_db_error() {
+            // The constraint's name, unless the message already says it.
             Some(db) => match db.constraint() {
-                Some(c) => format!("{} (constraint {c})", db.message()),
-                None => db.message().to_string(),
+                Some(c) if !db.message().contains(c) => {
+                    format!("{} (constraint {c})", db.message())
+                }
+                _ => db.message().to_string(),
             },
             None => e.to_string(),
         };

@@ -575,8 +575,7 @@ async fn statement(
 ) -> Result<Response, Problem> {
     let account = parse_id(&id).ok_or_else(|| unknown_account(&id))?;
     let mut db = state.pool.get().await?;
-    const BALANCES: &str =
-        "SELECT opening_balance_cents, balance_cents FROM wallets WHERE id = $1";
+    const BALANCES: &str = "SELECT opening_balance_cents, balance_cents FROM wallets WHERE id = $1";
     const ENTRIES: &str = "
         SELECT id,
                CASE WHEN from_wallet_id = $1 THEN -amount_cents ELSE amount_cents END,
@@ -1317,10 +1316,7 @@ mod tests {
         // An integer id is an id (of no account here): 404, not 422.
         let number = json!({ "from_wallet_id": 7, "to_wallet_id": 8, "amount_cents": 5 });
         let input = TransferInput::validate(&number).unwrap();
-        assert_eq!(
-            input.wallets().unwrap_err().status(),
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(input.wallets().unwrap_err().status(), StatusCode::NOT_FOUND);
         assert_eq!(input.check["from_wallet_id"], json!(7));
     }
 

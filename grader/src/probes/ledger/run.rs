@@ -150,7 +150,8 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
     ));
     if p.statement.is_some() {
         ctx.measured(format!(
-            "{statements_read} statements read while the transfers ran, and one per account after: every one added up"
+            "{statements_read} statements read while the transfers ran, and one per {} after: every one added up",
+            p.noun
         ));
     }
     Ok(())
