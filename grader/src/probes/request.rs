@@ -295,6 +295,25 @@ pub fn template_strings(
     out
 }
 
+/// Template strings of requests that also know the probe's own variables (`{{etag}}`,
+/// `{{attempt}}`, `{{from}}`): those are left out, so the static check sees only the exercise's.
+pub fn template_strings_except(requests: &[ProbeRequest], probe_vars: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in template_strings(requests, None) {
+        match template::variables(&s) {
+            Ok(names) => out.extend(
+                names
+                    .into_iter()
+                    .filter(|n| !probe_vars.contains(&n.as_str()))
+                    .map(|n| format!("{{{{{n}}}}}")),
+            ),
+            // Let the static check report the syntax error.
+            Err(_) => out.push(s),
+        }
+    }
+    out
+}
+
 /// Why a probe's upstream reference is wrong, if it is: the upstream or its route is not declared.
 pub fn check_upstream_ref(
     u: &UpstreamParams,

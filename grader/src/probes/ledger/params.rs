@@ -196,19 +196,7 @@ impl Ledger {
             self.balance.clone(),
         ];
         requests.extend(self.statement.iter().map(|s| s.request.clone()));
-        let mut out = Vec::new();
-        for s in crate::probes::request::template_strings(&requests, None) {
-            match crate::spec::template::variables(&s) {
-                Ok(names) => out.extend(
-                    names
-                        .into_iter()
-                        .filter(|n| !PROBE_VARS.contains(&n.as_str()))
-                        .map(|n| format!("{{{{{n}}}}}")),
-                ),
-                Err(_) => out.push(s),
-            }
-        }
-        out
+        crate::probes::request::template_strings_except(&requests, PROBE_VARS)
     }
 }
 

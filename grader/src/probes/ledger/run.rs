@@ -127,13 +127,7 @@ pub async fn run(p: &Ledger, ctx: &mut CheckContext<'_>) -> Result<(), Failure> 
     }
     if let Some(s) = &p.statement {
         for (i, account) in accounts.iter().enumerate() {
-            ctx.scope.insert("account".into(), account.id.clone());
-            let req = build_request(ctx, &s.request.spec)?;
-            let summary = format!("{} {}", req.method, req.url.path());
-            let resp = ctx.send(&s.request.name, req).await?;
-            if let Some(info) = judge(ctx, &s.request, &summary, &resp, &[], &p.account_id)? {
-                return Err(Failure::Fail(info));
-            }
+            let (resp, _) = read_account(ctx, &s.request, p, account).await?;
             let (_, _, entries) = books.tally(i);
             statement_adds_up(s, &resp, Some((expected[i], entries)))?;
         }
@@ -368,18 +362,30 @@ fn integer_at(resp: &Response, path: &crate::spec::JsonQuery) -> Result<i64, Str
     }
 }
 
+/// Sends a read of one account (`{{account}}` is its id) and judges it as the request expects;
+/// returns the response and the request's summary (`GET /wallets/…`).
+async fn read_account(
+    ctx: &mut CheckContext<'_>,
+    request: &crate::probes::request::ProbeRequest,
+    p: &Ledger,
+    account: &Account,
+) -> Result<(Response, String), Failure> {
+    ctx.scope.insert("account".into(), account.id.clone());
+    let req = build_request(ctx, &request.spec)?;
+    let summary = format!("{} {}", req.method, req.url.path());
+    let resp = ctx.send(&request.name, req).await?;
+    match judge(ctx, request, &summary, &resp, &[], &p.account_id)? {
+        Some(info) => Err(Failure::Fail(info)),
+        None => Ok((resp, summary)),
+    }
+}
+
 async fn api_balance(
     p: &Ledger,
     ctx: &mut CheckContext<'_>,
     account: &Account,
 ) -> Result<i64, Failure> {
-    ctx.scope.insert("account".into(), account.id.clone());
-    let req = build_request(ctx, &p.balance.spec)?;
-    let summary = format!("{} {}", req.method, req.url.path());
-    let resp = ctx.send(&p.balance.name, req).await?;
-    if let Some(info) = judge(ctx, &p.balance, &summary, &resp, &[], &p.account_id)? {
-        return Err(Failure::Fail(info));
-    }
+    let (resp, summary) = read_account(ctx, &p.balance, p, account).await?;
     integer_at(&resp, &p.balance_path).map_err(|e| {
         Failure::Fail(FailInfo {
             message: format!("{} ({summary}): {e}", p.balance.name),

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::probes::request::{de, query, request, template_strings, ProbeRequest};
-use crate::spec::{predicate, template, JsonQuery, Predicate, StatusSpec};
+use crate::probes::request::{de, query, request, template_strings_except, ProbeRequest};
+use crate::spec::{predicate, JsonQuery, Predicate, StatusSpec};
 
 /// Variables the probe itself provides: the attempt's number, from 1 (`limit + 1` is the refused
 /// one, `limit + 2` the other client's request, `limit + 3` the retry).
@@ -167,18 +167,7 @@ impl RateLimit {
         requests.extend(self.over_limit.clone());
         requests.extend(self.other_client.clone());
         requests.extend(self.after_retry.clone());
-        let mut out = Vec::new();
-        for s in template_strings(&requests, None) {
-            match template::variables(&s) {
-                Ok(names) => out.extend(
-                    names
-                        .into_iter()
-                        .filter(|n| !PROBE_VARS.contains(&n.as_str()))
-                        .map(|n| format!("{{{{{n}}}}}")),
-                ),
-                Err(_) => out.push(s),
-            }
-        }
+        let mut out = template_strings_except(&requests, PROBE_VARS);
         for (_, p) in &self.expect_json {
             out.extend(predicate::template_strings(p).into_iter().map(String::from));
         }
@@ -251,7 +240,7 @@ mod tests {
         let vars: Vec<String> = p
             .template_strings()
             .iter()
-            .flat_map(|s| template::variables(s).unwrap())
+            .flat_map(|s| crate::spec::template::variables(s).unwrap())
             .collect();
         assert!(vars.contains(&"user".to_string()) && vars.contains(&"password".to_string()));
         assert!(!vars.contains(&"attempt".to_string()));

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::probes::request::{de, duration, query, request, template_strings, ProbeRequest};
-use crate::spec::{template, BodySpec, JsonQuery, RequestSpec};
+use crate::probes::request::{
+    de, duration, query, request, template_strings, template_strings_except, ProbeRequest,
+};
+use crate::spec::{BodySpec, JsonQuery, RequestSpec};
 
 /// Variables the probe itself provides to `rewrite` and `race` requests: the read's ETag as the
 /// service sent it, and the 1-based number of a racing writer.
@@ -239,18 +241,7 @@ impl Revalidate {
         let mut later: Vec<ProbeRequest> = Vec::new();
         later.extend(self.rewrite.iter().map(|r| r.request.clone()));
         later.extend(self.race.iter().flat_map(|r| r.requests.first().cloned()));
-        for s in template_strings(&later, None) {
-            match template::variables(&s) {
-                Ok(names) => out.extend(
-                    names
-                        .into_iter()
-                        .filter(|n| !PROBE_VARS.contains(&n.as_str()))
-                        .map(|n| format!("{{{{{n}}}}}")),
-                ),
-                // Let the static check report the syntax error.
-                Err(_) => out.push(s),
-            }
-        }
+        out.extend(template_strings_except(&later, PROBE_VARS));
         out
     }
 }
