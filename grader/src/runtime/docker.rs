@@ -662,23 +662,7 @@ impl DockerEnvironment {
             // (`local/postgres.rs`, LOG_SETTINGS): the database probes read the executed plans
             // `auto_explain` writes to its CSV through SQL. After start-up the container's own
             // output (postgres.log) holds only the collector's hand-over line.
-            .with_cmd([
-                "postgres",
-                "-c",
-                "shared_preload_libraries=pg_stat_statements",
-                "-c",
-                "fsync=off",
-                "-c",
-                "logging_collector=on",
-                "-c",
-                "log_destination=stderr,csvlog",
-                "-c",
-                "log_directory=log",
-                "-c",
-                "log_rotation_age=0",
-                "-c",
-                "log_rotation_size=0",
-            ])
+            .with_cmd(postgres_command())
             .with_startup_timeout(DEPENDENCY_TIMEOUT);
         let container = request.start().await.map_err(|e| {
             (
@@ -1421,6 +1405,22 @@ fn append_line(path: &Path, line: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
+}
+
+/// `postgres` with the same settings as the local runtime's server (`local/postgres.rs`): the
+/// logging the database probes read, and the server settings (a short `deadlock_timeout`).
+fn postgres_command() -> Vec<String> {
+    use super::local::postgres::{LOG_SETTINGS, SERVER_SETTINGS};
+    let mut cmd = vec!["postgres".to_string()];
+    let settings = ["shared_preload_libraries=pg_stat_statements", "fsync=off"]
+        .into_iter()
+        .chain(LOG_SETTINGS.iter().copied())
+        .chain(SERVER_SETTINGS.iter().copied());
+    for setting in settings {
+        cmd.push("-c".into());
+        cmd.push(setting.into());
+    }
+    cmd
 }
 
 fn tail_lines(path: &Path, lines: usize) -> Vec<String> {

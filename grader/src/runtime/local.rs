@@ -8,7 +8,7 @@
 //! PostgreSQL, then the temp dirs (only once their processes are gone, so nothing recreates files
 //! in them). The artifacts dir is the learner's and is kept.
 
-mod postgres;
+pub(crate) mod postgres;
 pub(crate) mod process;
 mod redis;
 

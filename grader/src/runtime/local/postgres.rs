@@ -45,6 +45,14 @@ pub(crate) const LOG_SETTINGS: &[&str] = &[
     "log_rotation_size=0",
 ];
 
+/// Settings both runtimes give the server beyond logging. A deadlock is detected after
+/// `deadlock_timeout` (1 s by default); with a service that deadlocks under a burst of concurrent
+/// writes, PostgreSQL would resolve one cycle a second and the service would still be stuck long
+/// after the check, so the next checks would time out through no fault of their own. At 100 ms
+/// the deadlocks surface as errors (40P01) within the burst, where the check that caused them
+/// judges them.
+pub(crate) const SERVER_SETTINGS: &[&str] = &["deadlock_timeout=100ms"];
+
 /// A running cluster. Dropping it stops the server and removes its files.
 pub(crate) struct Postgres {
     server: Option<Proc>,
@@ -155,6 +163,7 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "shared_preload_libraries=pg_stat_statements"])
             .args(LOG_SETTINGS.iter().flat_map(|s| ["-c", s]))
+            .args(SERVER_SETTINGS.iter().flat_map(|s| ["-c", s]))
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
             // Dynamic shared memory as files in the data dir instead of /dev/shm, so even a
