@@ -225,7 +225,7 @@ static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
         // Times the grader measured on its own clock: how fast a stale answer came, how long a
         // burst of login attempts took.
         (
-            Regex::new(r"\b(answered in|an answer after|within|attempts in) \d+ ms").unwrap(),
+            Regex::new(r"\b(answered in|an answer after|within|attempts in|after) \d+ ms").unwrap(),
             "$1 [t] ms",
         ),
         // The seconds left in a rate-limit window, and how much the service has logged so far.
