@@ -156,6 +156,12 @@ fn fingerprint(body: &Value) -> String {
     if bugs::is(Bug::IdemFingerprintPartial) {
         return format!("{}|{}", body["order_id"], body["amount_cents"]);
     }
+    canonical_json(body)
+}
+
+/// The value as canonical JSON text (object keys sorted at every level), shared by the
+/// exercises that fingerprint a request body for an idempotency key.
+pub(crate) fn canonical_json(body: &Value) -> String {
     fn canonical(v: &Value) -> Value {
         match v {
             Value::Object(map) => {

@@ -318,18 +318,7 @@ fn unknown_account(id: &str) -> Problem {
 /// The body as canonical JSON (object keys sorted at every level): the same request always has
 /// the same fingerprint, whatever order the client wrote its fields in.
 fn fingerprint(body: &Value) -> String {
-    fn canonical(v: &Value) -> Value {
-        match v {
-            Value::Object(map) => {
-                let sorted: std::collections::BTreeMap<&String, Value> =
-                    map.iter().map(|(k, v)| (k, canonical(v))).collect();
-                json!(sorted)
-            }
-            Value::Array(items) => Value::Array(items.iter().map(canonical).collect()),
-            other => other.clone(),
-        }
-    }
-    canonical(body).to_string()
+    crate::payments::canonical_json(body)
 }
 
 /// The `Idempotency-Key`, if sent: 1 to 255 visible ASCII characters, bare or as a structured
