@@ -48,6 +48,10 @@ pub struct Variant {
     /// from the service's clock, what a race let through), so snapshots keep statuses only.
     #[serde(default)]
     pub volatile_evidence: bool,
+    /// For the end-to-end tests only: graded here, but left out of CI's run because other
+    /// variants of the same service catch the same checks (a time budget, not a weaker proof).
+    #[serde(default)]
+    pub soak: bool,
 }
 
 pub fn load(path: &Path) -> Result<VariantsFile, Diagnostics> {

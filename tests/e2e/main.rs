@@ -214,6 +214,38 @@ fn every_check_is_caught_by_some_variant() {
     );
 }
 
+/// CI grades every variant but the `soak = true` ones (its time budget); that may drop realistic
+/// bugs from CI, never a check: for each service and exercise, the variants CI grades fail every
+/// check that any of that service's variants fails.
+#[test]
+fn soak_variants_add_no_check_ci_misses() {
+    use std::collections::BTreeMap;
+    type Key = (Option<String>, String);
+    let mut all: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    let mut in_ci: BTreeMap<Key, BTreeSet<String>> = BTreeMap::new();
+    for v in all_variants() {
+        let key = (v.service.clone(), v.exercise.clone());
+        all.entry(key.clone())
+            .or_default()
+            .extend(v.fails.iter().cloned());
+        let ci = in_ci.entry(key).or_default();
+        if !v.soak {
+            ci.extend(v.fails);
+        }
+    }
+    let mut missed = Vec::new();
+    for (key, checks) in &all {
+        let ci = &in_ci[key];
+        for check in checks.difference(ci) {
+            missed.push(format!("{check} (service {:?})", key.0));
+        }
+    }
+    assert!(
+        missed.is_empty(),
+        "only soak variants catch these; mark one of them soak = false: {missed:?}"
+    );
+}
+
 #[test]
 fn same_seed_replays_the_same_data() {
     // The seed must reproduce the run: the generated data (visible in the failing variant's

@@ -152,6 +152,10 @@ pub struct Variant {
     /// every check's status and replaces failure messages and details.
     #[serde(default)]
     pub volatile_evidence: bool,
+    /// Left out of CI's run (graded with E2E_ALL_VARIANTS=1 and by `grader prove`): every check
+    /// it fails is failed in CI by another variant of the same service and exercise.
+    #[serde(default)]
+    pub soak: bool,
 }
 
 impl Variant {
@@ -179,14 +183,16 @@ impl Variant {
     }
 }
 
-/// The variants to grade: all, or only one exercise's with `E2E_EXERCISE=<id>` (a fast loop
-/// while writing checks; CI never sets it).
-/// `E2E_SERVICE=python` likewise keeps the variants of services whose folder holds that text.
+/// The variants to grade: CI's (all but `soak = true`), or every one with `E2E_ALL_VARIANTS=1`;
+/// only one exercise's with `E2E_EXERCISE=<id>` (a fast loop while writing checks; CI never sets
+/// it). `E2E_SERVICE=python` likewise keeps the variants of services whose folder holds that text.
 pub fn variants() -> Vec<Variant> {
     let exercise = std::env::var("E2E_EXERCISE").unwrap_or_default();
     let service = std::env::var("E2E_SERVICE").unwrap_or_default();
+    let all = std::env::var("E2E_ALL_VARIANTS").is_ok_and(|v| v == "1");
     all_variants()
         .into_iter()
+        .filter(|v| all || !v.soak)
         .filter(|v| exercise.is_empty() || v.exercise == exercise)
         .filter(|v| {
             service.is_empty() || v.service.as_deref().is_some_and(|s| s.contains(&service))
