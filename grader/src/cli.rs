@@ -63,6 +63,18 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Re-grade on every save: the service is rebuilt and restarted, PostgreSQL and Redis stay
+    /// up (each run gets a fresh copy of the database), last run's failures run first.
+    Watch(WatchArgs),
+    /// Where you stand: each exercise's checks that pass (from .grader/progress.json, kept by
+    /// every run), a bar per skill, and what to do next.
+    Status {
+        /// Folder of the service (holding grader.toml and .grader/).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Show what a check expects, why it matters, a hint and its spec references.
     Explain {
         /// Check id, e.g. api-design/create-returns-201
@@ -77,6 +89,30 @@ pub struct SourceArgs {
     /// Read exercises from this folder instead of the copy built into grader.
     #[arg(long, env = "GRADER_EXERCISES_DIR", value_name = "DIR")]
     pub exercises_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Folder of the service (holding grader.toml).
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Grade these exercises instead of the ones grader.toml lists (repeatable).
+    #[arg(long = "exercise", short = 'e', value_name = "ID")]
+    pub exercises: Vec<String>,
+    /// Run only these checks: `exercise/check`, `check` or a whole `exercise` (repeatable).
+    #[arg(long, value_name = "CHECK")]
+    pub only: Vec<String>,
+    /// Seed of the random data for every run of this session (a fresh one when absent, printed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Quiet time after a change before re-grading, so one save of many files is one run.
+    #[arg(long, value_name = "MS", default_value_t = 300)]
+    pub debounce_ms: u64,
+    /// Stop after this many runs (for scripts and tests; default: until Ctrl-C).
+    #[arg(long, value_name = "N", hide = true)]
+    pub max_runs: Option<u32>,
+    #[command(flatten)]
+    pub source: SourceArgs,
 }
 
 #[derive(Args, Debug)]
@@ -139,6 +175,11 @@ pub async fn main() -> i32 {
         },
         Command::Lint(source) => lint(&source),
         Command::Explain { check, source } => explain(&check, &source),
+        Command::Watch(args) => match load_catalog(&args.source) {
+            Ok(catalog) => crate::watch::run(args, &catalog).await,
+            Err(code) => code,
+        },
+        Command::Status { path, source } => status(&path, &source),
         Command::Prove {
             path,
             seed,
@@ -170,11 +211,11 @@ fn exercise_source(args: &SourceArgs) -> ExerciseSource {
     }
 }
 
-fn stderr_color() -> bool {
+pub(crate) fn stderr_color() -> bool {
     anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never
 }
 
-fn print_diagnostics(d: &Diagnostics) {
+pub(crate) fn print_diagnostics(d: &Diagnostics) {
     let _ = write!(anstream::stderr(), "{}", d.render(stderr_color()));
 }
 
@@ -322,6 +363,7 @@ async fn check(args: CheckArgs) -> i32 {
         seed: args.seed,
         artifacts_dir: args.artifacts_dir.clone(),
         service_env: Vec::new(),
+        first: Vec::new(),
     };
     let plan = match run::plan(&request, &catalog) {
         Ok(p) => p,
@@ -352,7 +394,54 @@ async fn check(args: CheckArgs) -> i32 {
         eprintln!("grader: {e}");
         return exit::USAGE;
     }
+    let next = keep_progress(&args.path, &report, &catalog);
+    if args.format == Format::Human && args.output.is_none() {
+        if let Some(next) = next {
+            eprintln!("{next}");
+        }
+    }
     code
+}
+
+/// Adds a run's verdicts to `.grader/progress.json` and returns the next step, for one line
+/// after the report. A record that cannot be read or written is a warning: the run's verdicts
+/// stand.
+pub(crate) fn keep_progress(
+    service_dir: &Path,
+    report: &RunReport,
+    catalog: &Catalog,
+) -> Option<String> {
+    use crate::curriculum::{next_step, ProgressRecord};
+    let kept = ProgressRecord::load(service_dir).and_then(|mut record| {
+        record.record(report);
+        record.save(service_dir)?;
+        Ok(record)
+    });
+    match kept {
+        Ok(record) => Some(next_step(&record, catalog)),
+        Err(e) => {
+            eprintln!("grader: progress not recorded: {e}");
+            None
+        }
+    }
+}
+
+fn status(path: &Path, source: &SourceArgs) -> i32 {
+    use crate::curriculum::{render_status, ProgressRecord, PROGRESS_FILE};
+    let Ok(catalog) = load_catalog(source) else {
+        return exit::USAGE;
+    };
+    match ProgressRecord::load(path) {
+        Ok(record) => {
+            let file = crate::diagnostic::display_path(&path.join(PROGRESS_FILE));
+            print!("{}", render_status(&record, &catalog, &file));
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("grader: {e}");
+            exit::USAGE
+        }
+    }
 }
 
 /// The README line holding a requirement marker, without markup noise, for `explain`.
@@ -370,7 +459,7 @@ fn line_around(text: &str, offset: usize) -> String {
 }
 
 /// Prints why a run could not start and returns its exit code.
-fn run_error(e: RunError) -> i32 {
+pub(crate) fn run_error(e: RunError) -> i32 {
     match e {
         RunError::Usage(message) => {
             eprintln!("grader: {message}");
@@ -460,13 +549,13 @@ fn write_reports(args: &CheckArgs, report: &RunReport, artifacts_dir: &Path) -> 
 }
 
 /// Ctrl-C and SIGTERM, as one future that can be awaited repeatedly.
-struct Interrupt {
+pub(crate) struct Interrupt {
     int: Option<tokio::signal::unix::Signal>,
     term: Option<tokio::signal::unix::Signal>,
 }
 
 impl Interrupt {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         use tokio::signal::unix::{signal, SignalKind};
         Interrupt {
             int: signal(SignalKind::interrupt()).ok(),
@@ -474,7 +563,7 @@ impl Interrupt {
         }
     }
 
-    async fn wait(&mut self) {
+    pub(crate) async fn wait(&mut self) {
         tokio::select! {
             _ = next(&mut self.int) => {},
             _ = next(&mut self.term) => {},

@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod cli;
+pub mod curriculum;
 pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
@@ -22,3 +23,4 @@ pub mod runtime;
 pub mod scoring;
 pub mod spec;
 pub mod upstream;
+pub mod watch;

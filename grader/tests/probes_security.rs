@@ -62,7 +62,9 @@ async fn start() -> (tempfile::TempDir, RunningService) {
         artifacts_dir: root.path().join("artifacts"),
         before_service: None,
     };
-    let service = start_local(&plan, &Quiet).await.expect("service starts");
+    let service = start_local(&plan, &Quiet, None)
+        .await
+        .expect("service starts");
     (root, service)
 }
 

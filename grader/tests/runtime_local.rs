@@ -165,7 +165,7 @@ fn redis_ping(port: u16) -> std::io::Result<String> {
 }
 
 async fn started(plan: &ServicePlan, progress: &Recorder) -> RunningService {
-    match start_local(plan, progress).await {
+    match start_local(plan, progress, None).await {
         Ok(running) => running,
         Err(e) => panic!("start failed: {e} ({e:?})"),
     }
@@ -292,7 +292,7 @@ async fn service_exiting_early_is_reported_and_postgres_is_torn_down() {
     let mut plan = plan(&dirs, "echo boom; exit 3");
     plan.postgres_env = Some("DATABASE_URL".to_string());
     let progress = Recorder::default();
-    let error = start_local(&plan, &progress)
+    let error = start_local(&plan, &progress, None)
         .await
         .err()
         .expect("start must fail");
@@ -327,7 +327,7 @@ async fn service_that_never_answers_times_out_and_is_killed() {
         "echo $$ > service.pid; trap '' TERM; echo waiting; while :; do sleep 1; done",
     );
     plan.startup_timeout = Duration::from_secs(2);
-    let error = start_local(&plan, &Recorder::default())
+    let error = start_local(&plan, &Recorder::default(), None)
         .await
         .err()
         .expect("start must fail");
@@ -357,7 +357,7 @@ async fn failing_build_is_reported_with_its_log() {
     let mut plan = plan(&dirs, PY_COMMAND);
     plan.build = Some("echo compiling; echo 'error[E0425]: cannot find value' >&2; exit 2".into());
     let progress = Recorder::default();
-    let error = start_local(&plan, &progress)
+    let error = start_local(&plan, &progress, None)
         .await
         .err()
         .expect("start must fail");
@@ -381,7 +381,7 @@ async fn build_that_hangs_times_out() {
     let mut plan = plan(&dirs, PY_COMMAND);
     plan.build = Some("echo $$ > build.pid; echo building; sleep 60".into());
     plan.build_timeout = Duration::from_secs(1);
-    let error = start_local(&plan, &Recorder::default())
+    let error = start_local(&plan, &Recorder::default(), None)
         .await
         .err()
         .expect("start must fail");
@@ -496,7 +496,7 @@ async fn failing_before_service_hook_is_an_infrastructure_error() {
         Box::pin(async { Err("COPY failed: disk full".to_string()) })
     })));
     let progress = Recorder::default();
-    match start_local(&plan, &progress).await {
+    match start_local(&plan, &progress, None).await {
         Err(StartError::Infrastructure { message, .. }) => {
             assert!(message.contains("disk full"), "{message}")
         }

@@ -4,6 +4,7 @@
 //! process table before and after.
 
 mod support;
+mod watch;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -78,6 +78,44 @@ pub fn render(report: &RunReport, style: &HumanStyle) -> String {
     super::defuse_workflow_commands(&w.out)
 }
 
+/// The screen `grader watch` redraws after each run: the run problem, or the first failure in
+/// full and one line per other check that did not pass; then a bar per skill, the score and the
+/// counts line. What passed is only counted: the learner is working on what did not.
+pub fn render_compact(report: &RunReport, style: &HumanStyle) -> String {
+    let mut w = Writer::new(*style);
+    if let Some(problem) = &report.problem {
+        run_problem(&mut w, problem);
+        w.blank();
+    }
+    let not_passed: Vec<&CheckResult> = report
+        .checks
+        .iter()
+        .filter(|c| matches!(c.status, Status::Fail | Status::Error))
+        .collect();
+    if let Some((first, others)) = not_passed.split_first() {
+        check_detail(&mut w, first);
+        w.rule("");
+        if !others.is_empty() {
+            w.blank();
+            w.line(w.paint(BOLD, "also not passing"));
+            let id_width = others.iter().map(|c| c.id.chars().count()).max();
+            let id_width = id_width.unwrap_or(0);
+            for check in others {
+                let tag = w.paint(status_style(check.status), status_tag(check.status));
+                let message = check.message.as_deref().map(sanitize).unwrap_or_default();
+                let message = one_line(&message, WIDTH.saturating_sub(id_width + 10));
+                w.line(format!("  {tag}  {:<id_width$}  {message}", check.id));
+            }
+            w.blank();
+        }
+    }
+    skill_bars(&mut w, report);
+    score_line(&mut w, report);
+    w.blank();
+    w.line(Counts::of(report).line());
+    super::defuse_workflow_commands(&w.out)
+}
+
 /// The detailed block of one failed or errored check, without colour: the teaching detail other
 /// reports (JUnit) repeat. Starts with the check's title line, ends with a newline.
 pub(crate) fn check_detail_plain(check: &CheckResult) -> String {
@@ -539,51 +577,8 @@ fn exchange_block(w: &mut Writer, exchange: &Exchange, n: usize, total: usize) {
 
 fn summary(w: &mut Writer, report: &RunReport) {
     w.rule("summary");
-    if !report.skills.is_empty() {
-        let id_width = report
-            .skills
-            .iter()
-            .map(|s| s.id.chars().count())
-            .max()
-            .unwrap_or(0);
-        let pts_width = report
-            .skills
-            .iter()
-            .map(|s| format!("{}/{}", s.earned, s.possible).len())
-            .max()
-            .unwrap_or(0);
-        let checks_width = report
-            .skills
-            .iter()
-            .map(|s| format!("{}/{}", s.passed, s.total).len())
-            .max()
-            .unwrap_or(0);
-        for skill in &report.skills {
-            let filled = bar_cells(skill.percent);
-            let style = band_style(skill.percent);
-            let bar = format!(
-                "{}{}",
-                w.paint(style, &"█".repeat(filled)),
-                w.paint(DIM, &"░".repeat(BAR - filled))
-            );
-            let pct = w.paint(style, &format!("{:>6}", percent(skill.percent)));
-            let pts = format!("{}/{}", skill.earned, skill.possible);
-            let checks = format!("{}/{}", skill.passed, skill.total);
-            w.line(format!(
-                "  {:<id_width$}  {bar}  {pct}  {pts:>pts_width$} pts  {checks:>checks_width$} checks",
-                skill.id
-            ));
-        }
-        w.blank();
-    }
-
-    let score = format!(
-        "{}/{}  ({})",
-        report.score.earned,
-        points(report.score.possible),
-        percent(report.score.percent)
-    );
-    w.labelled("score", &score, BOLD, false);
+    skill_bars(w, report);
+    score_line(w, report);
 
     let counts = Counts::of(report);
     let (status_text, style) = match report.status {
@@ -677,6 +672,57 @@ fn summary(w: &mut Writer, report: &RunReport) {
         }
     }
     w.labelled("time", &time, Style::new(), false);
+}
+
+/// A bar per skill area, with its percent, points and checks.
+fn skill_bars(w: &mut Writer, report: &RunReport) {
+    if !report.skills.is_empty() {
+        let id_width = report
+            .skills
+            .iter()
+            .map(|s| s.id.chars().count())
+            .max()
+            .unwrap_or(0);
+        let pts_width = report
+            .skills
+            .iter()
+            .map(|s| format!("{}/{}", s.earned, s.possible).len())
+            .max()
+            .unwrap_or(0);
+        let checks_width = report
+            .skills
+            .iter()
+            .map(|s| format!("{}/{}", s.passed, s.total).len())
+            .max()
+            .unwrap_or(0);
+        for skill in &report.skills {
+            let filled = bar_cells(skill.percent);
+            let style = band_style(skill.percent);
+            let bar = format!(
+                "{}{}",
+                w.paint(style, &"█".repeat(filled)),
+                w.paint(DIM, &"░".repeat(BAR - filled))
+            );
+            let pct = w.paint(style, &format!("{:>6}", percent(skill.percent)));
+            let pts = format!("{}/{}", skill.earned, skill.possible);
+            let checks = format!("{}/{}", skill.passed, skill.total);
+            w.line(format!(
+                "  {:<id_width$}  {bar}  {pct}  {pts:>pts_width$} pts  {checks:>checks_width$} checks",
+                skill.id
+            ));
+        }
+        w.blank();
+    }
+}
+
+fn score_line(w: &mut Writer, report: &RunReport) {
+    let score = format!(
+        "{}/{}  ({})",
+        report.score.earned,
+        points(report.score.possible),
+        percent(report.score.percent)
+    );
+    w.labelled("score", &score, BOLD, false);
 }
 
 fn problem_short(kind: ProblemKind) -> &'static str {

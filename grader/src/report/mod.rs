@@ -20,7 +20,7 @@ pub mod json;
 pub mod junit;
 
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 #[cfg(test)]
 mod tests;
 

@@ -69,6 +69,23 @@ fn human_all_pass() {
     insta::assert_snapshot!(human::render(&all_pass(), &PLAIN));
 }
 
+/// `grader watch`'s screen in every state: failures (the first in full), the service did not
+/// start (the problem, nothing per check), everything passes (bars and score only).
+#[test]
+fn compact_mixed() {
+    insta::assert_snapshot!(human::render_compact(&mixed(), &PLAIN));
+}
+
+#[test]
+fn compact_service_did_not_start() {
+    insta::assert_snapshot!(human::render_compact(&service_did_not_start(), &PLAIN));
+}
+
+#[test]
+fn compact_all_pass() {
+    insta::assert_snapshot!(human::render_compact(&all_pass(), &PLAIN));
+}
+
 #[test]
 fn json_mixed() {
     insta::assert_snapshot!(json::render(&mixed()));

@@ -30,6 +30,8 @@ pub struct Selection {
     pub seed: u64,
     /// Check ids to run (`exercise/check`, `check` or a whole `exercise`); empty means all.
     pub only: Vec<String>,
+    /// Checks (`exercise/check`) to run before the rest of their exercise (see [`run_order`]).
+    pub first: Vec<String>,
 }
 
 impl Selection {
@@ -221,10 +223,9 @@ async fn grade_exercise(
 ) -> Vec<CheckResult> {
     let mut results: Vec<CheckResult> = Vec::new();
     let upstream_names: Vec<String> = exercise.upstreams.iter().map(|u| u.name.clone()).collect();
-    for check in &exercise.checks {
-        if !shared.selection.selects(&exercise.id, &check.id) {
-            continue;
-        }
+    let order = run_order(exercise, shared.selection);
+    for &position in &order {
+        let check = &exercise.checks[position];
         let id = format!("{}/{}", exercise.id, check.id);
         shared.started(index, &id, &check.title);
         let started = Instant::now();
@@ -255,7 +256,44 @@ async fn grade_exercise(
         results.push(result);
     }
     shared.exercise_done(index);
-    results
+    // The report lists checks in file order, whatever order they ran in.
+    let mut in_file_order: Vec<(usize, CheckResult)> = order.into_iter().zip(results).collect();
+    in_file_order.sort_by_key(|(position, _)| *position);
+    in_file_order.into_iter().map(|(_, r)| r).collect()
+}
+
+/// Positions of the exercise's selected checks in the order to run them: the checks named in
+/// `selection.first` and those they require (transitively), then the rest; each group in file
+/// order, so a required check still runs before the check that requires it.
+pub fn run_order(exercise: &Exercise, selection: &Selection) -> Vec<usize> {
+    let selected: Vec<usize> = (0..exercise.checks.len())
+        .filter(|&i| selection.selects(&exercise.id, &exercise.checks[i].id))
+        .collect();
+    let position = |id: &str| exercise.checks.iter().position(|c| c.id == id);
+    let mut early = BTreeSet::new();
+    let mut pending: Vec<usize> = selected
+        .iter()
+        .copied()
+        .filter(|&i| {
+            let full = format!("{}/{}", exercise.id, exercise.checks[i].id);
+            selection.first.contains(&full)
+        })
+        .collect();
+    while let Some(i) = pending.pop() {
+        if early.insert(i) {
+            pending.extend(
+                exercise.checks[i]
+                    .requires
+                    .iter()
+                    .filter_map(|r| position(r))
+                    .filter(|j| selected.contains(j)),
+            );
+        }
+    }
+    let (mut order, rest): (Vec<usize>, Vec<usize>) =
+        selected.into_iter().partition(|i| early.contains(i));
+    order.extend(rest);
+    order
 }
 
 /// Records a death or a hang, so that the checks after it are skipped with the cause.
@@ -486,10 +524,42 @@ mod tests {
         let only_api = Selection {
             seed: 1,
             only: vec!["api-design".into()],
+            ..Selection::default()
         };
         let plan = schedule(&exercises, &only_api);
         assert!(plan.alone.is_empty());
         assert_eq!(plan.lanes.len(), 1);
+    }
+
+    #[test]
+    fn last_failures_run_first_after_what_they_require() {
+        let catalog = load_catalog(&ExerciseSource::Embedded).unwrap();
+        // The fifth check requires the third: when the fifth failed last time, both move to the
+        // front, the required one first.
+        let mut exercise = catalog.exercise("api-design").unwrap().clone();
+        let required = exercise.checks[2].id.clone();
+        exercise.checks[4].requires = vec![required.clone()];
+        let exercise = &exercise;
+        let dependent = &exercise.checks[4];
+        let position = |id: &str| exercise.checks.iter().position(|c| c.id == id).unwrap();
+        let last = exercise.checks.last().unwrap();
+        let selection = Selection {
+            first: vec![
+                format!("{}/{}", exercise.id, last.id),
+                format!("{}/{}", exercise.id, dependent.id),
+            ],
+            ..Selection::default()
+        };
+        let order = run_order(exercise, &selection);
+        assert_eq!(order.len(), exercise.checks.len(), "every check runs once");
+        let at = |i: usize| order.iter().position(|&o| o == i).unwrap();
+        assert!(at(position(&required)) < at(position(&dependent.id)));
+        let early = 3;
+        assert!(at(position(&last.id)) < early, "{order:?}");
+        assert!(at(position(&dependent.id)) < early, "{order:?}");
+        // Without failures, file order.
+        let plain = run_order(exercise, &Selection::default());
+        assert_eq!(plain, (0..exercise.checks.len()).collect::<Vec<_>>());
     }
 
     #[test]

@@ -18,11 +18,13 @@ use crate::manifest::{Manifest, MANIFEST_FILE};
 use crate::outcome::{
     CheckResult, ProblemKind, RunProblem, RunReport, RuntimeInfo, Timings, REPORT_VERSION,
 };
+use crate::runtime::local::WarmDependencies;
 use crate::runtime::{self, ProgressSink, RunningService};
 use crate::scoring;
 use crate::spec::random;
 use crate::upstream::UpstreamOptions;
 pub use checks::{selects, Selection};
+pub use start::problem as start_problem;
 
 /// Where the service runs.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,9 @@ pub struct RunRequest {
     /// Extra environment for the service, after the manifest's (e.g. a planted bug's switch for
     /// `grader prove`).
     pub service_env: Vec<(String, String)>,
+    /// Checks (`exercise/check`) to run before the others of their exercise, with the checks
+    /// they require: `grader watch` puts last run's failures first. The report keeps file order.
+    pub first: Vec<String>,
 }
 
 impl RunRequest {
@@ -70,6 +75,7 @@ impl RunRequest {
             seed: None,
             artifacts_dir: None,
             service_env: Vec::new(),
+            first: Vec::new(),
         }
     }
 }
@@ -263,6 +269,47 @@ pub async fn execute(
     events: &dyn RunEvents,
     cancel: Cancel,
 ) -> Result<RunReport, RunError> {
+    execute_with(plan, events, cancel, None).await
+}
+
+/// Like [`execute`], on the local runtime with PostgreSQL and Redis taken from `warm` (reset to
+/// what a cold run starts from) instead of started and stopped: `grader watch` re-grades this way.
+pub async fn execute_warm(
+    plan: Plan<'_>,
+    events: &dyn RunEvents,
+    cancel: Cancel,
+    warm: &WarmDependencies,
+) -> Result<RunReport, RunError> {
+    if plan.request.runtime != RuntimeKind::Local {
+        return Err(RunError::Usage(
+            "warm dependencies serve the local runtime only".into(),
+        ));
+    }
+    execute_with(plan, events, cancel, Some(warm)).await
+}
+
+/// The data a run's exercises load before the service starts: the warm template is reloaded when
+/// this changes.
+fn dataset_key(plan: &Plan<'_>) -> String {
+    let ids: Vec<&str> = plan
+        .exercises
+        .iter()
+        .filter(|e| e.dataset.is_some())
+        .map(|e| e.id.as_str())
+        .collect();
+    format!("seed {} · {}", plan.seed, ids.join(","))
+}
+
+async fn execute_with(
+    plan: Plan<'_>,
+    events: &dyn RunEvents,
+    cancel: Cancel,
+    warm: Option<&WarmDependencies>,
+) -> Result<RunReport, RunError> {
+    let warm_run = warm.map(|dependencies| runtime::local::WarmRun {
+        dependencies,
+        dataset_key: dataset_key(&plan),
+    });
     let started_at = std::time::SystemTime::now();
     let clock = Instant::now();
     let mut runtime_kind = plan.request.runtime;
@@ -374,7 +421,7 @@ pub async fn execute(
             let start = async {
                 match docker {
                     Some(options) => runtime::start_docker(sp, options, events).await,
-                    None => runtime::start_local(sp, events).await,
+                    None => runtime::start_local(sp, events, warm_run.as_ref()).await,
                 }
             };
             tokio::select! {
@@ -419,6 +466,7 @@ pub async fn execute(
         let selection = Selection {
             seed: plan.seed,
             only: plan.request.only.clone(),
+            first: plan.request.first.clone(),
         };
         let checks_clock = Instant::now();
         if !cancel.is_cancelled() {

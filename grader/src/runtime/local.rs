@@ -11,6 +11,7 @@
 pub(crate) mod postgres;
 pub(crate) mod process;
 mod redis;
+mod warm;
 
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
@@ -25,6 +26,7 @@ use self::postgres::Postgres;
 use self::process::Proc;
 use self::redis::Redis;
 use super::*;
+pub use warm::{WarmDependencies, WarmRun};
 
 /// How long the service gets between SIGTERM (to its process group) and SIGKILL.
 const SERVICE_GRACE: Duration = Duration::from_secs(5);
@@ -47,8 +49,12 @@ const HEALTH_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct LocalEnvironment {
     /// Behind a mutex because [`LocalEnvironment::service_state`] reaps it through `&self`.
     service: Option<Mutex<Proc>>,
+    /// Servers this run started (a cold run); with warm dependencies they are not the run's.
     redis: Option<Redis>,
     postgres: Option<Postgres>,
+    /// What the service is given, from this run's servers or the warm ones.
+    postgres_info: Option<PostgresInfo>,
+    redis_info: Option<RedisInfo>,
     service_log: PathBuf,
 }
 
@@ -70,10 +76,14 @@ impl LocalEnvironment {
     /// until its health path answers 2xx. Progress is reported per phase; a phase that fails is
     /// not reported finished (the error says what happened). On error, everything already started
     /// is torn down before returning; if the future is dropped midway, `Drop` does it.
+    ///
+    /// With `warm`, PostgreSQL and Redis are not started but taken from it, reset to the state a
+    /// cold run starts from (see [`WarmDependencies`]); teardown leaves them running.
     #[allow(clippy::type_complexity)]
     pub async fn start(
         plan: &ServicePlan,
         progress: &dyn ProgressSink,
+        warm: Option<&WarmRun<'_>>,
     ) -> Result<
         (
             Self,
@@ -88,12 +98,14 @@ impl LocalEnvironment {
             service: None,
             redis: None,
             postgres: None,
+            postgres_info: None,
+            redis_info: None,
             service_log: plan.artifacts_dir.join("service.log"),
         };
-        match env.start_all(plan, progress).await {
+        match env.start_all(plan, progress, warm).await {
             Ok((timings, base_url)) => {
-                let postgres = env.postgres.as_ref().and_then(|p| p.info.clone());
-                let redis = env.redis.as_ref().and_then(|r| r.info.clone());
+                let postgres = env.postgres_info.clone();
+                let redis = env.redis_info.clone();
                 Ok((env, postgres, redis, timings, base_url))
             }
             Err(error) => {
@@ -111,6 +123,7 @@ impl LocalEnvironment {
         &mut self,
         plan: &ServicePlan,
         progress: &dyn ProgressSink,
+        warm: Option<&WarmRun<'_>>,
     ) -> Result<(StartTimings, url::Url), StartError> {
         let mut timings = StartTimings::default();
         let artifacts = &plan.artifacts_dir;
@@ -127,6 +140,20 @@ impl LocalEnvironment {
             if plan.postgres_env.is_none() {
                 return (None, Ok((Duration::ZERO, Duration::ZERO)));
             }
+            if let Some(warm) = warm {
+                progress.phase_started(Phase::Postgres, "a fresh database from the warm template");
+                let fresh = warm
+                    .dependencies
+                    .fresh_database(plan.before_service.as_ref(), &warm.dataset_key)
+                    .await;
+                return match fresh {
+                    Ok(db) => {
+                        progress.phase_finished(Phase::Postgres, db.copied_in);
+                        (Some(Err(db.info)), Ok((db.copied_in, db.loaded_in)))
+                    }
+                    Err(e) => (None, Err(e)),
+                };
+            }
             progress.phase_started(Phase::Postgres, "starting PostgreSQL (initdb + server)");
             let started = Instant::now();
             let postgres = match postgres::start(artifacts).await {
@@ -138,18 +165,25 @@ impl LocalEnvironment {
             let loaded = load_data(plan, &postgres, progress)
                 .await
                 .map(|data_took| (postgres_took, data_took));
-            (Some(postgres), loaded)
+            (Some(Ok(postgres)), loaded)
         };
         let cache = async {
             if plan.redis_env.is_none() {
                 return (None, Ok(()));
+            }
+            if let Some(warm) = warm {
+                let started = Instant::now();
+                return match warm.dependencies.empty_redis().await {
+                    Ok(info) => (Some((Err(info), started.elapsed())), Ok(())),
+                    Err(e) => (None, Err(e)),
+                };
             }
             progress.phase_started(Phase::Redis, "starting Redis");
             let started = Instant::now();
             match redis::start(artifacts).await {
                 Ok(r) => {
                     progress.phase_finished(Phase::Redis, started.elapsed());
-                    (Some((r, started.elapsed())), Ok(()))
+                    (Some((Ok(r), started.elapsed())), Ok(()))
                 }
                 Err(e) => (None, Err(e)),
             }
@@ -164,10 +198,24 @@ impl LocalEnvironment {
             progress.phase_finished(Phase::Build, started.elapsed());
             Ok(started.elapsed())
         };
+        // Each server is this run's own (`Ok`) or a warm one's connection details (`Err`).
         let ((postgres, loaded), (redis, redis_ok), built) = tokio::join!(database, cache, build);
-        self.postgres = postgres;
+        match postgres {
+            Some(Ok(owned)) => {
+                self.postgres_info = owned.info.clone();
+                self.postgres = Some(owned);
+            }
+            Some(Err(info)) => self.postgres_info = Some(info),
+            None => {}
+        }
         if let Some((redis, took)) = redis {
-            self.redis = Some(redis);
+            match redis {
+                Ok(owned) => {
+                    self.redis_info = owned.info.clone();
+                    self.redis = Some(owned);
+                }
+                Err(info) => self.redis_info = Some(info),
+            }
             timings.redis = took;
         }
         let (postgres_took, data_took) = loaded?;
@@ -230,16 +278,10 @@ impl LocalEnvironment {
             .envs(plan.env.iter().map(|(k, v)| (k, v)))
             // Ours come last: the service must listen where we will look for it.
             .env(&plan.port_env, port.to_string());
-        if let (Some(var), Some(info)) = (
-            &plan.postgres_env,
-            self.postgres.as_ref().and_then(|p| p.info.as_ref()),
-        ) {
+        if let (Some(var), Some(info)) = (&plan.postgres_env, &self.postgres_info) {
             cmd.env(var, &info.url);
         }
-        if let (Some(var), Some(info)) = (
-            &plan.redis_env,
-            self.redis.as_ref().and_then(|r| r.info.as_ref()),
-        ) {
+        if let (Some(var), Some(info)) = (&plan.redis_env, &self.redis_info) {
             cmd.env(var, &info.url);
         }
         let service = Proc::spawn(cmd, Signal::SIGTERM, true, SERVICE_GRACE).map_err(|e| {

@@ -228,14 +228,16 @@ pub async fn start_docker(
     })
 }
 
-/// Starts PostgreSQL/Redis as the plan asks, builds and starts the service, waits for health.
-/// On any error everything already started is torn down before returning.
+/// Starts PostgreSQL/Redis as the plan asks (or takes them from `warm`), builds and starts the
+/// service, waits for health. On any error everything already started is torn down before
+/// returning.
 pub async fn start_local(
     plan: &ServicePlan,
     progress: &dyn ProgressSink,
+    warm: Option<&local::WarmRun<'_>>,
 ) -> Result<RunningService, StartError> {
     let (env, postgres, redis, timings, base_url) =
-        local::LocalEnvironment::start(plan, progress).await?;
+        local::LocalEnvironment::start(plan, progress, warm).await?;
     Ok(RunningService {
         base_url,
         postgres,

@@ -380,7 +380,7 @@ fn same_path(a: &Path, b: &Path) -> bool {
 
 /// A connection as `postgres` over TCP, with its driver task spawned. Bounded in time: a server
 /// that accepts the TCP connection but never answers must not stall us.
-async fn connect(port: u16, dbname: &str) -> Result<tokio_postgres::Client, String> {
+pub(crate) async fn connect(port: u16, dbname: &str) -> Result<tokio_postgres::Client, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")

@@ -203,3 +203,27 @@ fn infra(message: String, log_tail: Vec<String>) -> StartError {
         log_tail,
     }
 }
+
+/// `FLUSHALL`, expecting `+OK`: a warm Redis emptied between runs (`grader watch`), so every run
+/// starts from nothing cached, as a cold one does.
+pub(crate) async fn flush_all(port: u16) -> Result<(), String> {
+    let work = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        stream.write_all(b"FLUSHALL\r\n").await?;
+        let mut reader = BufReader::new(stream.take(1 << 16));
+        let mut line = String::new();
+        reader.read_line(&mut line).await?;
+        if line.starts_with("+OK") {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "unexpected answer to FLUSHALL: {:?}",
+                line.trim_end()
+            )))
+        }
+    };
+    match tokio::time::timeout(Duration::from_secs(5), work).await {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("FLUSHALL got no answer within 5s".to_string()),
+    }
+}
