@@ -33,6 +33,39 @@ pub(crate) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img
 
 const STYLE: &str = include_str!("html.css");
 
+/// Every element the page is made of. Tests check a page (and the DOM a browser builds from it)
+/// has no other: anything else would have come from the service's text.
+#[doc(hidden)]
+pub const ELEMENTS: &[&str] = &[
+    "html",
+    "head",
+    "meta",
+    "title",
+    "style",
+    "body",
+    "main",
+    "header",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "dl",
+    "dt",
+    "dd",
+    "div",
+    "p",
+    "span",
+    "code",
+    "pre",
+    "section",
+    "ul",
+    "li",
+    "details",
+    "summary",
+    "figure",
+    "figcaption",
+];
+
 /// Renders the page, ending with a newline.
 pub fn render(report: &RunReport) -> String {
     let mut h = String::with_capacity(16 * 1024);
