@@ -70,6 +70,17 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Print a shell completion script for SHELL (bash, zsh, fish, powershell or elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write grader.1 and one page per subcommand into --out DIR.
+    Man {
+        /// Write the pages into this folder instead of printing grader.1.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,6 +144,8 @@ pub async fn main() -> i32 {
     };
     match cli.command {
         Command::Check(args) => check(args).await,
+        Command::Completions { shell } => crate::cli_docs::print_completions(shell),
+        Command::Man { out } => crate::cli_docs::print_man(out.as_deref()),
         Command::Exercises { coverage, source } => match coverage {
             true => print_coverage(&source),
             false => list_exercises(&source),
