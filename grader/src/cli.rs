@@ -24,8 +24,19 @@ use crate::scoring::{self, exit};
     long_about = "Grades a real HTTP service against backend-engineering exercises.\n\nRun `grader check` in your service's folder: it starts your service with a throwaway PostgreSQL, sends the exercise's checks, and explains every failure with a curl command you can paste."
 )]
 pub struct Cli {
+    /// When to colour the output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`: overrides the terminal detection (and `NO_COLOR`) for every coloured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 // Parsed once per process; boxing the large variant would buy nothing.
@@ -142,6 +153,12 @@ pub async fn main() -> i32 {
             };
         }
     };
+    // Every coloured stream (reports, diagnostics) asks anstream, which reads this choice.
+    match cli.color {
+        ColorWhen::Auto => {}
+        ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
+        ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
+    }
     match cli.command {
         Command::Check(args) => check(args).await,
         Command::Completions { shell } => crate::cli_docs::print_completions(shell),

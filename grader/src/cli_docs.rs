@@ -91,6 +91,7 @@ mod tests {
         }
         assert!(script.contains("--format"), "{script}");
         assert!(script.contains("html"), "the --format values lack html");
+        assert!(script.contains("--color"), "the global --color flag");
         for shell in [
             clap_complete::Shell::Zsh,
             clap_complete::Shell::Fish,
