@@ -16,6 +16,8 @@ use crate::report::{self, human::HumanStyle, Format};
 use crate::run::{self, Cancel, RunError, RunRequest, RuntimeKind};
 use crate::scoring::{self, exit};
 
+pub mod docs;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "grader",
@@ -161,8 +163,8 @@ pub async fn main() -> i32 {
     }
     match cli.command {
         Command::Check(args) => check(args).await,
-        Command::Completions { shell } => crate::cli_docs::print_completions(shell),
-        Command::Man { out } => crate::cli_docs::print_man(out.as_deref()),
+        Command::Completions { shell } => docs::print_completions(shell),
+        Command::Man { out } => docs::print_man(out.as_deref()),
         Command::Exercises { coverage, source } => match coverage {
             true => print_coverage(&source),
             false => list_exercises(&source),

@@ -6,7 +6,6 @@
 
 pub mod artifacts;
 pub mod cli;
-pub mod cli_docs;
 pub mod dataset;
 pub mod diagnostic;
 pub mod engine;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use clap::CommandFactory;
 
-use crate::cli::Cli;
+use super::Cli;
 use crate::scoring::exit;
 
 /// The completion script for `shell`, e.g. for `~/.local/share/bash-completion/completions/grader`.
