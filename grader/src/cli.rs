@@ -16,6 +16,9 @@ use crate::report::{self, human::HumanStyle, Format};
 use crate::run::{self, Cancel, RunError, RunRequest, RuntimeKind};
 use crate::scoring::{self, exit};
 
+pub mod docs;
+pub mod watch;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "grader",
@@ -24,8 +27,19 @@ use crate::scoring::{self, exit};
     long_about = "Grades a real HTTP service against backend-engineering exercises.\n\nRun `grader check` in your service's folder: it starts your service with a throwaway PostgreSQL, sends the exercise's checks, and explains every failure with a curl command you can paste."
 )]
 pub struct Cli {
+    /// When to colour the output: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, value_name = "WHEN", default_value_t = ColorWhen::Auto)]
+    pub color: ColorWhen,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`: overrides the terminal detection (and `NO_COLOR`) for every coloured output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorWhen {
+    Auto,
+    Always,
+    Never,
 }
 
 // Parsed once per process; boxing the large variant would buy nothing.
@@ -81,6 +95,17 @@ pub enum Command {
         check: String,
         #[command(flatten)]
         source: SourceArgs,
+    },
+    /// Print a shell completion script for SHELL (bash, zsh, fish, powershell or elvish).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write grader.1 and one page per subcommand into --out DIR.
+    Man {
+        /// Write the pages into this folder instead of printing grader.1.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -167,8 +192,16 @@ pub async fn main() -> i32 {
             };
         }
     };
+    // Every coloured stream (reports, diagnostics) asks anstream, which reads this choice.
+    match cli.color {
+        ColorWhen::Auto => {}
+        ColorWhen::Always => anstream::ColorChoice::Always.write_global(),
+        ColorWhen::Never => anstream::ColorChoice::Never.write_global(),
+    }
     match cli.command {
         Command::Check(args) => check(args).await,
+        Command::Completions { shell } => docs::print_completions(shell),
+        Command::Man { out } => docs::print_man(out.as_deref()),
         Command::Exercises { coverage, source } => match coverage {
             true => print_coverage(&source),
             false => list_exercises(&source),
@@ -176,7 +209,7 @@ pub async fn main() -> i32 {
         Command::Lint(source) => lint(&source),
         Command::Explain { check, source } => explain(&check, &source),
         Command::Watch(args) => match load_catalog(&args.source) {
-            Ok(catalog) => crate::watch::run(args, &catalog).await,
+            Ok(catalog) => watch::run(args, &catalog).await,
             Err(code) => code,
         },
         Command::Status { path, source } => status(&path, &source),

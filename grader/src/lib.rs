@@ -23,4 +23,3 @@ pub mod runtime;
 pub mod scoring;
 pub mod spec;
 pub mod upstream;
-pub mod watch;

@@ -528,3 +528,45 @@ pub fn all_pass() -> RunReport {
     ];
     report
 }
+
+/// What a hostile service can answer, aimed at an HTML page: markup and script in bodies,
+/// headers, log lines, step names and messages, an attribute breakout, bidi controls.
+pub const HOSTILE_HTML: &[&str] = &[
+    "</script><script>alert(1)</script>",
+    "<img src=x onerror=alert(1)>",
+    "\" onmouseover=\"alert(1)\" x=\"",
+    "' autofocus onfocus='alert(1)",
+    "</pre></details><iframe src=\"http://evil.example/\"></iframe>",
+    "<!-- --><style>body{display:none}</style>",
+    "&lt;b&gt;already escaped&lt;/b&gt; &amp;",
+    "\u{202e}gnp.exe\u{2066}x\u{200f}",
+    "\u{1b}[31mred\u{1b}[0m\u{0}",
+];
+
+/// The mixed report with [`HOSTILE_HTML`] in every place a service's text reaches.
+pub fn hostile_html() -> RunReport {
+    let evil = HOSTILE_HTML.join(" ");
+    let mut report = mixed();
+    report.runtime.service_dir = format!("/home/ada/{evil}");
+    let check = &mut report.checks[1];
+    check.message = Some(format!("answered {evil}"));
+    let detail = check.detail.as_mut().expect("the failure has detail");
+    detail.actual = evil.clone();
+    detail.evidence = vec![format!("line one\n{evil}")];
+    detail.service_log_tail = HOSTILE_HTML.iter().map(|s| s.to_string()).collect();
+    let exchange = &mut detail.exchanges[0];
+    exchange.step = format!("step {evil}");
+    exchange.curl = format!("curl -i '{URL}/products' --data-raw '{evil}'");
+    let response = exchange
+        .response
+        .as_mut()
+        .expect("the failure has a response");
+    response.body = HOSTILE_HTML.join("\n");
+    response.body_bytes = response.body.len() as u64;
+    response.headers.push(("location".into(), evil.clone()));
+    response.headers.push((format!("x-{evil}"), evil.clone()));
+    let skip = &mut report.checks[2];
+    skip.message = Some(format!("requires {evil}"));
+    report.checks[0].measurements = vec![format!("measured {evil}")];
+    report
+}

@@ -308,11 +308,12 @@ pub(crate) fn escape(text: &str) -> String {
     let text = sanitize(text);
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
+        // An apostrophe means nothing to Markdown, and no attribute here is quoted with it.
+        if let Some(entity) = super::html_entity(c).filter(|_| c != '\'') {
+            out.push_str(entity);
+            continue;
+        }
         match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
             '|' => out.push_str("&#124;"),
             '`' => out.push_str("&#96;"),
             '*' => out.push_str("&#42;"),

@@ -101,7 +101,8 @@ pub fn render_compact(report: &RunReport, style: &HumanStyle) -> String {
             let id_width = others.iter().map(|c| c.id.chars().count()).max();
             let id_width = id_width.unwrap_or(0);
             for check in others {
-                let tag = w.paint(status_style(check.status), status_tag(check.status));
+                let tag = format!("{:<5}", status_tag(check.status));
+                let tag = w.paint(status_style(check.status), &tag);
                 let message = check.message.as_deref().map(sanitize).unwrap_or_default();
                 let message = one_line(&message, WIDTH.saturating_sub(id_width + 10));
                 w.line(format!("  {tag}  {:<id_width$}  {message}", check.id));
@@ -200,7 +201,7 @@ fn status_style(status: Status) -> Style {
     }
 }
 
-fn status_tag(status: Status) -> &'static str {
+pub(super) fn status_tag(status: Status) -> &'static str {
     match status {
         Status::Pass => "PASS",
         Status::Fail => "FAIL",
@@ -228,7 +229,7 @@ fn header(w: &mut Writer, report: &RunReport) {
     w.line(text);
 }
 
-fn problem_heading(kind: ProblemKind) -> &'static str {
+pub(super) fn problem_heading(kind: ProblemKind) -> &'static str {
     match kind {
         ProblemKind::ServiceBuild => "Your service did not build, so no check could run.",
         ProblemKind::ServiceStart => "Your service did not start, so no check could run.",
@@ -260,12 +261,7 @@ fn log_tail(w: &mut Writer, what: &str, lines: &[String]) {
     if lines.is_empty() {
         return;
     }
-    let label = format!(
-        "{what} (last {} {}):",
-        lines.len(),
-        if lines.len() == 1 { "line" } else { "lines" }
-    );
-    let label = w.paint(BOLD, &label);
+    let label = w.paint(BOLD, &format!("{}:", log_label(what, lines.len())));
     w.line(format!("  {label}"));
     let gutter = w.paint(DIM, "│");
     for line in lines {
@@ -276,7 +272,7 @@ fn log_tail(w: &mut Writer, what: &str, lines: &[String]) {
 }
 
 /// `(2 pts)` when everything was earned, `(0/2 pts)` otherwise.
-fn check_points(check: &CheckResult) -> String {
+pub(super) fn check_points(check: &CheckResult) -> String {
     if check.earned == check.points {
         format!("({})", points(check.points))
     } else {
@@ -417,13 +413,7 @@ fn check_detail_body(w: &mut Writer, check: &CheckResult) {
 
     if check.status == Status::Error {
         w.blank();
-        w.labelled(
-            "note",
-            "This is not your fault: the grader could not run this check, so your score is \
-             incomplete. Run again; if it keeps happening, report it with the artifacts folder.",
-            DIM,
-            true,
-        );
+        w.labelled("note", ERROR_NOTE, DIM, true);
     }
 
     if let Some(detail) = &check.detail {
@@ -529,8 +519,8 @@ fn exchange_block(w: &mut Writer, exchange: &Exchange, n: usize, total: usize) {
         }
         if hidden > 0 {
             let note = format!(
-                "({hidden} more {}; --verbose shows all)",
-                if hidden == 1 { "header" } else { "headers" }
+                "({}; --verbose shows all)",
+                more(hidden, "header", "headers")
             );
             let note = w.paint(DIM, &note);
             w.line(format!("    {note}"));
@@ -546,15 +536,7 @@ fn exchange_block(w: &mut Writer, exchange: &Exchange, n: usize, total: usize) {
             w.line(format!("    {note}"));
         }
         if excerpt.more_bytes > 0 {
-            let note = format!(
-                "({} more {})",
-                excerpt.more_bytes,
-                if excerpt.more_bytes == 1 {
-                    "byte"
-                } else {
-                    "bytes"
-                }
-            );
+            let note = format!("({})", more(excerpt.more_bytes, "byte", "bytes"));
             let note = w.paint(DIM, &note);
             w.line(format!("    {note}"));
         }
@@ -580,58 +562,15 @@ fn summary(w: &mut Writer, report: &RunReport) {
     skill_bars(w, report);
     score_line(w, report);
 
-    let counts = Counts::of(report);
-    let (status_text, style) = match report.status {
-        RunStatus::Pass => ("pass — every check passed".to_string(), PASS),
-        RunStatus::Fail => {
-            let text = match &report.problem {
-                Some(p)
-                    if matches!(
-                        p.kind,
-                        ProblemKind::ServiceBuild | ProblemKind::ServiceStart
-                    ) =>
-                {
-                    format!("fail — {}", problem_short(p.kind))
-                }
-                _ => {
-                    let mut parts = vec![format!("{} failed", counts.failed)];
-                    if counts.skipped > 0 {
-                        parts.push(format!("{} skipped", counts.skipped));
-                    }
-                    format!("fail — {}", parts.join(", "))
-                }
-            };
-            (text, FAIL)
-        }
-        RunStatus::Error => {
-            let text = match &report.problem {
-                Some(p) => format!("error — {} (not your fault)", problem_short(p.kind)),
-                None => format!(
-                    "error — the grader could not run {} {} (not your fault); the score may be incomplete",
-                    counts.errors,
-                    if counts.errors == 1 { "check" } else { "checks" }
-                ),
-            };
-            (text, ERROR)
-        }
-    };
+    let (status_text, style) = (run_status_text(report), status_text_style(report.status));
     let status_text = w.paint(style, &status_text);
     w.line(format!(
         "  {} {status_text}",
         w.paint(BOLD, &format!("{:>LABEL$}:", "status"))
     ));
 
-    if let Some(first) = report.checks.iter().find(|c| c.status == Status::Fail) {
-        let task = first
-            .task
-            .map(|t| format!(" (task {t})"))
-            .unwrap_or_default();
-        w.labelled(
-            "next",
-            &format!("fix the first failure, {}{task}", first.id),
-            Style::new(),
-            false,
-        );
+    if let Some(next) = next_step(report) {
+        w.labelled("next", &next, Style::new(), false);
     }
     w.labelled(
         "seed",
@@ -725,7 +664,71 @@ fn score_line(w: &mut Writer, report: &RunReport) {
     w.labelled("score", &score, BOLD, false);
 }
 
-fn problem_short(kind: ProblemKind) -> &'static str {
+/// The run's verdict in words, as the summary shows it: `fail — 2 failed, 1 skipped`.
+pub(super) fn run_status_text(report: &RunReport) -> String {
+    let counts = Counts::of(report);
+    match report.status {
+        RunStatus::Pass => "pass — every check passed".to_string(),
+        RunStatus::Fail => match &report.problem {
+            Some(p) if matches!(p.kind, ProblemKind::ServiceBuild | ProblemKind::ServiceStart) => {
+                format!("fail — {}", problem_short(p.kind))
+            }
+            _ => {
+                let mut parts = vec![format!("{} failed", counts.failed)];
+                if counts.skipped > 0 {
+                    parts.push(format!("{} skipped", counts.skipped));
+                }
+                format!("fail — {}", parts.join(", "))
+            }
+        },
+        RunStatus::Error => match &report.problem {
+            Some(p) => format!("error — {} (not your fault)", problem_short(p.kind)),
+            None => format!(
+                "error — the grader could not run {} {} (not your fault); the score may be incomplete",
+                counts.errors,
+                if counts.errors == 1 { "check" } else { "checks" }
+            ),
+        },
+    }
+}
+
+fn status_text_style(status: RunStatus) -> Style {
+    match status {
+        RunStatus::Pass => PASS,
+        RunStatus::Fail => FAIL,
+        RunStatus::Error => ERROR,
+    }
+}
+
+/// The next thing to do: fix the first failure, e.g. `fix the first failure, api-design/x (task 2)`.
+pub(super) fn next_step(report: &RunReport) -> Option<String> {
+    let first = report.checks.iter().find(|c| c.status == Status::Fail)?;
+    let task = first
+        .task
+        .map(|t| format!(" (task {t})"))
+        .unwrap_or_default();
+    Some(format!("fix the first failure, {}{task}", first.id))
+}
+
+/// The note under an errored check: not the learner's fault.
+pub(super) const ERROR_NOTE: &str = "This is not your fault: the grader could not run this check, \
+     so your score is incomplete. Run again; if it keeps happening, report it with the artifacts \
+     folder.";
+
+/// `service log (last 3 lines)`.
+pub(super) fn log_label(what: &str, lines: usize) -> String {
+    format!(
+        "{what} (last {lines} {})",
+        if lines == 1 { "line" } else { "lines" }
+    )
+}
+
+/// `(3 more headers; --verbose shows all)` → the count part: `3 more headers`.
+pub(super) fn more(n: u64, one: &str, many: &str) -> String {
+    format!("{n} more {}", if n == 1 { one } else { many })
+}
+
+pub(super) fn problem_short(kind: ProblemKind) -> &'static str {
     match kind {
         ProblemKind::ServiceBuild => "the service did not build (see the top of this report)",
         ProblemKind::ServiceStart => "the service did not start (see the top of this report)",

@@ -11,16 +11,19 @@
 //! | [`Format::Json`] | [`json`] | tools and CI: the versioned contract in `docs/REPORT.md` |
 //! | [`Format::Junit`] | [`junit`] | CI test-report viewers (GitLab, Jenkins, GitHub test reporters) |
 //! | [`Format::Github`] | [`github`] | `$GITHUB_STEP_SUMMARY` (Markdown) |
+//! | [`Format::Html`] | [`html`] | one self-contained page to open in a browser or attach to CI |
 
 use crate::outcome::{RecordedResponse, RunReport, Status};
 
 pub mod github;
+pub mod html;
 pub mod human;
 pub mod json;
 pub mod junit;
 
-#[cfg(test)]
-pub(crate) mod fixtures;
+/// Example reports in every state, for the snapshot tests and the HTML report's browser test.
+#[doc(hidden)]
+pub mod fixtures;
 #[cfg(test)]
 mod tests;
 
@@ -37,6 +40,8 @@ pub enum Format {
     Junit,
     /// Markdown for a GitHub Actions job summary ($GITHUB_STEP_SUMMARY).
     Github,
+    /// One self-contained HTML page (no script, nothing external): open it in a browser.
+    Html,
 }
 
 /// Renders `report` in `format`. `style` only affects [`Format::Human`].
@@ -49,6 +54,7 @@ pub fn render(report: &RunReport, format: Format, style: &human::HumanStyle) -> 
         Format::Json => json::render(report),
         Format::Junit => junit::render(report),
         Format::Github => github::render(report),
+        Format::Html => html::render(report),
     }
 }
 
@@ -306,6 +312,18 @@ pub(crate) fn defuse_workflow_commands(text: &str) -> String {
         out.push_str(&line.replace("##[", "##\u{200b}["));
     }
     out
+}
+
+/// The entity for a character with a meaning in HTML text or a quoted attribute value.
+pub(crate) fn html_entity(c: char) -> Option<&'static str> {
+    match c {
+        '&' => Some("&amp;"),
+        '<' => Some("&lt;"),
+        '>' => Some("&gt;"),
+        '"' => Some("&quot;"),
+        '\'' => Some("&#39;"),
+        _ => None,
+    }
 }
 
 /// How a response body is shown: the text, and how many bytes of it are not shown.

@@ -1,9 +1,9 @@
 //! Snapshot tests: every renderer × every report state, plus the properties the snapshots can't
 //! show (colour doesn't change the text, escaping, round trips).
 
-use super::fixtures::{all_pass, bearer_token, mixed, service_did_not_start};
+use super::fixtures::{all_pass, bearer_token, hostile_html, mixed, service_did_not_start};
 use super::human::HumanStyle;
-use super::{body_excerpt, github, human, json, junit, render, sanitize, Counts, Format};
+use super::{body_excerpt, github, html, human, json, junit, render, sanitize, Counts, Format};
 use crate::outcome::{RecordedResponse, RunReport, Status};
 
 const PLAIN: HumanStyle = HumanStyle {
@@ -147,12 +147,19 @@ fn render_dispatches_on_format() {
         render(&report, Format::Github, &PLAIN),
         github::render(&report)
     );
+    assert_eq!(render(&report, Format::Html, &PLAIN), html::render(&report));
 }
 
 #[test]
 fn every_format_ends_with_one_newline() {
     for (name, report) in fixtures() {
-        for format in [Format::Human, Format::Json, Format::Junit, Format::Github] {
+        for format in [
+            Format::Human,
+            Format::Json,
+            Format::Junit,
+            Format::Github,
+            Format::Html,
+        ] {
             let out = render(&report, format, &PLAIN);
             assert!(
                 out.ends_with('\n') && !out.ends_with("\n\n"),
@@ -541,10 +548,120 @@ fn hostile_text_is_defused_in_every_format() {
         assert_defused("human", &human::render(&report, &VERBOSE));
         assert_defused("github", &github::render(&report));
         assert_defused("junit", &junit::render(&report));
+        let page = html::render(&report);
+        assert_defused("html", &page);
+        assert_html_is_ours("html", &page);
         let json_text = json::render(&report);
         assert_defused("json", &json_text);
         let back: serde_json::Value = serde_json::from_str(&json_text).unwrap();
         let original = serde_json::to_value(&report).unwrap();
         assert_eq!(back, original, "the JSON report changed the text");
+    }
+}
+
+#[test]
+fn html_mixed() {
+    insta::assert_snapshot!(html::render(&mixed()));
+}
+
+#[test]
+fn html_service_did_not_start() {
+    insta::assert_snapshot!(html::render(&service_did_not_start()));
+}
+
+#[test]
+fn html_all_pass() {
+    insta::assert_snapshot!(html::render(&all_pass()));
+}
+
+#[test]
+fn html_bearer_token() {
+    insta::assert_snapshot!(html::render(&bearer_token()));
+}
+
+/// Every `<` of `page` opens or closes one of [`html::ELEMENTS`], no tag has an event handler, and
+/// every container the report opens is closed as often as it is opened.
+fn assert_html_is_ours(name: &str, page: &str) {
+    let body = page
+        .split_once("</style>")
+        .map(|(_, b)| b)
+        .expect("the page has its style sheet");
+    let tag = regex::Regex::new(r"^<(/?)([a-z][a-z0-9]*)((?:\s[^<>]*)?)>").unwrap();
+    let handler = regex::Regex::new(r"(?i)\son[a-z]+\s*=").unwrap();
+    for (i, _) in page.match_indices('<') {
+        let rest = &page[i..];
+        if rest.starts_with("<!DOCTYPE html>") || rest.starts_with("</style>") {
+            continue;
+        }
+        if page[..i].contains("<style>") && !page[..i].contains("</style>") {
+            continue; // inside our own style sheet
+        }
+        let m = tag.captures(rest).unwrap_or_else(|| {
+            panic!(
+                "{name}: a `<` that is no tag: {:?}",
+                &rest[..rest.len().min(60)]
+            )
+        });
+        assert!(
+            html::ELEMENTS.contains(&&m[2]),
+            "{name}: element <{}> is not the report's",
+            &m[2]
+        );
+        assert!(
+            !handler.is_match(&m[3]),
+            "{name}: event handler in {:?}",
+            &m[0]
+        );
+    }
+    for element in ["details", "pre", "section", "li", "dl", "code", "span", "p"] {
+        assert_eq!(
+            body.matches(&format!("<{element}>")).count()
+                + body.matches(&format!("<{element} ")).count(),
+            body.matches(&format!("</{element}>")).count(),
+            "{name}: <{element}> opened and closed unevenly"
+        );
+    }
+    assert_eq!(page.matches("<style>").count(), 1, "{name}");
+    assert!(!page.contains("<script"), "{name}: a script element");
+}
+
+/// A hostile service can't add markup, script, event handlers or bidi reordering to the page:
+/// its text shows literally.
+#[test]
+fn html_escapes_hostile_text() {
+    let page = html::render(&hostile_html());
+    assert_html_is_ours("hostile", &page);
+    assert_defused("hostile", &page);
+    for shown in [
+        "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;",
+        "&lt;img src=x onerror=alert(1)&gt;",
+        "&quot; onmouseover=&quot;alert(1)&quot; x=&quot;",
+        "&#39; autofocus onfocus=&#39;alert(1)",
+        "&amp;lt;b&amp;gt;already escaped",
+        "&lt;U+202E&gt;gnp.exe&lt;U+2066&gt;x&lt;U+200F&gt;",
+    ] {
+        assert!(page.contains(shown), "the page lacks {shown:?}");
+    }
+    assert!(!page.contains('\u{1b}'), "an escape sequence survived");
+    insta::assert_snapshot!(page);
+}
+
+/// The page loads nothing and runs nothing: a CSP forbids it, and it has no URL to fetch
+/// (no `src`, `href` or `url(`).
+#[test]
+fn html_is_self_contained() {
+    for (name, report) in fixtures() {
+        let page = html::render(&report);
+        assert!(
+            page.contains(&format!(
+                "<meta http-equiv=\"Content-Security-Policy\" content=\"{}\">",
+                html::CSP
+            )),
+            "{name}"
+        );
+        assert!(html::CSP.starts_with("default-src 'none';"));
+        for needle in [" src=", " href=", "url(", "@import", "<script", "<link"] {
+            assert!(!page.contains(needle), "{name}: {needle:?} in the page");
+        }
     }
 }

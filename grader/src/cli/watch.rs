@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::cli::{keep_progress, print_diagnostics, run_error, Interrupt, WatchArgs};
+use super::{keep_progress, print_diagnostics, run_error, Interrupt, WatchArgs};
 use crate::exercise::Catalog;
 use crate::outcome::{CheckResult, RunReport, Status};
 use crate::progress::Progress;
@@ -73,7 +73,7 @@ pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
     };
     let ignored = Ignored::new(&service_dir);
     let mut interrupt = Interrupt::new();
-    let color = crate::cli::stderr_color() && std::io::stdout().is_terminal();
+    let color = super::stderr_color() && std::io::stdout().is_terminal();
     eprintln!(
         "grader watch · {} · seed {} (`grader check --seed {}` replays a run) · Ctrl-C stops",
         crate::diagnostic::display_path(&service_dir),
