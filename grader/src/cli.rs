@@ -63,6 +63,21 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Write a starter service in DIR (default: the current folder): it answers /healthz and
+    /// connects to PostgreSQL, with a grader.toml for the exercises; never overwrites a file.
+    Init {
+        /// Folder to write into (created when missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Language of the starter.
+        #[arg(long, value_enum)]
+        lang: crate::init::Lang,
+        /// Exercise to attempt (repeatable; default: the first of the curriculum).
+        #[arg(long = "exercise", short = 'e', value_name = "ID")]
+        exercises: Vec<String>,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Show what a check expects, why it matters, a hint and its spec references.
     Explain {
         /// Check id, e.g. api-design/create-returns-201
@@ -139,6 +154,13 @@ pub async fn main() -> i32 {
         },
         Command::Lint(source) => lint(&source),
         Command::Explain { check, source } => explain(&check, &source),
+        Command::Init {
+            dir,
+            lang,
+            exercises,
+            source,
+        } => load_catalog(&source)
+            .map_or_else(|c| c, |c| crate::init::run(&dir, lang, &exercises, &c)),
         Command::Prove {
             path,
             seed,
