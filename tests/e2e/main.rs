@@ -7,6 +7,7 @@
 //! - broken manifests and exercise files give located errors;
 //! - crashing, hanging and lying services give failed checks with the cause, never a hang.
 
+mod init;
 mod support;
 
 use std::collections::BTreeSet;
