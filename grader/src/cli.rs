@@ -77,6 +77,21 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Write a starter service in DIR (default: the current folder): it answers /healthz and
+    /// connects to PostgreSQL, with a grader.toml for the exercises; never overwrites a file.
+    Init {
+        /// Folder to write into (created when missing).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// Language of the starter.
+        #[arg(long, value_enum)]
+        lang: crate::init::Lang,
+        /// Exercise to attempt (repeatable; default: the first of the curriculum).
+        #[arg(long = "exercise", short = 'e', value_name = "ID")]
+        exercises: Vec<String>,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Re-grade on every save: the service is rebuilt and restarted, PostgreSQL and Redis stay
     /// up (each run gets a fresh copy of the database), last run's failures run first.
     Watch(WatchArgs),
@@ -213,6 +228,13 @@ pub async fn main() -> i32 {
             Err(code) => code,
         },
         Command::Status { path, source } => status(&path, &source),
+        Command::Init {
+            dir,
+            lang,
+            exercises,
+            source,
+        } => load_catalog(&source)
+            .map_or_else(|c| c, |c| crate::init::run(&dir, lang, &exercises, &c)),
         Command::Prove {
             path,
             seed,

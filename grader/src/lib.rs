@@ -11,6 +11,7 @@ pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
 pub mod exercise;
+pub mod init;
 pub mod manifest;
 pub mod outcome;
 pub mod pg;

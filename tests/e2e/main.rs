@@ -7,6 +7,7 @@
 //! - broken manifests and exercise files give located errors;
 //! - crashing, hanging and lying services give failed checks with the cause, never a hang.
 
+mod init;
 mod support;
 
 use std::collections::BTreeSet;
@@ -471,29 +472,6 @@ fn report_formats_agree() {
 }
 
 #[test]
-fn starter_scaffolds_run_and_fail_cleanly() {
-    let run = grade(
-        &repo_root().join("scaffolds/python"),
-        &["--seed", "11"],
-        &[],
-    );
-    assert_eq!(run.code, 1, "{}", run.human_summary());
-    let report = run.json();
-    assert_eq!(report["score"]["percent"], 0.0);
-    let statuses: BTreeSet<&str> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        statuses,
-        BTreeSet::from(["fail"]),
-        "a starter must fail checks, never error or skip"
-    );
-}
-
-#[test]
 fn prove_reports_a_variant_whose_expectation_is_wrong() {
     let out = std::process::Command::new(grader_bin())
         .arg("prove")
@@ -527,16 +505,17 @@ fn prove_reports_a_variant_whose_expectation_is_wrong() {
     assert!(stdout.trim_end().ends_with("NOT proven"), "{stdout}");
 }
 
-/// Starts the Python scaffold by hand, as a learner would for `--runtime external`, and waits
-/// (bounded) until it listens; returns the process and its URL.
-fn start_python_scaffold() -> (std::process::Child, String) {
+/// Starts an empty service (no database) by hand, as a learner would for `--runtime external`,
+/// and waits (bounded) until it listens; returns the process and its URL. The starters that
+/// `grader init` writes are graded in init.rs.
+fn start_empty_service() -> (std::process::Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     let service = std::process::Command::new("python3")
-        .arg(repo_root().join("scaffolds/python/app.py"))
+        .arg(fixture("empty-service/app.py"))
         .env("PORT", port.to_string())
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -546,7 +525,7 @@ fn start_python_scaffold() -> (std::process::Child, String) {
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the scaffold did not start"
+            "the empty service did not start"
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
@@ -556,9 +535,9 @@ fn start_python_scaffold() -> (std::process::Child, String) {
 #[test]
 fn external_runtime_grades_a_running_service() {
     // A service somebody else started: the grader only sends requests to it.
-    let (mut service, url) = start_python_scaffold();
+    let (mut service, url) = start_empty_service();
     let run = grade(
-        &repo_root().join("scaffolds/python"),
+        &fixture("empty-service"),
         &["--runtime", "external", "--url", &url, "--seed", "2"],
         &[],
     );
@@ -586,9 +565,9 @@ fn external_runtime_grades_a_running_service() {
 fn database_checks_are_errors_without_the_graders_database() {
     // With --runtime external the grader owns no PostgreSQL: the database-indexing checks cannot
     // run, and say it is the grader's limitation (error, exit 3), never the service's failure.
-    let (mut service, url) = start_python_scaffold();
+    let (mut service, url) = start_empty_service();
     let run = grade(
-        &repo_root().join("scaffolds/python"),
+        &fixture("empty-service"),
         &[
             "--runtime",
             "external",
