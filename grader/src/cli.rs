@@ -17,6 +17,7 @@ use crate::run::{self, Cancel, RunError, RunRequest, RuntimeKind};
 use crate::scoring::{self, exit};
 
 pub mod docs;
+pub mod init;
 pub mod watch;
 
 #[derive(Parser, Debug)]
@@ -85,7 +86,7 @@ pub enum Command {
         dir: PathBuf,
         /// Language of the starter.
         #[arg(long, value_enum)]
-        lang: crate::init::Lang,
+        lang: init::Lang,
         /// Exercise to attempt (repeatable; default: the first of the curriculum).
         #[arg(long = "exercise", short = 'e', value_name = "ID")]
         exercises: Vec<String>,
@@ -233,8 +234,7 @@ pub async fn main() -> i32 {
             lang,
             exercises,
             source,
-        } => load_catalog(&source)
-            .map_or_else(|c| c, |c| crate::init::run(&dir, lang, &exercises, &c)),
+        } => load_catalog(&source).map_or_else(|c| c, |c| init::run(&dir, lang, &exercises, &c)),
         Command::Prove {
             path,
             seed,

@@ -11,7 +11,6 @@ pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
 pub mod exercise;
-pub mod init;
 pub mod manifest;
 pub mod outcome;
 pub mod pg;
