@@ -85,6 +85,13 @@ impl ProgressRecord {
         let path = Self::path(service_dir);
         let mut text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
         text.push('\n');
+        // `.grader` is in the service's folder, which the service can write: never through a
+        // link planted there.
+        if let Some(dir) = path.parent() {
+            crate::artifacts::refuse_links(dir, 0)
+                .and_then(|()| std::fs::create_dir_all(dir))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
         crate::artifacts::write_replacing(&path, text.as_bytes())
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     }
@@ -377,7 +384,6 @@ mod tests {
         let mut record = ProgressRecord::load(empty.path()).unwrap();
         assert!(record.exercises.is_empty());
         record.record(&report(vec![verdict("api-design", "x", Status::Pass)], "t"));
-        std::fs::create_dir(empty.path().join(".grader")).unwrap();
         record.save(empty.path()).unwrap();
         assert_eq!(ProgressRecord::load(empty.path()).unwrap(), record);
     }
