@@ -3,7 +3,7 @@
 //! one stage at a time ([`render`]); `grader lint` checks the stages ([`problems`]).
 //!
 //! What lint calls code (documented in exercises/AUTHORING.md, "Staged hints"): a Markdown code
-//! fence; code punctuation (`=>`, `::`, `);`, `{` together with `;`, a line ending in `;` or
+//! fence; code punctuation (`=>`, `::`, `();`, a `;` inside braces, a line ending in `;` or
 //! `{`); and a SQL statement with concrete operands: an upper-case verb (`SELECT`, `INSERT`,
 //! `INTO`, `UPDATE`, `DELETE`, `CREATE`) followed within four words by a clause keyword (`FROM`,
 //! `VALUES`, `SET`, `WHERE`, `ON`) with a lower-case name or `*` in between. Naming a mechanism
@@ -92,11 +92,17 @@ pub fn code_in(text: &str) -> Option<String> {
     if text.contains("```") {
         return Some("it has a Markdown code fence (```)".into());
     }
-    if let Some(token) = ["=>", "::", ");"].into_iter().find(|t| text.contains(t)) {
+    if let Some(token) = ["=>", "::", "();"].into_iter().find(|t| text.contains(t)) {
         return Some(format!("it has `{token}`"));
     }
-    if text.contains('{') && text.contains(';') {
-        return Some("it has braces and semicolons".into());
+    let mut depth = 0usize;
+    for c in text.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            ';' if depth > 0 => return Some("it has a `;` inside braces".into()),
+            _ => {}
+        }
     }
     if text
         .lines()
@@ -279,6 +285,7 @@ mod tests {
             "match role { Admin => ok }",
             "call db::insert first",
             "run res.status(403);",
+            "then call flush(); and return",
             "let x = 1;",
             "SELECT * FROM orders",
             "SELECT balance FROM accounts WHERE id = $1 FOR UPDATE",
@@ -297,6 +304,8 @@ mod tests {
             "Send {\"name\": \"x\"} with curl and look at the status: 201 or 200?",
             "UPDATE ... SET with the new balance, after a check in the same statement",
             "Read the README: which fields are required?",
+            "Use the writable fields only (sku, name); ignore the rest.",
+            "Answer 201 with Location /wallets/{id}; send an ETag on GET.",
         ] {
             assert_eq!(code_in(prose), None, "flagged: {prose}");
         }
