@@ -21,13 +21,6 @@ pub const MAX_CHARS: usize = 280;
 /// Width `grader hint` wraps a stage to.
 const WIDTH: usize = 100;
 
-/// One stage of a check's hints, with where it is written in exercise.toml.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Stage {
-    pub text: String,
-    pub span: Range<usize>,
-}
-
 const HELP: &str = "2 to 4 stages: a nudge (where to look), then narrower, the last naming the \
                     mechanism; see \"Staged hints\" in exercises/AUTHORING.md";
 
@@ -40,6 +33,11 @@ pub fn problems(exercise: &Exercise) -> Diagnostics {
         let at =
             |span: &Range<usize>, message: String| Diagnostic::new(file, span.clone(), message);
         let Some(first) = check.hints.first() else {
+            let message = format!(
+                "check \"{}\" has no staged hints; add hints = [...]",
+                check.id
+            );
+            diags.push(at(&check.span, message).with_help(HELP));
             continue;
         };
         if !STAGES.contains(&check.hints.len()) {
@@ -251,6 +249,10 @@ mod tests {
 
     #[test]
     fn every_rule_is_a_located_error() {
+        assert_eq!(
+            messages(""),
+            ["sec/exercise.toml:9:6: error: check \"admin\" has no staged hints; add hints = [...]"]
+        );
         assert_eq!(
             messages("hints = [\"only one\"]"),
             ["sec/exercise.toml:14:10: error: check \"admin\" has 1 staged hints; write 2 to 4"]

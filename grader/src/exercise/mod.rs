@@ -109,7 +109,7 @@ pub struct Check {
     pub hint: String,
     /// Staged hints (`hints = [...]`), from a nudge to the mechanism; `grader hint` prints one
     /// at a time and `grader lint` checks them (see [`hints`]).
-    pub hints: Vec<hints::Stage>,
+    pub hints: Vec<HintStage>,
     pub spec: Vec<String>,
     /// Ids of checks (same exercise) that must pass first; otherwise this one is skipped.
     pub requires: Vec<String>,
@@ -126,6 +126,13 @@ pub struct Check {
     /// The `gen = "jwt"` variables the check uses (names them in a template): the only ones
     /// minted when it runs, so a `rotate = true` token rotates the issuer only for its checks.
     pub tokens: Vec<String>,
+}
+
+/// One stage of a check's `hints`, with where it is written in exercise.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HintStage {
+    pub text: String,
+    pub span: std::ops::Range<usize>,
 }
 
 #[derive(Debug, Clone)]

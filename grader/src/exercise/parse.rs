@@ -695,7 +695,7 @@ fn parse_check(
         hints: c
             .hints
             .into_iter()
-            .map(|s| super::hints::Stage {
+            .map(|s| super::HintStage {
                 span: s.span(),
                 text: s.into_inner(),
             })
