@@ -112,6 +112,16 @@ pub enum Command {
         #[command(flatten)]
         source: SourceArgs,
     },
+    /// Print one staged hint for a failing check: stage 1 nudges, the last names the mechanism.
+    Hint {
+        /// Check id, e.g. api-design/create-returns-201
+        check: String,
+        /// Which hint, from 1.
+        #[arg(default_value_t = 1)]
+        stage: usize,
+        #[command(flatten)]
+        source: SourceArgs,
+    },
     /// Print a shell completion script for SHELL (bash, zsh, fish, powershell or elvish).
     Completions {
         #[arg(value_enum)]
@@ -224,6 +234,11 @@ pub async fn main() -> i32 {
         },
         Command::Lint(source) => lint(&source),
         Command::Explain { check, source } => explain(&check, &source),
+        Command::Hint {
+            check,
+            stage,
+            source,
+        } => hint(&check, stage, &source),
         Command::Watch(args) => match load_catalog(&args.source) {
             Ok(catalog) => watch::run(args, &catalog).await,
             Err(code) => code,
@@ -288,6 +303,7 @@ fn lint(source: &SourceArgs) -> i32 {
     let mut problems = Diagnostics::default();
     for exercise in &catalog.exercises {
         problems.0.extend(coverage::problems(exercise).0);
+        problems.0.extend(exercise::hints::problems(exercise).0);
     }
     if !problems.is_empty() {
         print_diagnostics(&problems);
@@ -362,14 +378,7 @@ fn explain(id: &str, source: &SourceArgs) -> i32 {
     let Ok(catalog) = load_catalog(source) else {
         return exit::USAGE;
     };
-    let found = catalog.exercises.iter().find_map(|ex| {
-        ex.checks
-            .iter()
-            .find(|c| id == format!("{}/{}", ex.id, c.id) || id == c.id)
-            .map(|c| (ex, c))
-    });
-    let Some((ex, c)) = found else {
-        eprintln!("grader: no check \"{id}\"; `grader exercises` lists them");
+    let Some((ex, c)) = find_check(&catalog, id) else {
         return exit::USAGE;
     };
     println!("{}/{}  {}", ex.id, c.id, c.title);
@@ -381,6 +390,10 @@ fn explain(id: &str, source: &SourceArgs) -> i32 {
     }
     println!("skill: {}   points: {}", c.skill, c.points);
     println!("\nwhy:  {}\nhint: {}", c.why, c.hint);
+    println!(
+        "stuck? `grader hint {}/{}` gives hints one stage at a time",
+        ex.id, c.id
+    );
     if !c.spec.is_empty() {
         println!("spec: {}", c.spec.join("; "));
     }
@@ -397,6 +410,46 @@ fn explain(id: &str, source: &SourceArgs) -> i32 {
         }
     }
     exit::OK
+}
+
+/// A check by `exercise/check` or unique `check` (for `explain` and `hint`); an unknown one is
+/// reported, with the nearest id.
+fn find_check<'a>(
+    catalog: &'a Catalog,
+    id: &str,
+) -> Option<(&'a exercise::Exercise, &'a exercise::Check)> {
+    let found = catalog.find_check(id);
+    if found.is_none() {
+        let ids = catalog.check_ids();
+        let near = crate::diagnostic::did_you_mean(
+            id,
+            ids.iter()
+                .flat_map(|s| [s.as_str(), s.split_once('/').map_or(s.as_str(), |(_, c)| c)]),
+        )
+        .map(|s| format!("did you mean \"{s}\"? "))
+        .unwrap_or_default();
+        eprintln!("grader: no check \"{id}\"; {near}`grader exercises` lists them");
+    }
+    found
+}
+
+fn hint(id: &str, stage: usize, source: &SourceArgs) -> i32 {
+    let Ok(catalog) = load_catalog(source) else {
+        return exit::USAGE;
+    };
+    let Some((ex, c)) = find_check(&catalog, id) else {
+        return exit::USAGE;
+    };
+    match exercise::hints::render(ex, c, stage) {
+        Ok(text) => {
+            print!("{text}");
+            exit::OK
+        }
+        Err(message) => {
+            eprintln!("grader: {message}");
+            exit::USAGE
+        }
+    }
 }
 
 async fn check(args: CheckArgs) -> i32 {

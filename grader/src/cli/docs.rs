@@ -84,6 +84,7 @@ mod tests {
             "lint",
             "prove",
             "explain",
+            "hint",
             "completions",
             "man",
         ] {

@@ -5,6 +5,7 @@
 //! wrong is reported as a located [`Diagnostic`](crate::diagnostic::Diagnostic), all at once.
 
 pub mod coverage;
+pub mod hints;
 mod parse;
 mod source;
 
@@ -29,6 +30,24 @@ pub struct Catalog {
 impl Catalog {
     pub fn exercise(&self, id: &str) -> Option<&Exercise> {
         self.exercises.iter().find(|e| e.id == id)
+    }
+
+    /// The check named `exercise/check`, or `check` alone when its id is unique.
+    pub fn find_check(&self, id: &str) -> Option<(&Exercise, &Check)> {
+        self.exercises.iter().find_map(|ex| {
+            ex.checks
+                .iter()
+                .find(|c| id == format!("{}/{}", ex.id, c.id) || id == c.id)
+                .map(|c| (ex, c))
+        })
+    }
+
+    /// Every check as `exercise/check`, for did-you-mean suggestions.
+    pub fn check_ids(&self) -> Vec<String> {
+        self.exercises
+            .iter()
+            .flat_map(|ex| ex.checks.iter().map(move |c| format!("{}/{}", ex.id, c.id)))
+            .collect()
     }
 
     pub fn skill(&self, id: &str) -> Option<&Skill> {
@@ -88,6 +107,9 @@ pub struct Check {
     pub points: u32,
     pub why: String,
     pub hint: String,
+    /// Staged hints (`hints = [...]`), from a nudge to the mechanism; `grader hint` prints one
+    /// at a time and `grader lint` checks them (see [`hints`]).
+    pub hints: Vec<HintStage>,
     pub spec: Vec<String>,
     /// Ids of checks (same exercise) that must pass first; otherwise this one is skipped.
     pub requires: Vec<String>,
@@ -104,6 +126,13 @@ pub struct Check {
     /// The `gen = "jwt"` variables the check uses (names them in a template): the only ones
     /// minted when it runs, so a `rotate = true` token rotates the issuer only for its checks.
     pub tokens: Vec<String>,
+}
+
+/// One stage of a check's `hints`, with where it is written in exercise.toml.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HintStage {
+    pub text: String,
+    pub span: std::ops::Range<usize>,
 }
 
 #[derive(Debug, Clone)]

@@ -70,6 +70,9 @@ struct RawCheck {
     points: Option<Spanned<u32>>,
     why: Spanned<String>,
     hint: Spanned<String>,
+    /// Staged hints, nudge first and mechanism last; `grader lint` checks them.
+    #[serde(default)]
+    hints: Vec<Spanned<String>>,
     #[serde(default)]
     spec: Vec<String>,
     #[serde(default)]
@@ -689,6 +692,14 @@ fn parse_check(
         points,
         why: c.why.into_inner(),
         hint: c.hint.into_inner(),
+        hints: c
+            .hints
+            .into_iter()
+            .map(|s| super::HintStage {
+                span: s.span(),
+                text: s.into_inner(),
+            })
+            .collect(),
         spec: c.spec,
         requires: c.requires.into_iter().map(Spanned::into_inner).collect(),
         covers: c
@@ -1321,7 +1332,7 @@ fn find_span(file: &SourceFile, needle: &str) -> Range<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -1347,7 +1358,7 @@ mod tests {
     }
 
     /// A folder with the real skills.toml and one exercise `sec` written as `toml`.
-    fn catalog_with(toml: &str) -> Result<Catalog, Diagnostics> {
+    pub(crate) fn catalog_with(toml: &str) -> Result<Catalog, Diagnostics> {
         let dir = tempfile::tempdir().unwrap();
         let skills = concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/skills.toml");
         std::fs::copy(skills, dir.path().join("skills.toml")).unwrap();
@@ -1357,9 +1368,9 @@ mod tests {
         load_catalog(&ExerciseSource::Dir(dir.path().to_path_buf()))
     }
 
-    const SEC_HEAD: &str =
+    pub(crate) const SEC_HEAD: &str =
         "id = \"sec\"\ntitle = \"t\"\nsummary = \"s\"\nskills = [\"security\"]\ndifficulty = 3\n";
-    const SEC_CHECK: &str = "[[check]]\nid = \"admin\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n[[check.step]]\nrequest.method = \"GET\"\nrequest.path = \"/admin/stats\"\nrequest.headers.Authorization = \"Bearer {{admin}}\"\nexpect.status = 200\n";
+    pub(crate) const SEC_CHECK: &str = "[[check]]\nid = \"admin\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n[[check.step]]\nrequest.method = \"GET\"\nrequest.path = \"/admin/stats\"\nrequest.headers.Authorization = \"Bearer {{admin}}\"\nexpect.status = 200\n";
     const ISSUER: &str = "[upstreams.issuer]\nkind = \"oidc-issuer\"\nenv = \"AUTH_ISSUER_URL\"\naudience = \"notes-api\"\nservice_env = { AUTH_AUDIENCE = \"notes-api\" }\n";
 
     #[test]
