@@ -503,12 +503,18 @@ async fn check(args: CheckArgs) -> i32 {
         return exit::USAGE;
     }
     let next = keep_progress(&args.path, &report, &catalog);
-    if args.format == Format::Human && args.output.is_none() {
+    if args.format == Format::Human && args.output.is_none() && !interrupted {
         if let Some(next) = next {
-            eprintln!("{next}");
+            say(&next);
         }
     }
     code
+}
+
+/// A line on stderr that is only advice: a reader that has gone away (a closed pipe) must not
+/// turn it into a panic or change the exit code.
+pub(crate) fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Adds a run's verdicts to `.grader/progress.json` and returns the next step, for one line
@@ -528,7 +534,7 @@ pub(crate) fn keep_progress(
     match kept {
         Ok(record) => Some(next_step(&record, catalog)),
         Err(e) => {
-            eprintln!("grader: progress not recorded: {e}");
+            say(&format!("grader: progress not recorded: {e}"));
             None
         }
     }

@@ -20,7 +20,15 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use super::{keep_progress, print_diagnostics, run_error, Interrupt, WatchArgs};
+use super::{keep_progress, print_diagnostics, run_error, say, Interrupt, WatchArgs};
+
+/// `eprintln!` that cannot panic: the session's messages are advice, and a closed stderr must
+/// not stop the loop or leave the databases running.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        say(&format!($($arg)*))
+    };
+}
 use crate::exercise::Catalog;
 use crate::outcome::{CheckResult, RunReport, Status};
 use crate::progress::Progress;
@@ -64,7 +72,7 @@ pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
     let (_watcher, mut changes) = match watch_folder(&service_dir) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!(
+            say!(
                 "grader: cannot watch {} for changes: {e}",
                 service_dir.display()
             );
@@ -74,7 +82,7 @@ pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
     let ignored = Ignored::new(&service_dir);
     let mut interrupt = Interrupt::new();
     let color = super::stderr_color() && std::io::stdout().is_terminal();
-    eprintln!(
+    say!(
         "grader watch · {} · seed {} (`grader check --seed {}` replays a run) · Ctrl-C stops",
         crate::diagnostic::display_path(&service_dir),
         request.seed.unwrap_or_default(),
@@ -104,7 +112,7 @@ pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
                 if args.max_runs.is_some_and(|max| runs >= max) {
                     break;
                 }
-                eprintln!("watching for changes… (Ctrl-C stops)");
+                say!("watching for changes… (Ctrl-C stops)");
                 wait_for_change(&mut changes, &ignored, &mut interrupt, quiet).await
             }
             RunOutcome::Interrupted(Next::Change(path)) => {
@@ -118,7 +126,7 @@ pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
                 if args.max_runs.is_some_and(|max| runs >= max) {
                     break;
                 }
-                eprintln!("fix it and save; watching for changes… (Ctrl-C stops)");
+                say!("fix it and save; watching for changes… (Ctrl-C stops)");
                 wait_for_change(&mut changes, &ignored, &mut interrupt, quiet).await
             }
         };
@@ -131,7 +139,7 @@ pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
         }
     }
     if let Some(warm) = warm {
-        eprintln!("stopping PostgreSQL and Redis");
+        say!("stopping PostgreSQL and Redis");
         warm.shutdown().await;
     }
     // Stopped by the learner: that is not a failure. A bounded session (`--max-runs`) exits as
@@ -185,7 +193,7 @@ async fn grade_once(
             old.shutdown().await;
         }
         if postgres || redis {
-            eprintln!(
+            say!(
                 "starting PostgreSQL{} once for every run",
                 if redis { " and Redis" } else { "" }
             );
@@ -195,9 +203,9 @@ async fn grade_once(
             Ok(w) => *warm = Some(w),
             Err(e) => {
                 let problem = run::start_problem(e, &logs);
-                eprintln!("grader: {}", problem.message);
+                say!("grader: {}", problem.message);
                 if let Some(fix) = problem.fix {
-                    eprintln!("  fix: {fix}");
+                    say!("  fix: {fix}");
                 }
                 return RunOutcome::CannotRun;
             }
@@ -239,7 +247,7 @@ async fn grade_once(
     drop(events);
     if let Some(next) = cancelled_by {
         if let Next::Change(path) = &next {
-            eprintln!(
+            say!(
                 "{} changed during the run: starting again",
                 path.strip_prefix(&service_dir).unwrap_or(path).display()
             );
@@ -258,7 +266,7 @@ async fn grade_once(
     if let Err(e) =
         crate::artifacts::write_replacing(&artifacts.join("report.json"), json.as_bytes())
     {
-        eprintln!("grader: cannot write the report: {e}");
+        say!("grader: cannot write the report: {e}");
     }
     let next = keep_progress(&service_dir, &report, catalog);
     // Next time, what did not pass runs first.
