@@ -40,6 +40,8 @@ const WIDTH: usize = 100;
 const LABEL: usize = 9;
 /// Cells of a skill bar.
 const BAR: usize = 20;
+/// Failures listed one line each under the first on the compact screen; the rest are counted.
+const COMPACT_OTHERS: usize = 12;
 /// Check lines longer than this don't pad titles to a common width.
 const MAX_ALIGNED_LINE: usize = 130;
 
@@ -100,12 +102,19 @@ pub fn render_compact(report: &RunReport, style: &HumanStyle) -> String {
             w.line(w.paint(BOLD, "also not passing"));
             let id_width = others.iter().map(|c| c.id.chars().count()).max();
             let id_width = id_width.unwrap_or(0);
-            for check in others {
+            for check in others.iter().take(COMPACT_OTHERS) {
                 let tag = format!("{:<5}", status_tag(check.status));
                 let tag = w.paint(status_style(check.status), &tag);
                 let message = check.message.as_deref().map(sanitize).unwrap_or_default();
                 let message = one_line(&message, WIDTH.saturating_sub(id_width + 10));
                 w.line(format!("  {tag}  {:<id_width$}  {message}", check.id));
+            }
+            if others.len() > COMPACT_OTHERS {
+                let more = format!(
+                    "… and {} more (`grader check` shows every one)",
+                    others.len() - COMPACT_OTHERS
+                );
+                w.line(format!("  {}", w.paint(DIM, &more)));
             }
             w.blank();
         }

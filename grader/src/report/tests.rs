@@ -81,6 +81,37 @@ fn compact_service_did_not_start() {
     insta::assert_snapshot!(human::render_compact(&service_did_not_start(), &PLAIN));
 }
 
+/// A service that fails nearly everything (a fresh starter) still gets a screen, not a wall: the
+/// first failure in full, a dozen more by name, the rest counted.
+#[test]
+fn compact_counts_the_failures_it_does_not_list() {
+    let mut report = mixed();
+    let failing = report
+        .checks
+        .iter()
+        .find(|c| c.status == Status::Fail)
+        .unwrap()
+        .clone();
+    for i in 0..20 {
+        let mut more = failing.clone();
+        more.id = format!("api-design/more-{i}");
+        report.checks.push(more);
+    }
+    let not_passing = report
+        .checks
+        .iter()
+        .filter(|c| matches!(c.status, Status::Fail | Status::Error))
+        .count();
+    let text = human::render_compact(&report, &PLAIN);
+    let listed = text
+        .lines()
+        .filter(|l| l.starts_with("  FAIL") || l.starts_with("  ERROR"))
+        .count();
+    assert_eq!(listed, 12, "{text}");
+    let unlisted = not_passing - 1 - 12;
+    assert!(text.contains(&format!("… and {unlisted} more")), "{text}");
+}
+
 #[test]
 fn compact_all_pass() {
     insta::assert_snapshot!(human::render_compact(&all_pass(), &PLAIN));

@@ -149,7 +149,10 @@ impl LocalEnvironment {
                 return match fresh {
                     Ok(db) => {
                         progress.phase_finished(Phase::Postgres, db.copied_in);
-                        (Some(Err(db.info)), Ok((db.copied_in, db.loaded_in)))
+                        (
+                            Some(Provided::Warm(db.info)),
+                            Ok((db.copied_in, db.loaded_in)),
+                        )
                     }
                     Err(e) => (None, Err(e)),
                 };
@@ -165,7 +168,7 @@ impl LocalEnvironment {
             let loaded = load_data(plan, &postgres, progress)
                 .await
                 .map(|data_took| (postgres_took, data_took));
-            (Some(Ok(postgres)), loaded)
+            (Some(Provided::Owned(postgres)), loaded)
         };
         let cache = async {
             if plan.redis_env.is_none() {
@@ -174,7 +177,7 @@ impl LocalEnvironment {
             if let Some(warm) = warm {
                 let started = Instant::now();
                 return match warm.dependencies.empty_redis().await {
-                    Ok(info) => (Some((Err(info), started.elapsed())), Ok(())),
+                    Ok(info) => (Some((Provided::Warm(info), started.elapsed())), Ok(())),
                     Err(e) => (None, Err(e)),
                 };
             }
@@ -183,7 +186,7 @@ impl LocalEnvironment {
             match redis::start(artifacts).await {
                 Ok(r) => {
                     progress.phase_finished(Phase::Redis, started.elapsed());
-                    (Some((Ok(r), started.elapsed())), Ok(()))
+                    (Some((Provided::Owned(r), started.elapsed())), Ok(()))
                 }
                 Err(e) => (None, Err(e)),
             }
@@ -198,23 +201,22 @@ impl LocalEnvironment {
             progress.phase_finished(Phase::Build, started.elapsed());
             Ok(started.elapsed())
         };
-        // Each server is this run's own (`Ok`) or a warm one's connection details (`Err`).
         let ((postgres, loaded), (redis, redis_ok), built) = tokio::join!(database, cache, build);
         match postgres {
-            Some(Ok(owned)) => {
+            Some(Provided::Owned(owned)) => {
                 self.postgres_info = owned.info.clone();
                 self.postgres = Some(owned);
             }
-            Some(Err(info)) => self.postgres_info = Some(info),
+            Some(Provided::Warm(info)) => self.postgres_info = Some(info),
             None => {}
         }
         if let Some((redis, took)) = redis {
             match redis {
-                Ok(owned) => {
+                Provided::Owned(owned) => {
                     self.redis_info = owned.info.clone();
                     self.redis = Some(owned);
                 }
-                Err(info) => self.redis_info = Some(info),
+                Provided::Warm(info) => self.redis_info = Some(info),
             }
             timings.redis = took;
         }
@@ -408,6 +410,12 @@ impl Drop for LocalEnvironment {
             postgres.stop();
         }
     }
+}
+
+/// A server a run gets: one it started (and stops), or a warm one's connection details.
+enum Provided<Server, Info> {
+    Owned(Server),
+    Warm(Info),
 }
 
 /// A poisoned lock only means a panic elsewhere; the process handle inside is still valid, and
