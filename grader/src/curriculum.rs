@@ -254,9 +254,10 @@ pub fn next_step(record: &ProgressRecord, catalog: &Catalog) -> String {
                 .unwrap_or("");
             let left = next.checks.len() - record.passing(next).len();
             format!(
-                "next: {} has {left} check{} to go; start with `grader explain {}/{first_failing}`",
+                "next: {} has {left} check{} to go; start with `grader explain {}/{first_failing}` (stuck? `grader hint {}/{first_failing}`)",
                 next.id,
                 if left == 1 { "" } else { "s" },
+                next.id,
                 next.id
             )
         }
