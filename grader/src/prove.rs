@@ -49,7 +49,8 @@ pub struct Variant {
     #[serde(default)]
     pub volatile_evidence: bool,
     /// For the end-to-end tests only: graded here, but left out of CI's run because other
-    /// variants of the same service catch the same checks (a time budget, not a weaker proof).
+    /// variants of the exercise catch the same checks (a time budget; `grader prove` still
+    /// grades it).
     #[serde(default)]
     pub soak: bool,
 }

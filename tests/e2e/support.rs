@@ -153,7 +153,7 @@ pub struct Variant {
     #[serde(default)]
     pub volatile_evidence: bool,
     /// Left out of CI's run (graded with E2E_ALL_VARIANTS=1 and by `grader prove`): every check
-    /// it fails is failed in CI by another variant of the same service and exercise.
+    /// it fails is failed in CI by another variant of the exercise.
     #[serde(default)]
     pub soak: bool,
 }
