@@ -142,8 +142,9 @@ pub struct SourceArgs {
     pub exercises_dir: Option<PathBuf>,
 }
 
+/// What `check` and `watch` grade: a service folder, and which of its exercises and checks.
 #[derive(Args, Debug)]
-pub struct WatchArgs {
+pub struct Target {
     /// Folder of the service (holding grader.toml).
     #[arg(default_value = ".")]
     pub path: PathBuf,
@@ -153,6 +154,23 @@ pub struct WatchArgs {
     /// Run only these checks: `exercise/check`, `check` or a whole `exercise` (repeatable).
     #[arg(long, value_name = "CHECK")]
     pub only: Vec<String>,
+}
+
+impl Target {
+    /// A run request for this target, the rest at its defaults.
+    fn request(&self) -> RunRequest {
+        RunRequest {
+            exercises: self.exercises.clone(),
+            only: self.only.clone(),
+            ..RunRequest::new(&self.path)
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub target: Target,
     /// Seed of the random data for every run of this session (a fresh one when absent, printed).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -168,15 +186,8 @@ pub struct WatchArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// Folder of the service (holding grader.toml).
-    #[arg(default_value = ".")]
-    pub path: PathBuf,
-    /// Grade these exercises instead of the ones grader.toml lists (repeatable).
-    #[arg(long = "exercise", short = 'e', value_name = "ID")]
-    pub exercises: Vec<String>,
-    /// Run only these checks: `exercise/check`, `check` or a whole `exercise` (repeatable).
-    #[arg(long, value_name = "CHECK")]
-    pub only: Vec<String>,
+    #[command(flatten)]
+    pub target: Target,
     /// Where the service runs.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Local)]
     pub runtime: RuntimeKind,
@@ -463,15 +474,11 @@ async fn check(args: CheckArgs) -> i32 {
         }
     }
     let request = RunRequest {
-        service_dir: args.path.clone(),
-        exercises: args.exercises.clone(),
-        only: args.only.clone(),
         runtime: args.runtime,
         url: args.url.clone(),
         seed: args.seed,
         artifacts_dir: args.artifacts_dir.clone(),
-        service_env: Vec::new(),
-        first: Vec::new(),
+        ..args.target.request()
     };
     let plan = match run::plan(&request, &catalog) {
         Ok(p) => p,
@@ -502,7 +509,7 @@ async fn check(args: CheckArgs) -> i32 {
         eprintln!("grader: {e}");
         return exit::USAGE;
     }
-    let next = keep_progress(&args.path, &report, &catalog);
+    let next = keep_progress(&args.target.path, &report, &catalog);
     if args.format == Format::Human && args.output.is_none() && !interrupted {
         if let Some(next) = next {
             say(&next);

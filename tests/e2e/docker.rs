@@ -241,17 +241,11 @@ fn interrupt_mid_run(signal: Signal) {
         }
     }
     assert!(sent, "never saw PostgreSQL ready: {seen:#?}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "grader did not exit after {signal}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(60),
+        &format!("grader after {signal}"),
+    );
     assert_eq!(status.code(), Some(130), "{seen:#?}");
     let left = labelled_leftovers();
     assert!(left.is_empty(), "left behind after {signal}: {left:?}");

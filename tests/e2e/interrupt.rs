@@ -9,7 +9,7 @@ mod watch;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -54,16 +54,7 @@ fn leftovers(marker: &str, dirs: &BTreeSet<String>) -> Vec<String> {
 fn interrupt_mid_run(signal: Signal) {
     let marker = format!("GRADER_E2E_MARKER={}-{}", std::process::id(), signal as i32);
     let (key, value) = marker.split_once('=').unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("e2e-interrupt-tmp")
-        .tempdir()
-        .unwrap();
-    // PostgreSQL runs as the `postgres` user when the tests run as root: it must traverse TMPDIR.
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let tmp = own_tmpdir("e2e-interrupt-tmp");
     let before = grader_temp_dirs(tmp.path());
     let artifacts = tempfile::tempdir().unwrap();
     let mut child = Command::new(grader_bin())
@@ -107,17 +98,11 @@ fn interrupt_mid_run(signal: Signal) {
         !during_run.is_empty(),
         "the run made no temp dir, or never got ready: {seen:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "grader did not stop within 60s of {signal:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(
+        &mut child,
+        Duration::from_secs(60),
+        &format!("grader after {signal:?}"),
+    );
     let after_signal = rest_rx
         .recv_timeout(Duration::from_secs(10))
         .unwrap_or_default();

@@ -356,3 +356,35 @@ fn scrub_all(v: &mut Value) {
 pub fn normalise_paths(s: &str) -> String {
     s.replace(&format!("{}/", repo_root().display()), "")
 }
+
+/// Waits for `child` to exit after a signal, failing the test when it takes longer than `limit`.
+pub fn exit_within(
+    child: &mut std::process::Child,
+    limit: Duration,
+    what: &str,
+) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: still running {}s later",
+            limit.as_secs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TMPDIR of the test's own, so the grader's temp dirs in it can be told apart from another
+/// run's; open to all, since PostgreSQL runs as the `postgres` user when the tests run as root.
+pub fn own_tmpdir(prefix: &str) -> tempfile::TempDir {
+    let tmp = tempfile::Builder::new().prefix(prefix).tempdir().unwrap();
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    tmp
+}

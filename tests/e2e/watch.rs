@@ -56,15 +56,7 @@ fn wait_for(what: &str, text: &Arc<Mutex<String>>, pred: impl Fn(&str) -> bool, 
 fn a_save_regrades_on_warm_databases_and_ctrl_c_leaves_nothing() {
     let marker = format!("GRADER_E2E_MARKER={}-watch", std::process::id());
     let (key, value) = marker.split_once('=').unwrap();
-    let tmp = tempfile::Builder::new()
-        .prefix("e2e-watch-tmp")
-        .tempdir()
-        .unwrap();
-    std::fs::set_permissions(
-        tmp.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let tmp = own_tmpdir("e2e-watch-tmp");
     let service = tempfile::tempdir().unwrap();
     copy_service(
         &repo_root().join("tests/independent/python"),
@@ -128,17 +120,7 @@ fn a_save_regrades_on_warm_databases_and_ctrl_c_leaves_nothing() {
     assert!(second.contains("after products.py"), "{second}");
 
     kill(Pid::from_raw(child.id() as i32), Signal::SIGINT).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "watch did not stop within 60s of Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, Duration::from_secs(60), "watch after Ctrl-C");
     let log = stderr.lock().unwrap().clone();
     assert_eq!(status.code(), Some(0), "{log}");
     assert_eq!(

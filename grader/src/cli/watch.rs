@@ -58,11 +58,11 @@ enum Next {
 }
 
 pub async fn run(args: WatchArgs, catalog: &Catalog) -> i32 {
-    let mut request = RunRequest::new(&args.path);
-    request.exercises = args.exercises.clone();
-    request.only = args.only.clone();
-    request.runtime = RuntimeKind::Local;
-    request.seed = Some(args.seed.unwrap_or_else(crate::spec::random::fresh_seed));
+    let mut request = RunRequest {
+        runtime: RuntimeKind::Local,
+        seed: Some(args.seed.unwrap_or_else(crate::spec::random::fresh_seed)),
+        ..args.target.request()
+    };
     // Flags and the folder are checked once; grader.toml is read again before every run.
     let service_dir = match run::plan(&request, catalog) {
         Ok(plan) => plan.service_dir,

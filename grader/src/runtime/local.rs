@@ -373,11 +373,7 @@ impl LocalEnvironment {
 
     /// Tears everything down (see the module docs for the order) and returns how long it took.
     pub async fn shutdown(self) -> Duration {
-        let started = Instant::now();
-        // Teardown is bounded waits with sleeps: run it off the async threads. Should the task
-        // not run (runtime shutting down), dropping the closure drops `self`, which tears down too.
-        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
-        started.elapsed()
+        drop_off_async_threads(self).await
     }
 
     /// Pids and temp dirs, for tests that check teardown.
@@ -410,6 +406,15 @@ impl Drop for LocalEnvironment {
             postgres.stop();
         }
     }
+}
+
+/// Drops `owner`, whose `Drop` tears processes down, and returns how long that took. Teardown is
+/// bounded waits with sleeps: it runs off the async threads. Should the task not run (the runtime
+/// shutting down), dropping the closure drops `owner`, which tears down too.
+async fn drop_off_async_threads<T: Send + 'static>(owner: T) -> Duration {
+    let started = Instant::now();
+    let _ = tokio::task::spawn_blocking(move || drop(owner)).await;
+    started.elapsed()
 }
 
 /// A server a run gets: one it started (and stops), or a warm one's connection details.

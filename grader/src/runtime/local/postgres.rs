@@ -406,21 +406,31 @@ pub(crate) async fn connect(port: u16, dbname: &str) -> Result<tokio_postgres::C
     }
 }
 
-/// `CREATE DATABASE app` and, in it, `pg_stat_statements` (the engine reads query statistics).
+/// `CREATE DATABASE <name>` and, in it, `pg_stat_statements` (the engine reads query
+/// statistics): what a run's database starts as. Also the warm template's start (`warm`).
+pub(crate) async fn create_database(port: u16, name: &str) -> Result<(), String> {
+    let admin = connect(port, "postgres").await?;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .map_err(|e| format!("CREATE DATABASE {name}: {}", crate::pg::db_error(&e)))?;
+    drop(admin);
+    let database = connect(port, name).await?;
+    database
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .await
+        .map_err(|e| {
+            format!(
+                "CREATE EXTENSION pg_stat_statements: {}",
+                crate::pg::db_error(&e)
+            )
+        })?;
+    Ok(())
+}
+
+/// Database `app` for a cold run, within [`SETUP_TIMEOUT`].
 async fn setup_database(port: u16) -> Result<(), StartError> {
-    let work = async {
-        let admin = connect(port, "postgres").await?;
-        admin
-            .batch_execute(&format!("CREATE DATABASE {DATABASE}"))
-            .await
-            .map_err(|e| format!("CREATE DATABASE {DATABASE}: {e}"))?;
-        drop(admin);
-        let app = connect(port, DATABASE).await?;
-        app.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            .await
-            .map_err(|e| format!("CREATE EXTENSION pg_stat_statements: {e}"))?;
-        Ok::<(), String>(())
-    };
+    let work = create_database(port, DATABASE);
     match tokio::time::timeout(SETUP_TIMEOUT, work).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => Err(infra(message, vec![])),

@@ -132,9 +132,7 @@ impl WarmDependencies {
 
     /// Stops both servers and removes their files; returns how long it took.
     pub async fn shutdown(self) -> Duration {
-        let started = Instant::now();
-        let _ = tokio::task::spawn_blocking(move || drop(self)).await;
-        started.elapsed()
+        super::drop_off_async_threads(self).await
     }
 
     /// Pids and temp dirs, for tests that check nothing is left behind.
@@ -181,24 +179,13 @@ async fn bounded(
 /// `app_template` afresh: the extension a cold run's database has, then the data sets.
 async fn load_template(info: &PostgresInfo, load: Option<&BeforeService>) -> Result<(), String> {
     let admin = postgres::connect(info.port, "postgres").await?;
-    // One statement per call: several in one simple query share a transaction, which CREATE
-    // DATABASE refuses.
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"),
-        format!("CREATE DATABASE {TEMPLATE}"),
-    ] {
-        admin
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| format!("{sql}: {}", db_error(&e)))?;
-    }
+    execute_each(
+        &admin,
+        &[format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")],
+    )
+    .await?;
     drop(admin);
-    let template = postgres::connect(info.port, TEMPLATE).await?;
-    template
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-        .await
-        .map_err(|e| format!("CREATE EXTENSION pg_stat_statements: {}", db_error(&e)))?;
-    drop(template);
+    postgres::create_database(info.port, TEMPLATE).await?;
     if let Some(hook) = load {
         let url = info
             .url
@@ -226,15 +213,14 @@ async fn copy_template(port: u16) -> Result<(), String> {
     } else {
         ""
     };
-    for sql in [
-        format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
-        format!("CREATE DATABASE {DATABASE} TEMPLATE {TEMPLATE}{strategy}"),
-    ] {
-        admin
-            .batch_execute(&sql)
-            .await
-            .map_err(|e| format!("{sql}: {}", db_error(&e)))?;
-    }
+    execute_each(
+        &admin,
+        &[
+            format!("DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"),
+            format!("CREATE DATABASE {DATABASE} TEMPLATE {TEMPLATE}{strategy}"),
+        ],
+    )
+    .await?;
     let settings = admin
         .query(
             "SELECT unnest(s.setconfig) FROM pg_db_role_setting s \
@@ -244,18 +230,30 @@ async fn copy_template(port: u16) -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("reading {TEMPLATE}'s settings: {}", db_error(&e)))?;
-    for row in settings {
-        let setting: String = row.get(0);
-        let Some((name, value)) = setting.split_once('=') else {
-            continue;
-        };
-        let sql = format!(
-            "ALTER DATABASE {DATABASE} SET {} = {}",
-            quote_identifier(name),
-            quote_literal(value)
-        );
-        admin
-            .batch_execute(&sql)
+    let copy_settings: Vec<String> = settings
+        .iter()
+        .filter_map(|row| {
+            let setting: String = row.get(0);
+            let (name, value) = setting.split_once('=')?;
+            Some(format!(
+                "ALTER DATABASE {DATABASE} SET {} = {}",
+                quote_identifier(name),
+                quote_literal(value)
+            ))
+        })
+        .collect();
+    execute_each(&admin, &copy_settings).await
+}
+
+/// Runs each statement in a call of its own: several in one simple query share a transaction,
+/// which CREATE and DROP DATABASE refuse. An error names the statement.
+async fn execute_each(
+    client: &tokio_postgres::Client,
+    statements: &[String],
+) -> Result<(), String> {
+    for sql in statements {
+        client
+            .batch_execute(sql)
             .await
             .map_err(|e| format!("{sql}: {}", db_error(&e)))?;
     }
