@@ -16,8 +16,11 @@ use crate::report::{self, human::HumanStyle, Format};
 use crate::run::{self, Cancel, RunError, RunRequest, RuntimeKind};
 use crate::scoring::{self, exit};
 
+pub mod batch;
 pub mod docs;
 pub mod init;
+pub mod new_exercise;
+pub mod schema;
 pub mod watch;
 
 #[derive(Parser, Debug)]
@@ -75,6 +78,9 @@ pub enum Command {
         /// The variants file (default: PATH/variants.toml).
         #[arg(long, value_name = "FILE")]
         variants: Option<PathBuf>,
+        /// Prove one exercise: the reference on it, its variants, its checks' coverage.
+        #[arg(long, value_name = "ID")]
+        exercise: Option<String>,
         #[command(flatten)]
         source: SourceArgs,
     },
@@ -121,6 +127,18 @@ pub enum Command {
         stage: usize,
         #[command(flatten)]
         source: SourceArgs,
+    },
+    /// Grade a whole class: every submission in SUBMISSIONS as its own run, --jobs at a time,
+    /// resumable, with a class report (CSV, JSON, HTML); `batch merge` combines shards.
+    Batch(batch::BatchArgs),
+    /// Write a new exercise's skeleton (for instructors): DIR/ID/README.md and exercise.toml with
+    /// one example check, accepted by `grader lint` as written; never overwrites.
+    NewExercise(new_exercise::NewExerciseArgs),
+    /// Print the JSON Schema of exercise.toml or grader.toml, for editors (taplo, Even Better
+    /// TOML): save it and name it in a `#:schema FILE` first line.
+    Schema {
+        #[arg(value_enum)]
+        file: schema::SchemaFile,
     },
     /// Print a shell completion script for SHELL (bash, zsh, fish, powershell or elvish).
     Completions {
@@ -212,6 +230,14 @@ pub struct CheckArgs {
     /// Show every response header and the full exchanges of failures.
     #[arg(long, short = 'v')]
     pub verbose: bool,
+    /// The most the checks may take, all together (e.g. 10m): a service that answers slowly, or
+    /// never, then fails at this limit instead of costing every check its own timeouts.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub timeout: Option<std::time::Duration>,
+    /// The service is not trusted (a submission): it must run under --runtime docker, and a
+    /// `[docker] build` command, which would run on this machine, fails the build instead.
+    #[arg(long)]
+    pub untrusted: bool,
     #[command(flatten)]
     pub source: SourceArgs,
 }
@@ -237,8 +263,11 @@ pub async fn main() -> i32 {
     }
     match cli.command {
         Command::Check(args) => check(args).await,
+        Command::Batch(args) => batch::run(args).await,
         Command::Completions { shell } => docs::print_completions(shell),
         Command::Man { out } => docs::print_man(out.as_deref()),
+        Command::NewExercise(args) => new_exercise::run(&args),
+        Command::Schema { file } => schema::print(file),
         Command::Exercises { coverage, source } => match coverage {
             true => print_coverage(&source),
             false => list_exercises(&source),
@@ -266,6 +295,7 @@ pub async fn main() -> i32 {
             seed,
             jobs,
             variants,
+            exercise,
             source,
         } => match load_catalog(&source) {
             Ok(catalog) => {
@@ -276,7 +306,16 @@ pub async fn main() -> i32 {
                     interrupt.wait().await;
                     canceller.cancel();
                 });
-                let code = crate::prove::run(&path, &variants, &catalog, seed, jobs, cancel).await;
+                let code = crate::prove::run(
+                    &path,
+                    &variants,
+                    &catalog,
+                    seed,
+                    jobs,
+                    exercise.as_deref(),
+                    cancel,
+                )
+                .await;
                 watcher.abort();
                 code
             }
@@ -285,7 +324,7 @@ pub async fn main() -> i32 {
     }
 }
 
-fn exercise_source(args: &SourceArgs) -> ExerciseSource {
+pub(crate) fn exercise_source(args: &SourceArgs) -> ExerciseSource {
     match &args.exercises_dir {
         Some(dir) => ExerciseSource::Dir(dir.clone()),
         None => ExerciseSource::Embedded,
@@ -300,7 +339,7 @@ pub(crate) fn print_diagnostics(d: &Diagnostics) {
     let _ = write!(anstream::stderr(), "{}", d.render(stderr_color()));
 }
 
-fn load_catalog(source: &SourceArgs) -> Result<Catalog, i32> {
+pub(crate) fn load_catalog(source: &SourceArgs) -> Result<Catalog, i32> {
     exercise::load_catalog(&exercise_source(source)).map_err(|d| {
         print_diagnostics(&d);
         exit::USAGE
@@ -473,11 +512,20 @@ async fn check(args: CheckArgs) -> i32 {
             return exit::USAGE;
         }
     }
+    if args.untrusted && !matches!(args.runtime, RuntimeKind::Docker | RuntimeKind::External) {
+        eprintln!(
+            "grader: --untrusted needs --runtime docker: the local runtime runs the service as \
+             you, with your files and your network (see docs/SECURITY.md)"
+        );
+        return exit::USAGE;
+    }
     let request = RunRequest {
         runtime: args.runtime,
         url: args.url.clone(),
         seed: args.seed,
         artifacts_dir: args.artifacts_dir.clone(),
+        checks_timeout: args.timeout,
+        untrusted: args.untrusted,
         ..args.target.request()
     };
     let plan = match run::plan(&request, &catalog) {

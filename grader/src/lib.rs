@@ -5,12 +5,15 @@
 //! See `docs/ARCHITECTURE.md`.
 
 pub mod artifacts;
+pub mod batch;
 pub mod cli;
 pub mod curriculum;
 pub mod dataset;
 pub mod diagnostic;
 pub mod engine;
 pub mod exercise;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod outcome;
 pub mod pg;

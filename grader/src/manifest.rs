@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -41,6 +42,9 @@ pub struct Manifest {
     pub postgres_env: Option<String>,
     /// Env var that receives the Redis URL; `None` unless the service asks for Redis.
     pub redis_env: Option<String>,
+    /// `[rabbitmq] env = "NAME"`: the service's name for the broker URL variable. Whether a run
+    /// has a broker is the exercises' call, not the manifest's; `None` keeps their default.
+    pub rabbitmq_env: Option<String>,
     /// Renamed env vars of mock upstreams (`[upstreams.payments] env = "PSP_URL"`), by upstream
     /// name; an upstream not listed keeps the exercise's default (e.g. `PAYMENTS_URL`).
     pub upstream_env: BTreeMap<String, String>,
@@ -49,17 +53,23 @@ pub struct Manifest {
 }
 
 /// `[docker]` in `grader.toml`: how `--runtime docker` builds the image and which images provide
-/// PostgreSQL and Redis (the `GRADER_POSTGRES_IMAGE` / `GRADER_REDIS_IMAGE` env vars win).
-#[derive(Debug, Clone, Default, Deserialize)]
+/// PostgreSQL, Redis and RabbitMQ (the `GRADER_POSTGRES_IMAGE` / `GRADER_REDIS_IMAGE` /
+/// `GRADER_RABBITMQ_IMAGE` env vars win).
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Docker")]
 pub struct DockerSection {
     /// Dockerfile, relative to the service folder (the build context); default `Dockerfile`.
     pub dockerfile: Option<String>,
     /// Shell command run on the host before the image is built (e.g. to put a binary in the
     /// context); `service.build` belongs to the local runtime and does not run.
     pub build: Option<String>,
+    /// PostgreSQL image (`GRADER_POSTGRES_IMAGE` wins).
     pub postgres_image: Option<String>,
+    /// Redis image (`GRADER_REDIS_IMAGE` wins).
     pub redis_image: Option<String>,
+    /// RabbitMQ image (`GRADER_RABBITMQ_IMAGE` wins).
+    pub rabbitmq_image: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,44 +88,108 @@ pub struct ServiceSection {
     pub span: std::ops::Range<usize>,
 }
 
-#[derive(Deserialize)]
+/// A learner's `grader.toml`: how to build and start their service, and which exercises it
+/// attempts.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "grader.toml")]
 struct RawManifest {
+    /// Ids of the exercises the service attempts (`grader exercises` lists them), e.g.
+    /// `["api-design"]`.
+    #[schemars(with = "Vec<String>")]
     exercises: Spanned<Vec<Spanned<String>>>,
+    /// How to build and start the service.
     service: Option<RawService>,
+    /// The PostgreSQL database the grader gives the service (on by default).
     postgres: Option<RawDependency>,
+    /// A Redis the grader starts for the service (off by default).
     redis: Option<RawDependency>,
+    /// The name of the variable that receives the RabbitMQ URL, for exercises with a broker.
+    rabbitmq: Option<RawRabbitMq>,
+    /// Renamed variables of the exercises' mock upstreams, by upstream name
+    /// (`[upstreams.payments] env = "PSP_URL"`).
     #[serde(default)]
     upstreams: BTreeMap<String, RawUpstreamEnv>,
+    /// Settings of the docker runtime (`--runtime docker`) only.
     #[serde(default)]
     docker: DockerSection,
 }
 
-#[derive(Deserialize)]
+/// A mock upstream's variable, renamed.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "UpstreamEnv")]
 struct RawUpstreamEnv {
+    /// The variable that receives the upstream's URL, e.g. `PSP_URL`.
+    #[schemars(with = "String")]
     env: Spanned<String>,
 }
 
-#[derive(Deserialize)]
+/// `[service]`: how the local runtime builds and starts the service.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Service")]
 struct RawService {
+    /// The shell command that starts the service (required for the local runtime), e.g.
+    /// `python3 app.py`. It must listen on the port in `$PORT`.
+    #[schemars(with = "Option<String>")]
     command: Option<Spanned<String>>,
+    /// A shell command run once before the service starts, e.g. `cargo build --release`.
+    #[schemars(with = "Option<String>")]
     build: Option<Spanned<String>>,
+    /// The folder the commands run in, relative to grader.toml (default `.`).
+    #[schemars(with = "Option<String>")]
     workdir: Option<Spanned<String>>,
+    /// The path that answers 2xx once the service is ready (default `/healthz`).
+    #[schemars(with = "Option<String>")]
     health_path: Option<Spanned<String>>,
+    /// How long the service may take to become healthy, e.g. "30s" (the default).
+    #[schemars(with = "Option<String>")]
     startup_timeout: Option<Spanned<String>>,
+    /// How long `build` may take, e.g. "10m" (the default).
+    #[schemars(with = "Option<String>")]
     build_timeout: Option<Spanned<String>>,
+    /// The variable that receives the port to listen on (default `PORT`).
+    #[schemars(with = "Option<String>")]
     port_env: Option<Spanned<String>>,
+    /// Extra environment variables for the service.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     env: BTreeMap<Spanned<String>, String>,
 }
 
-#[derive(Deserialize)]
+/// `[rabbitmq]`: only the variable's name; the exercises decide whether there is a broker.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawDependency {
-    enabled: Option<bool>,
+#[schemars(rename = "RabbitMq")]
+struct RawRabbitMq {
+    /// The variable that receives the broker's URL (default: the exercise's, `AMQP_URL`).
+    #[schemars(with = "Option<String>")]
     env: Option<Spanned<String>>,
+}
+
+/// A database the grader provides to the service.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Dependency")]
+struct RawDependency {
+    /// Whether the service gets it (PostgreSQL: default true; Redis: default false).
+    enabled: Option<bool>,
+    /// The variable that receives its URL (`DATABASE_URL` / `REDIS_URL` by default).
+    #[schemars(with = "Option<String>")]
+    env: Option<Spanned<String>>,
+}
+
+/// The JSON Schema (draft 7) of `grader.toml`, pretty-printed, ending with a newline: the content
+/// of `docs/grader-toml.schema.json`, printed by `grader schema grader-toml`.
+pub fn schema() -> String {
+    // Draft 7, without `null` in the types of optional fields: TOML has no null.
+    let mut settings = schemars::gen::SchemaSettings::draft07();
+    settings.option_add_null_type = false;
+    let schema = settings
+        .into_generator()
+        .into_root_schema_for::<RawManifest>();
+    crate::spec::schema::pretty(&schema)
 }
 
 impl Manifest {
@@ -179,6 +253,10 @@ impl Manifest {
         let postgres_env =
             dependency_env(&file, raw.postgres, true, DEFAULT_POSTGRES_ENV, &mut diags);
         let redis_env = dependency_env(&file, raw.redis, false, DEFAULT_REDIS_ENV, &mut diags);
+        let rabbitmq_env = raw
+            .rabbitmq
+            .and_then(|r| r.env)
+            .and_then(|v| env_name(&file, v, &mut diags));
         let mut upstream_env = BTreeMap::new();
         for (name, u) in raw.upstreams {
             if let Some(var) = env_name(&file, u.env, &mut diags) {
@@ -191,6 +269,7 @@ impl Manifest {
             service,
             postgres_env,
             redis_env,
+            rabbitmq_env,
             upstream_env,
             docker: raw.docker,
             file,
@@ -257,6 +336,8 @@ impl Manifest {
             startup_timeout: self.service.startup_timeout,
             postgres_env: self.postgres_env.clone(),
             redis_env: self.redis_env.clone(),
+            broker_env: None,
+            rabbitmq_env_override: self.rabbitmq_env.clone(),
             artifacts_dir: artifacts_dir.to_path_buf(),
             before_service: None,
         })
@@ -459,11 +540,28 @@ pub struct ServicePlan {
     pub postgres_env: Option<String>,
     /// `Some(env var name)` when the service wants Redis, e.g. `REDIS_URL`.
     pub redis_env: Option<String>,
+    /// `Some(env var name)` when the run needs a RabbitMQ broker (an exercise of the run uses
+    /// one): the runtime starts the run's own and gives the service its URL, through the link,
+    /// in this variable. Set by the run, from [`ServicePlan::broker_env_name`]; `None` from the
+    /// manifest.
+    pub broker_env: Option<String>,
+    /// `[rabbitmq] env` of the manifest, if any (see [`ServicePlan::broker_env_name`]).
+    pub rabbitmq_env_override: Option<String>,
     /// Directory for this run's artifacts: `service.log`, `build.log`, `postgres.log`.
     pub artifacts_dir: PathBuf,
     /// Runs once PostgreSQL is up and before the service starts (exercise schemas and data sets
     /// the grader loads). An `Err` is the grader's failure (infrastructure), not the learner's.
     pub before_service: Option<BeforeService>,
+}
+
+impl ServicePlan {
+    /// The variable a broker URL goes in: the manifest's `[rabbitmq] env` when it names one,
+    /// otherwise the exercise's default (`AMQP_URL`).
+    pub fn broker_env_name(&self, exercise_default: &str) -> String {
+        self.rabbitmq_env_override
+            .clone()
+            .unwrap_or_else(|| exercise_default.to_string())
+    }
 }
 
 /// A hook given the grader-owned database before the service starts.
@@ -486,6 +584,18 @@ impl std::fmt::Debug for BeforeService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The committed schema must be the one the code generates.
+    #[test]
+    fn committed_schema_is_up_to_date() {
+        crate::spec::schema::assert_committed(
+            "grader-toml.schema.json",
+            &super::schema(),
+            "the types grader.toml is parsed into (manifest.rs).\n\
+             Regenerate it with:  UPDATE_SCHEMA=1 cargo test -p grader schema\n\
+             and review the diff.",
+        );
+    }
 
     fn parse(text: &str) -> Result<Manifest, Diagnostics> {
         Manifest::parse(SourceFile::new("grader.toml", text))
@@ -553,6 +663,57 @@ mod tests {
             Some("PSP_URL")
         );
         assert!(parse("exercises = [\"x\"]\n[upstreams.payments]\nenv = \"1X\"\n").is_err());
+    }
+
+    #[test]
+    fn rabbitmq_table_renames_the_broker_variable() {
+        let plan = |m: &Manifest| {
+            m.service_plan(Path::new("/svc"), Path::new("/svc/.grader"))
+                .unwrap()
+        };
+        let m = parse("exercises = [\"x\"]\nservice.command = \"run\"\n").unwrap();
+        assert_eq!(m.rabbitmq_env, None);
+        let default = plan(&m);
+        assert_eq!(
+            default.broker_env, None,
+            "the run, not the manifest, asks for a broker"
+        );
+        assert_eq!(default.broker_env_name("AMQP_URL"), "AMQP_URL");
+
+        let m =
+            parse("exercises = [\"x\"]\nservice.command = \"run\"\n[rabbitmq]\nenv = \"BROKER\"\n")
+                .unwrap();
+        assert_eq!(m.rabbitmq_env.as_deref(), Some("BROKER"));
+        let renamed = plan(&m);
+        assert_eq!(renamed.rabbitmq_env_override.as_deref(), Some("BROKER"));
+        assert_eq!(renamed.broker_env_name("AMQP_URL"), "BROKER");
+        assert_eq!(renamed.broker_env, None);
+
+        // An empty table is allowed and changes nothing.
+        let m = parse("exercises = [\"x\"]\n[rabbitmq]\n").unwrap();
+        assert_eq!(m.rabbitmq_env, None);
+    }
+
+    #[test]
+    fn bad_rabbitmq_table_is_located() {
+        let err = parse("exercises = [\"x\"]\n[rabbitmq]\nenv = \"AMQP-URL\"\n").unwrap_err();
+        let text = err.render(false);
+        assert!(
+            text.contains(
+                "grader.toml:3:7: error: \"AMQP-URL\" is not a valid environment variable name"
+            ),
+            "{text}"
+        );
+        let err = parse("exercises = [\"x\"]\n[rabbitmq]\nenabled = true\n").unwrap_err();
+        let text = err.render(false);
+        assert!(
+            text.starts_with("grader.toml:3:1: error: unknown field `enabled`"),
+            "{text}"
+        );
+        let err = parse("exercises = [\"x\"]\n[docker]\nrabbitmq_image = 3\n").unwrap_err();
+        assert!(err.render(false).starts_with("grader.toml:3:"), "{err}");
+        let m = parse("exercises = [\"x\"]\n[docker]\nrabbitmq_image = \"mq:local\"\n").unwrap();
+        assert_eq!(m.docker.rabbitmq_image.as_deref(), Some("mq:local"));
     }
 
     #[test]

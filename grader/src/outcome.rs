@@ -97,6 +97,10 @@ pub struct Timings {
     pub data_setup_ms: u64,
     /// redis-server start-up until PING answers.
     pub redis_ms: u64,
+    /// The run's RabbitMQ (exercises with a broker), start-up until a login succeeds; it overlaps
+    /// PostgreSQL, Redis and the build.
+    #[serde(default)]
+    pub broker_ms: u64,
     /// Starting the service until its health path answered 2xx.
     pub service_start_ms: u64,
     /// Running every check.
@@ -278,6 +282,9 @@ pub enum ProblemKind {
     Infrastructure,
     /// The run was interrupted (Ctrl-C, SIGTERM).
     Interrupted,
+    /// The checks took longer than `--timeout` allows, all together: the service was stopped
+    /// (its fault: status fail; every wait of the grader's own is bounded far below).
+    TimedOut,
 }
 
 impl Status {

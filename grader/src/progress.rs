@@ -84,6 +84,7 @@ fn phase_name(phase: Phase) -> &'static str {
     match phase {
         Phase::Postgres => "PostgreSQL",
         Phase::Redis => "Redis",
+        Phase::Broker => "RabbitMQ",
         Phase::DataSetup => "data",
         Phase::Build => "build",
         Phase::ServiceStart => "service",

@@ -127,10 +127,17 @@ pub async fn run(
     catalog: &Catalog,
     seed: u64,
     jobs: usize,
+    only_exercise: Option<&str>,
     cancel: Cancel,
 ) -> i32 {
     let variants = match load(variants_file) {
-        Ok(v) => v,
+        Ok(mut v) => {
+            // `--exercise`: one exercise's proof, for an author working on it.
+            if let Some(only) = only_exercise {
+                v.variant.retain(|variant| variant.exercise == only);
+            }
+            v
+        }
         Err(d) => {
             eprint!("{}", d.render(false));
             return exit::USAGE;
@@ -150,7 +157,7 @@ pub async fn run(
         variants.env
     );
     let mut ok = true;
-    match grade(service, catalog, None, None, seed, &cancel).await {
+    match grade(service, catalog, only_exercise, None, seed, &cancel).await {
         Ok(g) if g.failed.is_empty() => println!("  {:<32} {:>6.1}%  ok", "reference", g.percent),
         Ok(g) => {
             ok = false;
@@ -165,17 +172,21 @@ pub async fn run(
         }
     }
 
-    // Variants run `jobs` at a time; each owns a database and a service process.
-    let env = variants.env.as_str();
+    // Variants run `jobs` at a time; each owns a database and a service process. A variant of
+    // another service (an independent implementation) runs that service, with its own switch.
+    let variants_dir = variants_file.parent().unwrap_or(Path::new("."));
     let cancel_ref = &cancel;
+    let default_env = variants.env.as_str();
     let mut results: Vec<(usize, Result<Graded, String>)> = futures_util::stream::iter(
         variants
             .variant
             .iter()
             .enumerate()
             .map(|(i, v)| async move {
+                let own_service = v.service.as_deref().map(|s| variants_dir.join(s));
+                let env = v.env.as_deref().unwrap_or(default_env);
                 let r = grade(
-                    service,
+                    own_service.as_deref().unwrap_or(service),
                     catalog,
                     Some(&v.exercise),
                     Some((env, &v.bug)),
@@ -231,6 +242,9 @@ pub async fn run(
     let caught: BTreeSet<&String> = variants.variant.iter().flat_map(|v| &v.fails).collect();
     let mut all = Vec::new();
     for id in manifest.exercise_ids() {
+        if only_exercise.is_some_and(|only| only != id) {
+            continue;
+        }
         if let Some(ex) = catalog.exercise(&id) {
             all.extend(ex.checks.iter().map(|c| format!("{}/{}", ex.id, c.id)));
         }

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use grader::batch::{class_html, fixtures as class_fixtures};
 use grader::report::{fixtures, html};
 
 /// How long one Chromium run may take before it is killed.
@@ -210,4 +211,60 @@ fn chromium_renders_the_report_and_no_hostile_markup() {
         std::fs::copy(&png, keep).unwrap();
     }
     eprintln!("chromium test took {:?}", started.elapsed());
+}
+
+#[test]
+fn chromium_renders_the_class_page_and_no_hostile_markup() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let page = dir.path().join("class.html");
+    let class = class_fixtures::class_report();
+    std::fs::write(&page, class_html::render(&class)).unwrap();
+    let dom = run_chromium(&browser, &page, &["--dump-dom"]);
+    for id in [
+        "id=\"distribution\"",
+        "id=\"overall\"",
+        "id=\"skill-api-design\"",
+        "id=\"skill-idempotency\"",
+        "id=\"most-failed\"",
+        "id=\"student-fay\"",
+    ] {
+        assert!(dom.contains(id), "the DOM lacks {id}:\n{dom}");
+    }
+    // One histogram per distribution, ten columns each, the counts as the class has them.
+    assert_eq!(
+        dom.matches("class=\"hist\"").count(),
+        1 + class.skills.len()
+    );
+    let counts: Vec<u32> = regex::Regex::new(r#"data-count="(\d+)""#)
+        .unwrap()
+        .captures_iter(&dom)
+        .map(|c| c[1].parse().unwrap())
+        .collect();
+    let mut expected: Vec<u32> = class.score.histogram.to_vec();
+    for skill in &class.skills {
+        expected.extend(skill.distribution.histogram);
+    }
+    assert_eq!(counts, expected);
+    assert_eq!(
+        dom.matches("<tr id=\"student-").count(),
+        class.submissions.len()
+    );
+    assert!(
+        dom.contains("<a href=\"submissions/cy/report.html\">cy</a>"),
+        "{dom}"
+    );
+
+    let element = regex::Regex::new(r"<([a-zA-Z][a-zA-Z0-9-]*)([^>]*)>").unwrap();
+    for m in element.captures_iter(&dom) {
+        assert!(
+            class_html::ELEMENTS.contains(&&m[1]),
+            "Chromium built a <{}> element from the class page",
+            &m[1]
+        );
+    }
+    assert!(dom.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!dom.contains('\u{202e}'));
 }

@@ -78,10 +78,10 @@ async fn discovery_and_jwks_over_http_counted_per_check() {
     assert_eq!(status, 404);
 
     // Counted under their route ids; without a key, per check.
-    assert_eq!(up.calls(JWKS_ROUTE, None).len(), 2);
-    assert_eq!(up.calls(DISCOVERY_ROUTE, None).len(), 1);
+    assert_eq!(up.calls(JWKS_ROUTE, None).count, 2);
+    assert_eq!(up.calls(DISCOVERY_ROUTE, None).count, 1);
     ups.begin_check(&["issuer".to_string()]);
-    assert_eq!(up.calls(JWKS_ROUTE, None).len(), 0);
+    assert_eq!(up.calls(JWKS_ROUTE, None).count, 0);
 
     // A check whose token rotates: the issuer publishes a new pair, signs with it, keeps the old.
     let vars: Vec<(String, VarGen)> = ["{ gen = \"jwt\", sub = \"{{user}}\", rotate = true }"]
@@ -117,7 +117,7 @@ async fn discovery_and_jwks_over_http_counted_per_check() {
         .unwrap()
     };
     assert_eq!(header["kid"], json!(new[2]));
-    assert_eq!(up.calls(JWKS_ROUTE, None).len(), 1);
+    assert_eq!(up.calls(JWKS_ROUTE, None).count, 1);
 
     // Its routes take latency and faults like any other, for one check.
     up.set_behaviour(
@@ -131,7 +131,7 @@ async fn discovery_and_jwks_over_http_counted_per_check() {
     .unwrap();
     assert_eq!(get(&client, &jwks_uri).await.0, 503);
     assert_eq!(get(&client, &jwks_uri).await.0, 200);
-    assert_eq!(up.calls(JWKS_ROUTE, None).len(), 3);
+    assert_eq!(up.calls(JWKS_ROUTE, None).count, 3);
     ups.shutdown().await;
 
     // The same seed publishes the same keys in another run.

@@ -59,6 +59,8 @@ async fn start() -> (tempfile::TempDir, RunningService) {
         startup_timeout: Duration::from_secs(30),
         postgres_env: Some("DATABASE_URL".into()),
         redis_env: None,
+        broker_env: None,
+        rabbitmq_env_override: None,
         artifacts_dir: root.path().join("artifacts"),
         before_service: None,
     };

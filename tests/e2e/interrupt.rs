@@ -1,8 +1,10 @@
-//! Ctrl-C and SIGTERM in the middle of a run leave no process and no temp dir behind.
+//! Ctrl-C and SIGTERM in the middle of a run leave no process and no temp dir behind; nor does
+//! a SIGKILL of the grader, nor a service that moves processes out of its group (`escape`).
 //!
 //! Its own test binary, so no other grader run shares the machine while it compares /tmp and the
 //! process table before and after.
 
+mod escape;
 mod support;
 mod watch;
 
@@ -14,42 +16,6 @@ use std::time::Duration;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use support::*;
-
-/// The grader's temp dirs under `tmp`: each interrupted run gets a TMPDIR of its own, so
-/// another grader running on the machine at the same time cannot be mistaken for a leftover.
-fn grader_temp_dirs(tmp: &std::path::Path) -> BTreeSet<String> {
-    std::fs::read_dir(tmp)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with("grader-"))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Processes whose environment carries the marker (the grader's children inherit it) or whose
-/// command line names one of the run's temp dirs.
-fn leftovers(marker: &str, dirs: &BTreeSet<String>) -> Vec<String> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
-        let pid = entry.file_name().to_string_lossy().into_owned();
-        if pid.parse::<u32>().is_err() {
-            continue;
-        }
-        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(
-            &std::fs::read(entry.path().join("cmdline")).unwrap_or_default(),
-        )
-        .replace('\0', " ");
-        let has_marker = String::from_utf8_lossy(&environ).contains(marker);
-        let names_dir = dirs.iter().any(|d| cmdline.contains(d.as_str()));
-        if has_marker || names_dir {
-            found.push(format!("pid {pid}: {cmdline}"));
-        }
-    }
-    found
-}
 
 fn interrupt_mid_run(signal: Signal) {
     let marker = format!("GRADER_E2E_MARKER={}-{}", std::process::id(), signal as i32);

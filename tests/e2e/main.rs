@@ -7,6 +7,7 @@
 //! - broken manifests and exercise files give located errors;
 //! - crashing, hanging and lying services give failed checks with the cause, never a hang.
 
+mod batch;
 mod init;
 mod support;
 
@@ -35,26 +36,38 @@ fn reference_service_scores_100_percent() {
 
 #[test]
 fn every_variant_fails_exactly_its_checks() {
-    let variants = variants();
-    // Two at a time: each run owns a PostgreSQL and a service, and the machine has two cores.
+    let variants = interleaved_by_exercise(variants());
+    // Three at a time: each run owns a PostgreSQL and a service, and mostly waits (on the
+    // service, on timeouts, on time-based checks): CI's e2e phase used under one of the machine's
+    // two cores with two at a time, and this test is the binary's longest. Interleaved, so that
+    // the runs side by side are of different exercises: three transactions variants at once (200
+    // concurrent transfers each, on two cores) made a correct answer miss its 10 s.
     let jobs = variants.clone();
-    let runs = run_parallel(2, jobs, |v| {
+    let grade_variant = |v: Variant| {
         grade(
             &v.dir(),
             &["--seed", "4242", "--exercise", &v.exercise],
             &[(v.switch(), &v.bug)],
         )
-    });
+    };
+    let mut runs = run_parallel(3, jobs, grade_variant);
+    // Three runs side by side can still starve one on two cores (a 50-request burst whose
+    // provider call missed its 5 s). A variant whose verdicts differ is graded once more, alone;
+    // only a difference that stays is a failure, and the first one is printed either way.
+    for (variant, run) in variants.iter().zip(runs.iter_mut()) {
+        if not_passed(&run.json()) != variant.fails.iter().cloned().collect() {
+            eprintln!(
+                "variant {}: failed {:?} side by side with others; grading it again alone",
+                variant.bug,
+                not_passed(&run.json())
+            );
+            *run = grade_variant(variant.clone());
+        }
+    }
     let mut problems = Vec::new();
     for (variant, run) in variants.iter().zip(&runs) {
         let report = run.json();
-        let failed: BTreeSet<String> = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| c["status"] != "pass")
-            .map(|c| c["id"].as_str().unwrap().to_string())
-            .collect();
+        let failed = not_passed(&run.json());
         let expected: BTreeSet<String> = variant.fails.iter().cloned().collect();
         if failed != expected {
             problems.push(format!(
@@ -96,14 +109,40 @@ fn every_variant_fails_exactly_its_checks() {
     }
 }
 
+/// The variants in rounds of one per exercise (each exercise's in file order).
+fn interleaved_by_exercise(variants: Vec<Variant>) -> Vec<Variant> {
+    let mut queues: Vec<(String, std::collections::VecDeque<Variant>)> = Vec::new();
+    for v in variants {
+        match queues
+            .iter_mut()
+            .find(|(exercise, _)| *exercise == v.exercise)
+        {
+            Some((_, queue)) => queue.push_back(v),
+            None => queues.push((v.exercise.clone(), [v].into())),
+        }
+    }
+    let mut out = Vec::new();
+    while queues.iter().any(|(_, queue)| !queue.is_empty()) {
+        out.extend(queues.iter_mut().filter_map(|(_, queue)| queue.pop_front()));
+    }
+    out
+}
+
 /// Correct designs other than the reference's own must score 100% too (`REFSVC_STYLE`,
 /// tests/reference-service/src/orders.rs): one partial index per status (judged on the plans that
 /// ran, not on a generic plan that cannot use it), an expression index on `(email::citext)`
-/// (matched as the index's first key, not as text), and every statement prefixed with a comment
-/// (`/* app=refsvc route=... */`, which must not hide it).
+/// (matched as the index's first key, not as text), every statement prefixed with a comment
+/// (`/* app=refsvc route=... */`, which must not hide it), and a background worker polling the
+/// database every millisecond (its statements land in every measurement window, and must be left
+/// out: without that, the N+1 and buffer checks fail).
 #[test]
 fn legitimate_index_designs_pass() {
-    let styles = ["partial-status-index", "citext-email", "sql-comments"];
+    let styles = [
+        "partial-status-index",
+        "citext-email",
+        "sql-comments",
+        "background-poller",
+    ];
     let runs = run_parallel(2, styles.map(String::from).to_vec(), |style| {
         grade(
             &reference_dir(),
@@ -124,6 +163,17 @@ fn legitimate_index_designs_pass() {
                 run.human_summary()
             ));
         }
+        // The poller must have landed in a window and been left out, or this run tested nothing.
+        let n_plus_one = checks
+            .iter()
+            .find(|c| c["id"] == "database-indexing/orders-list-no-n-plus-one")
+            .map(|c| c["measurements"].to_string())
+            .unwrap_or_default();
+        if *style == "background-poller" && !n_plus_one.contains("background statements left out") {
+            problems.push(format!(
+                "REFSVC_STYLE={style}: the poller's statements were never left out: {n_plus_one}"
+            ));
+        }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
@@ -134,7 +184,9 @@ fn legitimate_index_designs_pass() {
 /// index, a citext expression index, sqlcommenter comments on every statement (Python); integer
 /// ids, conditional UPDATEs instead of row locks, the fraud check first, 422 for an unknown wallet,
 /// 502 for a failed fraud check, 409 for a key in flight, a one-statement statement and ETags that
-/// change with the balance (Java).
+/// change with the balance (Java); OpenTelemetry metric names, `:id` route templates, /metrics
+/// counted too, plain-text lines among the JSON ones and OTLP exported as JSON (Python
+/// observability).
 #[test]
 fn independent_service_passes_in_every_style() {
     // (service, INDEP_STYLE, exercise): "" grades every exercise its grader.toml lists.
@@ -152,6 +204,20 @@ fn independent_service_passes_in_every_style() {
         (
             "python-security",
             "forbidden-403,strict-fields,cap-limit,echo-request-headers",
+            "",
+        ),
+        ("python-events", "", ""),
+        ("python-events", "uuid,reserve-in-tx,outbox-delete", ""),
+        ("python-observability", "", ""),
+        (
+            "python-observability",
+            "otel-names,colon-routes,count-metrics,text-banner,int-ids,no-status-histogram",
+            "",
+        ),
+        ("python-resilience", "", ""),
+        (
+            "python-resilience",
+            "threads,504-on-timeout,breaker-lock-free",
             "",
         ),
         ("java-ledger", "", ""),
@@ -396,6 +462,49 @@ fn hostile_services_fail_checks_with_the_cause() {
     }
 }
 
+/// `--timeout` bounds the checks all together: a service that never answers fails at the limit
+/// (here during the first check's 10 s request timeout), the checks that had not finished are
+/// skipped with the cause, and the run is the service's failure (exit 1), not an interruption.
+#[test]
+fn the_checks_stop_at_the_runs_timeout_and_the_service_fails() {
+    // Without the limit the first check would fail after its own 10 s request timeout.
+    let run = grade(
+        &fixture("hostile"),
+        &[
+            "--seed",
+            "7",
+            "--only",
+            "create-returns-201",
+            "--only",
+            "unknown-route-404",
+            "--timeout",
+            "3s",
+        ],
+        &[("HOSTILE_MODE", "hang")],
+    );
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let report = run.json();
+    assert_eq!(report["status"], "fail", "{report}");
+    assert_eq!(report["problem"]["kind"], "timed_out", "{report}");
+    let checks = report["checks"].as_array().unwrap();
+    let ids: Vec<&str> = checks.iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "api-design/create-returns-201",
+            "api-design/unknown-route-404"
+        ],
+        "in file order"
+    );
+    for check in checks {
+        assert_eq!(check["status"], "skip", "{check}");
+        assert!(
+            check["message"].as_str().unwrap().contains("--timeout"),
+            "{check}"
+        );
+    }
+}
+
 #[test]
 fn a_hanging_service_costs_three_timeouts_then_the_rest_is_skipped_with_the_cause() {
     let run = grade(
@@ -510,6 +619,31 @@ fn prove_reports_a_variant_whose_expectation_is_wrong() {
     );
     assert!(stdout.contains("not caught by any variant"), "{stdout}");
     assert!(stdout.trim_end().ends_with("NOT proven"), "{stdout}");
+}
+
+/// A variant with `service` and `env` of its own is graded on that service with that switch, not
+/// on the reference with the file's switch (where the bug name would mean nothing).
+#[test]
+fn prove_grades_a_variant_on_its_own_service() {
+    let out = std::process::Command::new(grader_bin())
+        .arg("prove")
+        .arg(reference_dir())
+        .arg("--exercise")
+        .arg("observability")
+        .arg("--variants")
+        .arg(fixture("prove/independent-variant.toml"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("no-readyz"))
+        .unwrap_or_else(|| panic!("no line for the variant:\n{stdout}"));
+    assert!(line.ends_with("fails 1 check  ok"), "{stdout}");
+    // One variant cannot catch every check: the proof as a whole is refused, and says why.
+    assert!(stdout.contains("not caught by any variant"), "{stdout}");
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
 }
 
 /// Starts an empty service (no database) by hand, as a learner would for `--runtime external`,

@@ -1,5 +1,5 @@
 //! Helpers for the end-to-end tests: run the real binary, read its reports, redact what varies.
-// Shared by two test binaries (e2e and e2e_interrupt); each uses only part of it.
+// Shared by the e2e test binaries (e2e, e2e_interrupt, e2e_fleet, ...); each uses only part of it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -234,6 +234,14 @@ static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             Regex::new(r"\b(answered in|an answer after|within|attempts in|after) \d+ ms").unwrap(),
             "$1 [t] ms",
         ),
+        // Times of the event-driven checks: a restart, events and payments arriving.
+        (
+            Regex::new(
+                r"\b(health check|the last|locks|each in|applied in|once in|dead-lettered to \S+ in|listening for|took) (\d+ ms|\d+\.\d s)",
+            )
+            .unwrap(),
+            "$1 [t]",
+        ),
         // The seconds left in a rate-limit window, and how much the service has logged so far.
         (Regex::new(r"Retry-After: \d+").unwrap(), "Retry-After: [s]"),
         (
@@ -250,6 +258,41 @@ static VOLATILE: LazyLock<Vec<(Regex, &'static str)>> = LazyLock::new(|| {
             Regex::new(r"\d+ statements read while").unwrap(),
             "[n] statements read while",
         ),
+        // How a connection ended when the service died mid-request (a reset or a close, and in
+        // which of the client's states) depends on timing, not on the service.
+        (
+            Regex::new(r"(the request failed: error sending request for url \([^)]*\)): .*")
+                .unwrap(),
+            "$1: [how the connection ended]",
+        ),
+        // A session the grader found idle in a transaction: its pid, and seconds on a clock.
+        (
+            Regex::new(r"session \d+: idle in transaction for \d+ s").unwrap(),
+            "session [pid]: idle in transaction for [n] s",
+        ),
+        // Observability: how long spans took to reach the collector, and latencies the service
+        // measured (a histogram's sum, a log line's duration) against the grader's own.
+        (
+            Regex::new(r"at the collector \d+ ms after").unwrap(),
+            "at the collector [t] ms after",
+        ),
+        (
+            Regex::new(r"\d+\.\d+ s of \d+\.\d+ s the grader measured").unwrap(),
+            "[s] s of [s] s the grader measured",
+        ),
+        (
+            Regex::new(r"_sum grew by \d+\.\d+").unwrap(),
+            "_sum grew by [s]",
+        ),
+        (
+            Regex::new(r"\d+\.\d times what the grader's own clock").unwrap(),
+            "[ratio] times what the grader's own clock",
+        ),
+        (
+            Regex::new(r"the grader measured \d+\.\d+ s").unwrap(),
+            "the grader measured [s] s",
+        ),
+        (Regex::new(r"\d+ samples parsed").unwrap(), "[n] samples parsed"),
         // Rows the white-box probe read: other exercises write theirs at the same time.
         (
             Regex::new(r"read \d+ rows of \d+ tables").unwrap(),
@@ -292,13 +335,24 @@ pub fn redact(report: &Value) -> Value {
         for c in checks {
             c["duration_ms"] = Value::from(0);
             redact_buffer_counts(c);
+            if c["exercise"] == "observability" {
+                redact_telemetry_ids(c);
+            }
+            if c["exercise"] == "integration-resilience" {
+                redact_measured_times(c);
+            }
             if let Some(detail) = c.get_mut("detail").and_then(Value::as_object_mut) {
                 let n = detail
                     .get("exchanges")
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
+                // Broker checks show what they read from the broker instead of HTTP exchanges.
+                let lines = detail
+                    .get("evidence")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len);
                 assert!(
-                    n > 0 || detail.contains_key("service_log_tail"),
+                    n > 0 || lines > 0 || detail.contains_key("service_log_tail"),
                     "a failure without evidence: {detail:?}"
                 );
                 detail.insert(
@@ -323,12 +377,101 @@ pub fn redact(report: &Value) -> Value {
     r
 }
 
+/// Observability evidence quotes what the service made up at random or measured: trace and span
+/// ids of the traces it started (the grader's own are seeded, but a regex cannot tell them apart),
+/// where its line fell in the output (start-up health polls vary), the durations it logged, and
+/// how its exporter batched the spans. They are replaced; everything else stays.
+fn redact_telemetry_ids(check: &mut Value) {
+    static RULES: LazyLock<Vec<(Regex, &str)>> = LazyLock::new(|| {
+        vec![
+            (Regex::new(r"\b[0-9a-fA-F]{32}\b").unwrap(), "[trace-id]"),
+            // An id cut where a long line is shortened.
+            (Regex::new(r"[0-9a-fA-F]{2,}…").unwrap(), "[cut]…"),
+            (Regex::new(r"\b[0-9a-fA-F]{16}\b").unwrap(), "[span-id]"),
+            (
+                Regex::new(r"output lines? [\d, ]+").unwrap(),
+                "output line [n]",
+            ),
+            // Where a series with an id sits in a scrape sorted by its labels.
+            (
+                Regex::new(r#"line \d+: (\w+)=""#).unwrap(),
+                r#"line [n]: $1=""#,
+            ),
+            (Regex::new(r"\b\d+(\.\d+)?ms\b").unwrap(), "[t]ms"),
+            (
+                Regex::new(r#"("duration_ms\\?"?: ?)\d+(\.\d+)?"#).unwrap(),
+                "$1[ms]",
+            ),
+            (
+                Regex::new(r"received \d+ exports? with \d+ spans?").unwrap(),
+                "received [n] exports with [n] spans",
+            ),
+        ]
+    });
+    for key in ["message", "detail", "measurements"] {
+        if let Some(v) = check.get_mut(key) {
+            rewrite_strings(v, &RULES);
+        }
+    }
+}
+
 /// A passing query's buffer count moves by a few pages between runs (the first call of a
 /// statement in a fresh backend touches a few more), so a pass's measured buffers are redacted;
-/// the budgets stay, and failures (hundreds or thousands of buffers) keep their figures.
+/// the budgets stay, and failures (hundreds or thousands of buffers) keep their figures. So is a
+/// pass's statement count: a background statement of the service (the reference's outbox relay
+/// polls every second) sometimes lands in a request's window.
+/// The times a `timeline` check measured (a gap, a response's time, a call's arrival) vary from
+/// run to run; the bounds they were held to do not, and stay.
+fn redact_measured_times(check: &mut Value) {
+    static RULES: LazyLock<Vec<(Regex, &str)>> = LazyLock::new(|| {
+        vec![
+            (Regex::new(r"\+\d+ ms").unwrap(), "+[t] ms"),
+            (
+                Regex::new(r"arrived \d+ ms after").unwrap(),
+                "arrived [t] ms after",
+            ),
+            (Regex::new(r"after \d+ ms").unwrap(), "after [t] ms"),
+            (
+                Regex::new(r"waited \d+ to \d+ ms").unwrap(),
+                "waited [t] to [t] ms",
+            ),
+            (
+                Regex::new(r"within \d+ ms of each").unwrap(),
+                "within [t] ms of each",
+            ),
+            (
+                Regex::new(r"spread over \d+ ms").unwrap(),
+                "spread over [t] ms",
+            ),
+            (Regex::new(r"^\d+ ms$").unwrap(), "[t] ms"),
+        ]
+    });
+    for key in ["message", "detail"] {
+        if let Some(v) = check.get_mut(key) {
+            rewrite_strings(v, &RULES);
+        }
+    }
+}
+
+/// Every string in `v` with each rule's matches replaced, in order.
+fn rewrite_strings(v: &mut Value, rules: &[(Regex, &str)]) {
+    match v {
+        Value::String(s) => {
+            for (re, to) in rules {
+                *s = re.replace_all(s, *to).into_owned();
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|v| rewrite_strings(v, rules)),
+        Value::Object(o) => o.values_mut().for_each(|v| rewrite_strings(v, rules)),
+        _ => {}
+    }
+}
+
 fn redact_buffer_counts(check: &mut Value) {
     static BUFFERS: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"\b\d+(\.\d+)? shared buffers").unwrap());
+    static STATEMENTS: LazyLock<Regex> =
+        LazyLock::new(|| Regex::new(r"\b\d+(\.\d+)? statements per request").unwrap());
     static DEEP_PAGE: LazyLock<Regex> =
         LazyLock::new(|| Regex::new(r"(page \d+): \d+ \(\d+(\.\d+)?×").unwrap());
     let Some(measurements) = check.get_mut("measurements").and_then(Value::as_array_mut) else {
@@ -338,6 +481,7 @@ fn redact_buffer_counts(check: &mut Value) {
         if let Some(text) = m.as_str() {
             let text = BUFFERS.replace_all(text, "[n] shared buffers");
             let text = DEEP_PAGE.replace_all(&text, "$1: [n] ([ratio]×");
+            let text = STATEMENTS.replace_all(&text, "[n] statements per request");
             *m = Value::String(text.into_owned());
         }
     }
@@ -387,4 +531,86 @@ pub fn own_tmpdir(prefix: &str) -> tempfile::TempDir {
     )
     .unwrap();
     tmp
+}
+
+/// The reference service's binary, built if needed (for folders that run it directly or copy it
+/// into a docker build context).
+pub fn reference_binary() -> PathBuf {
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "reference-service"])
+        .current_dir(repo_root())
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "cargo build -p reference-service failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    let target = if target.is_relative() {
+        repo_root().join(target)
+    } else {
+        target
+    };
+    target.join("debug/reference-service")
+}
+
+/// The ids of a JSON report's checks that did not pass.
+pub fn not_passed(report: &Value) -> std::collections::BTreeSet<String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["status"] != "pass")
+        .map(|c| c["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Each check's id and status in a JSON report.
+pub fn statuses(report: &Value) -> std::collections::BTreeMap<String, String> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The grader's temp dirs under `tmp`: each interrupted run gets a TMPDIR of its own, so
+/// another grader running on the machine at the same time cannot be mistaken for a leftover.
+pub fn grader_temp_dirs(tmp: &std::path::Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(tmp)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("grader-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes whose environment carries the marker (the grader's children inherit it) or whose
+/// command line names one of the run's temp dirs.
+pub fn leftovers(marker: &str, dirs: &std::collections::BTreeSet<String>) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if pid.parse::<u32>().is_err() {
+            continue;
+        }
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(
+            &std::fs::read(entry.path().join("cmdline")).unwrap_or_default(),
+        )
+        .replace('\0', " ");
+        let has_marker = String::from_utf8_lossy(&environ).contains(marker);
+        let names_dir = dirs.iter().any(|d| cmdline.contains(d.as_str()));
+        if has_marker || names_dir {
+            found.push(format!("pid {pid}: {cmdline}"));
+        }
+    }
+    found
 }

@@ -18,9 +18,10 @@ mod orders;
 
 use std::time::{Duration, Instant};
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use crate::pg::{connect, db_error};
+pub use crate::pg::{connect, db_error, SERVICE_ROLE};
 
 /// The role the database probes connect as; its statements are left out of the service's.
 pub const PROBE_ROLE: &str = "grader_probe";
@@ -44,12 +45,14 @@ pub enum Generator {
     Orders(orders::OrdersParams),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawDataset {
+#[schemars(rename = "Dataset")]
+pub struct RawDataset {
     schema: String,
     generator: String,
     #[serde(default)]
+    #[schemars(with = "Option<serde_json::Value>")]
     params: Option<toml::Value>,
 }
 
@@ -146,35 +149,53 @@ pub async fn load(
 ) -> Result<LoadStats, String> {
     let started = Instant::now();
     let client = connect(database_url, "postgres").await?;
+    // The probe role logs in with the grader's own password (the server trusts no login).
+    let password = database_url
+        .parse::<tokio_postgres::Config>()
+        .ok()
+        .and_then(|c| {
+            c.get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+        })
+        .filter(|p| p.chars().all(|c| c.is_ascii_alphanumeric()))
+        .ok_or_else(|| {
+            "the grader's database URL has no password for its probe role".to_string()
+        })?;
     client
         .batch_execute(&format!(
-            "DO $$ BEGIN CREATE ROLE {PROBE_ROLE} SUPERUSER LOGIN; \
-             EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            "DO $$ BEGIN CREATE ROLE {PROBE_ROLE}; \
+             EXCEPTION WHEN duplicate_object THEN NULL; END $$;
+             ALTER ROLE {PROBE_ROLE} WITH SUPERUSER LOGIN PASSWORD '{password}'"
         ))
         .await
         .map_err(|e| format!("creating role {PROBE_ROLE}: {e}"))?;
     let mut stats = LoadStats::default();
     let mut analyze = Vec::new();
     for (exercise, spec) in datasets {
+        // The tables are the service's, as if its migrations had made them: its role owns them,
+        // so it can index them (only an owner may) without being a superuser. Generated rows are
+        // consistent by construction, so the per-row foreign-key triggers are skipped; that
+        // setting is a superuser's, so it comes before the role changes.
+        client
+            .batch_execute(&format!(
+                "SET session_replication_role = replica; SET ROLE {SERVICE_ROLE}"
+            ))
+            .await
+            .map_err(|e| format!("SET ROLE {SERVICE_ROLE}: {}", db_error(&e)))?;
         client
             .batch_execute(&spec.schema_sql)
             .await
             .map_err(|e| format!("{exercise}/{}: {}", spec.schema_file, db_error(&e)))?;
         let copy_started = Instant::now();
-        // Generated rows are consistent by construction: skip the per-row foreign-key triggers.
-        client
-            .batch_execute("SET session_replication_role = replica")
-            .await
-            .map_err(|e| e.to_string())?;
         let mut rng = crate::spec::random::check_rng(seed, exercise, "@dataset");
         let tables = match &spec.generator {
             Generator::Orders(p) => orders::load(&client, p, &mut rng).await,
         }
         .map_err(|e| format!("{exercise}: loading the data set: {e}"))?;
         client
-            .batch_execute("SET session_replication_role = DEFAULT")
+            .batch_execute("RESET ROLE; SET session_replication_role = DEFAULT")
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| db_error(&e))?;
         stats.copy += copy_started.elapsed();
         analyze.extend(tables.iter().map(|(t, _)| t.clone()));
         stats.tables.extend(tables);

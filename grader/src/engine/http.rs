@@ -219,7 +219,7 @@ pub(crate) fn record_request(req: &OutgoingRequest) -> RecordedRequest {
 
 /// `Bearer <compact JWS>` decoded: its JOSE header (a JSON object) and claims. `None` for any
 /// other credential, or a token whose header is not base64url JSON.
-pub(crate) fn decode_bearer(authorization: &str) -> Option<DecodedToken> {
+pub fn decode_bearer(authorization: &str) -> Option<DecodedToken> {
     use base64::Engine as _;
     let value = authorization.trim();
     let (scheme, token) = value.split_once(' ')?;
@@ -245,7 +245,7 @@ pub(crate) fn decode_bearer(authorization: &str) -> Option<DecodedToken> {
     Some(DecodedToken { header, claims })
 }
 
-pub(crate) fn record_response(r: &Response) -> RecordedResponse {
+pub fn record_response(r: &Response) -> RecordedResponse {
     let text = r.text();
     let shown: String = text.chars().take(MAX_SHOWN_BODY_CHARS).collect();
     let cut = shown.len() < text.len();

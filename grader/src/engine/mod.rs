@@ -7,9 +7,13 @@
 //! and never computes scores (scoring does).
 
 pub mod assert;
+pub mod broker;
 pub mod http;
+pub mod lifecycle;
 pub mod sql;
 pub mod step;
+#[cfg(test)]
+pub mod test_service;
 pub mod tokens;
 pub mod wire;
 
@@ -45,6 +49,22 @@ pub struct FailInfo {
     pub actual: String,
     pub evidence: Vec<String>,
     pub log_tail: Vec<String>,
+}
+
+/// A failed check's verdict: one line, what was expected, what came instead, the evidence.
+pub fn fail(
+    message: String,
+    expected: impl Into<String>,
+    actual: String,
+    evidence: Vec<String>,
+) -> Failure {
+    Failure::Fail(FailInfo {
+        message,
+        expected: expected.into(),
+        actual,
+        evidence,
+        ..Default::default()
+    })
 }
 
 /// What a step or probe works with while a check runs.

@@ -7,6 +7,7 @@
 pub mod coverage;
 pub mod hints;
 mod parse;
+pub mod schema;
 mod source;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ pub use crate::spec::{
     predicate, template, BodySpec, CaptureSpec, Expect, JsonQuery, Pattern, Predicate, PredicateOp,
     RequestSpec, SqlExpect, SqlSpec, StatusSpec, Step, StepAction, VarGen,
 };
-pub use parse::load_catalog;
+pub use parse::{is_kebab, load_catalog};
 pub use source::ExerciseSource;
 
 /// All skills and exercises, validated.
@@ -83,6 +84,9 @@ pub struct Exercise {
     pub upstreams: Vec<crate::upstream::UpstreamSpec>,
     /// `[dataset]`: loaded into the grader's PostgreSQL before the service starts.
     pub dataset: Option<crate::dataset::DatasetSpec>,
+    /// `[broker]`: the run starts a RabbitMQ the service reaches through a link the grader can
+    /// cut, and the checks read and publish on it.
+    pub broker: Option<BrokerSpec>,
     pub file: SourceFile,
     /// The task statement (`README.md`), when there is one.
     pub readme: Option<SourceFile>,
@@ -90,6 +94,17 @@ pub struct Exercise {
     pub requirements: Vec<coverage::Requirement>,
     /// Requirements that could be checked but no check covers yet (`untested` in the file).
     pub untested: Vec<coverage::IdRef>,
+}
+
+/// The variable a service finds the broker in unless the exercise names another.
+pub const DEFAULT_BROKER_ENV: &str = "AMQP_URL";
+
+/// An exercise's `[broker]` table.
+#[derive(Debug, Clone)]
+pub struct BrokerSpec {
+    /// The variable the service finds the broker's URL in (the learner's `grader.toml` may
+    /// rename it with `[rabbitmq] env`).
+    pub env: String,
 }
 
 #[derive(Debug, Clone)]

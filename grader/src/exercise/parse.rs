@@ -5,6 +5,7 @@ use std::ops::Range;
 use std::time::Duration;
 
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json_path::JsonPath;
 use toml::Spanned;
@@ -13,6 +14,7 @@ use super::coverage::{self, IdRef};
 use super::{Catalog, Check, CheckBody, Exercise, ExerciseSource, Skill, Task};
 use crate::diagnostic::{did_you_mean, from_toml_error, Diagnostic, Diagnostics, SourceFile};
 use crate::probes;
+use crate::spec;
 use crate::spec::predicate::{self, template_strings};
 use crate::spec::{
     template, BodySpec, CaptureSpec, Expect, JsonQuery, RequestSpec, SqlExpect, SqlSpec,
@@ -37,107 +39,211 @@ struct RawSkill {
     article: String,
 }
 
-#[derive(Deserialize)]
+/// An exercise of the grader: its metadata, random data and the checks that grade each task of
+/// its README (see exercises/AUTHORING.md).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawExercise {
+#[schemars(rename = "exercise.toml")]
+pub(crate) struct RawExercise {
+    /// The exercise's id: kebab-case, the same as its folder. Stable: reports and CI history
+    /// name it.
+    #[schemars(with = "String")]
     id: Spanned<String>,
+    /// Shown in `grader exercises` and reports.
     title: String,
+    /// One sentence: what the learner builds.
     summary: String,
+    /// Skill areas (ids from `exercises/skills.toml`) this exercise grades; a check scores the
+    /// first unless it names its own `skill`.
+    #[schemars(with = "Vec<String>")]
     skills: Spanned<Vec<Spanned<String>>>,
+    /// From 1 (easiest) to 10.
+    #[schemars(with = "i64", range(min = 1, max = 10))]
     difficulty: Spanned<i64>,
+    /// Ids of exercises to do first.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     prerequisites: Vec<Spanned<String>>,
+    /// Random values generated once per run, named in templates as `{{name}}`: e.g.
+    /// `sku = { gen = "sku" }`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, spec::schema::VarGenSchema>")]
     vars: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// The checks, in the order they run; each has steps or a probe.
     #[serde(default)]
     check: Vec<RawCheck>,
+    /// Mock upstreams the grader runs for the service (`[upstreams.NAME]`), by name.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, crate::upstream::spec::RawUpstream>")]
     upstreams: BTreeMap<Spanned<String>, toml::Value>,
     /// `[dataset]`: a schema file and a generator the grader loads before the service starts.
+    #[schemars(with = "Option<crate::dataset::RawDataset>")]
     dataset: Option<toml::Value>,
+    /// `[broker]`: the run starts a RabbitMQ for the service (see `BrokerSpec`).
+    broker: Option<RawBroker>,
     /// README requirement ids no check covers yet (see `exercise::coverage`).
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     untested: Vec<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+/// `[broker]`: the run starts a RabbitMQ broker for the service.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCheck {
+#[schemars(rename = "Broker")]
+struct RawBroker {
+    /// The variable the service finds the broker's URL in (`AMQP_URL` when absent).
+    #[schemars(with = "Option<String>")]
+    env: Option<Spanned<String>>,
+}
+
+/// A check: steps (`[[check.step]]`) or a probe (`probe` with `params`), graded pass or fail.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Check")]
+pub(crate) struct RawCheck {
+    /// Kebab-case, unique in the exercise; reports name the check `exercise/id`.
+    #[schemars(with = "String")]
     id: Spanned<String>,
+    /// What the check verifies, in a few words (shown to learners).
     title: String,
+    /// The README task it grades: the number of a `### N. Title` heading.
+    #[schemars(with = "Option<u32>")]
     task: Option<Spanned<u32>>,
+    /// The skill it scores, one of the exercise's `skills` (default: the first).
+    #[schemars(with = "Option<String>")]
     skill: Option<Spanned<String>>,
+    /// From 1 to 100 (default 1).
+    #[schemars(with = "Option<u32>", range(min = 1, max = 100))]
     points: Option<Spanned<u32>>,
+    /// Why the behaviour matters, shown when the check fails.
+    #[schemars(with = "String")]
     why: Spanned<String>,
+    /// What to look at first, shown when the check fails.
+    #[schemars(with = "String")]
     hint: Spanned<String>,
     /// Staged hints, nudge first and mechanism last; `grader lint` checks them.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     hints: Vec<Spanned<String>>,
+    /// References (RFCs, docs) shown with a failure.
     #[serde(default)]
     spec: Vec<String>,
+    /// Ids of earlier checks of this exercise that must pass first.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     requires: Vec<Spanned<String>>,
     /// Requirement ids of the README (`[pag-5.2]`) this check can fail.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     covers: Vec<Spanned<String>>,
+    /// How long the check may take, e.g. "30s" (the default).
+    #[schemars(with = "Option<String>")]
     timeout: Option<Spanned<String>>,
+    /// The requests (or SQL statements) the check sends, in order, with what each must show.
     #[serde(default)]
     step: Vec<RawStep>,
+    /// A built-in probe instead of steps; its parameters go in `params`.
+    #[schemars(with = "Option<String>")]
     probe: Option<Spanned<String>>,
+    /// The probe's parameters (the schema depends on `probe`).
     /// Not Spanned: toml 0.8 cannot span a table written with dotted keys (`params.x = 1`).
+    #[schemars(with = "Option<BTreeMap<String, serde_json::Value>>")]
     params: Option<toml::Value>,
     /// A mock upstream's behaviour and expected calls for a check with steps.
+    #[schemars(with = "Option<probes::request::RawUpstream>")]
     upstream: Option<toml::Value>,
 }
 
-#[derive(Deserialize)]
+/// One request (or SQL statement) of a check, with what its answer must show.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Step")]
 struct RawStep {
+    /// Shown in messages (default: the request line).
     name: Option<String>,
     /// Send the step this many times in a row (each judged), e.g. to fill a list past its cap.
+    #[schemars(with = "Option<u32>")]
     repeat: Option<Spanned<u32>>,
+    /// The HTTP request to send.
     request: Option<RawRequest>,
+    /// What the response must show.
     #[serde(default)]
     expect: RawExpect,
+    /// Values taken from the response for later steps' templates, e.g.
+    /// `capture.id = { json = "$.id" }` or `{ header = "Location" }`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, spec::schema::CaptureSchema>")]
     capture: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
     /// A white-box step on the service's database instead of a request. Not Spanned (dotted
     /// keys, `sql.query = ...`): located by its SQL text.
     sql: Option<RawSql>,
 }
 
-#[derive(Deserialize)]
+/// SQL on the service's database: a `query` with expected columns, or a `statement` that must
+/// be refused.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "SqlStep")]
 struct RawSql {
+    /// A SELECT whose first row is judged by `expect`.
     query: Option<String>,
+    /// A write that must be `refused`.
     statement: Option<String>,
+    /// Values of `$1`, `$2`... (templates).
     #[serde(default)]
     params: Vec<String>,
+    /// Column name → predicate on its value in the first row.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     expect: BTreeMap<String, toml::Value>,
+    /// The SQLSTATE class (`23`) or code (`23514`) the statement must fail with.
     refused: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// An HTTP request (path, headers and body are templates).
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "StepRequest")]
 struct RawRequest {
+    /// GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS.
+    #[schemars(with = "String")]
     method: Spanned<String>,
+    /// Starts with `/` (or is a captured URL like `{{location}}`).
+    #[schemars(with = "String")]
     path: Spanned<String>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     headers: BTreeMap<String, Spanned<String>>,
+    /// A JSON body (templates allowed in strings); or `body` for raw text.
+    #[schemars(with = "Option<serde_json::Value>")]
     json: Option<Spanned<toml::Value>>,
+    /// A raw body.
+    #[schemars(with = "Option<String>")]
     body: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize, Default)]
+/// What a response must show.
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Expect")]
 struct RawExpect {
+    /// A status (`201`), a class (`"4xx"`) or a list of them.
+    #[schemars(with = "Option<spec::schema::StatusSchema>")]
     status: Option<Spanned<toml::Value>>,
+    /// Header name → predicate on its value.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     headers: BTreeMap<String, Spanned<toml::Value>>,
+    /// JSONPath (`$.id`) → predicate on the value it selects.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, serde_json::Value>")]
     json: BTreeMap<Spanned<String>, Spanned<toml::Value>>,
+    /// A predicate on the raw body.
+    #[schemars(with = "Option<serde_json::Value>")]
     body: Option<Spanned<toml::Value>>,
+    /// The response must have no body.
+    #[schemars(with = "Option<bool>")]
     no_body: Option<Spanned<bool>>,
 }
 
@@ -368,6 +474,30 @@ fn load_exercise(
     }
     let var_names: BTreeSet<String> = vars.iter().map(|(n, _)| n.clone()).collect();
 
+    let broker = raw.broker.as_ref().map(|b| {
+        let env = b.env.as_ref().map_or_else(
+            || super::DEFAULT_BROKER_ENV.to_string(),
+            |e| e.get_ref().clone(),
+        );
+        let valid = !env.is_empty()
+            && env
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            && !env.starts_with(|c: char| c.is_ascii_digit());
+        if !valid {
+            let span = b.env.as_ref().map_or(0..0, |e| e.span());
+            diags.push(
+                Diagnostic::new(
+                    &file,
+                    span,
+                    format!("`{env}` is not an environment variable name"),
+                )
+                .with_help("use capitals, digits and underscores, e.g. env = \"AMQP_URL\""),
+            );
+        }
+        super::BrokerSpec { env }
+    });
+
     let dataset = match &raw.dataset {
         None => None,
         Some(v) => match crate::dataset::parse(v, |name| {
@@ -398,6 +528,28 @@ fn load_exercise(
             checks.push(check);
         }
     }
+    if broker.is_none() {
+        for check in &checks {
+            if let CheckBody::Probe(call) = &check.body {
+                if call.uses_broker() {
+                    let span = find_span(&file, &format!("id = \"{}\"", check.id));
+                    diags.push(
+                        Diagnostic::new(
+                            &file,
+                            span,
+                            format!(
+                                "check \"{}\" uses the `{}` probe, which needs the run's RabbitMQ",
+                                check.id,
+                                call.name()
+                            ),
+                        )
+                        .with_help("add a `[broker]` table (env = \"AMQP_URL\") to the exercise"),
+                    );
+                }
+            }
+        }
+    }
+
     let jwt_vars: BTreeSet<String> = vars
         .iter()
         .filter(|(_, g)| g.jwt().is_some())
@@ -445,6 +597,7 @@ fn load_exercise(
         checks,
         upstreams,
         dataset,
+        broker,
         requirements: readme
             .as_ref()
             .map(|r| coverage::requirements(&r.text))
@@ -1282,7 +1435,9 @@ fn parse_tasks(readme: &str) -> Vec<Task> {
         .collect()
 }
 
-fn is_kebab(s: &str) -> bool {
+/// The id rule of skills, checks and (by `grader new-exercise`) exercises: lower-case letters,
+/// digits and inner dashes.
+pub fn is_kebab(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')

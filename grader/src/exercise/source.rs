@@ -60,6 +60,77 @@ impl ExerciseSource {
         Ok(out)
     }
 
+    /// SHA-256 over `skills.toml` and every file of the named exercises (paths sorted): a batch
+    /// re-grades when an exercise's checks, data or README change.
+    pub fn fingerprint(&self, exercise_ids: &[String]) -> std::io::Result<String> {
+        use sha2::{Digest, Sha256};
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        match self {
+            ExerciseSource::Dir(root) => {
+                fn walk(
+                    root: &Path,
+                    rel: &Path,
+                    out: &mut Vec<(String, Vec<u8>)>,
+                ) -> std::io::Result<()> {
+                    for entry in std::fs::read_dir(root.join(rel))? {
+                        let entry = entry?;
+                        let rel = rel.join(entry.file_name());
+                        if entry.file_type()?.is_dir() {
+                            walk(root, &rel, out)?;
+                        } else {
+                            out.push((
+                                rel.to_string_lossy().into_owned(),
+                                std::fs::read(root.join(&rel))?,
+                            ));
+                        }
+                    }
+                    Ok(())
+                }
+                files.push((
+                    "skills.toml".into(),
+                    std::fs::read(root.join("skills.toml"))?,
+                ));
+                for id in exercise_ids {
+                    walk(root, Path::new(id), &mut files)?;
+                }
+            }
+            ExerciseSource::Embedded => {
+                fn walk(dir: &Dir<'_>, out: &mut Vec<(String, Vec<u8>)>) {
+                    for file in dir.files() {
+                        out.push((
+                            file.path().to_string_lossy().into_owned(),
+                            file.contents().to_vec(),
+                        ));
+                    }
+                    for sub in dir.dirs() {
+                        walk(sub, out);
+                    }
+                }
+                if let Some(skills) = EMBEDDED.get_file("skills.toml") {
+                    files.push(("skills.toml".into(), skills.contents().to_vec()));
+                }
+                for id in exercise_ids {
+                    if let Some(dir) = EMBEDDED.get_dir(id) {
+                        walk(dir, &mut files);
+                    }
+                }
+            }
+        }
+        files.sort();
+        let mut hasher = Sha256::new();
+        for (name, contents) in files {
+            hasher.update(name.as_bytes());
+            hasher.update([0]);
+            hasher.update((contents.len() as u64).to_le_bytes());
+            hasher.update(&contents);
+        }
+        Ok(hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect())
+    }
+
     /// Display name of a file for diagnostics.
     pub fn display_name(&self, rel: &str) -> String {
         match self {

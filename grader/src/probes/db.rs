@@ -1,5 +1,6 @@
-//! What the database probes share: a connection to the grader's PostgreSQL (as the probe role,
-//! so the grader's statements never count as the service's), sampled variables, the plans the
+//! What the database probes share: a connection to the grader's PostgreSQL (as the probe role),
+//! the service's statements told apart by their role (`app`, the only role the service can log
+//! in as: `crate::pg::SERVICE_ROLE`), sampled variables, the plans the
 //! service's statements really ran with, how to judge and show them, and the answers a service
 //! must give for the grader's own data.
 //!
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::dataset::PROBE_ROLE;
+use crate::dataset::{PROBE_ROLE, SERVICE_ROLE};
 use crate::engine::assert::shorten;
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::pg::db_error;
@@ -146,8 +147,8 @@ pub async fn reset(client: &Client) -> Result<(), Failure> {
         .map_err(|e| Failure::Error(format!("pg_stat_statements_reset(): {}", db_error(&e))))
 }
 
-/// Waits until no backend of the service (any client of this database but the grader's probe
-/// role) is running a statement. A backend turns idle only after its statement ended, and
+/// Waits until no backend of the service (a client of this database as the service's role) is
+/// running a statement. A backend turns idle only after its statement ended, and
 /// `auto_explain` and `pg_stat_statements` record a statement when it ends.
 pub async fn wait_idle(client: &Client) -> Result<(), Failure> {
     let started = Instant::now();
@@ -156,9 +157,9 @@ pub async fn wait_idle(client: &Client) -> Result<(), Failure> {
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
                  WHERE datname = current_database() AND pid <> pg_backend_pid()
-                   AND backend_type = 'client backend' AND usename IS DISTINCT FROM $1
+                   AND backend_type = 'client backend' AND usename = $1
                    AND state = 'active'",
-                &[&PROBE_ROLE],
+                &[&SERVICE_ROLE],
             )
             .await
             .map_err(|e| Failure::Error(format!("reading pg_stat_activity: {}", db_error(&e))))?
@@ -433,7 +434,9 @@ fn window(text: &str, begin: &str, end: &str) -> Option<Vec<Execution>> {
             started = true;
             continue;
         }
-        if !started || field(1) == PROBE_ROLE {
+        // The service's role only: neither the probe role nor the grader's superuser sessions
+        // (white-box reads, other exercises' steps) are the service's statements.
+        if !started || field(1) != SERVICE_ROLE {
             continue;
         }
         if let Some(e) = execution(message, field(25)) {
@@ -618,9 +621,9 @@ pub async fn statement_calls(client: &Client) -> Result<i64, Failure> {
         .query(
             "SELECT query, calls FROM pg_stat_statements s
              WHERE s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND s.userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+               AND s.userid = (SELECT oid FROM pg_roles WHERE rolname = $1)
                AND s.toplevel",
-            &[],
+            &[&SERVICE_ROLE],
         )
         .await
         .map_err(err("reading pg_stat_statements"))?;
@@ -1437,13 +1440,14 @@ mod tests {
         };
         let text = [
             "d, \"a cut record\"\n".to_string(),
-            rec("postgres", &plan("SELECT 0", 5), "7"),
+            rec("app", &plan("SELECT 0", 5), "7"),
             rec("grader_probe", "tok begins", "0"),
-            rec("postgres", &plan("/* c */ SELECT 1", 3), "11"),
+            rec("app", &plan("/* c */ SELECT 1", 3), "11"),
             rec("grader_probe", &plan("SELECT grader", 9), "12"),
-            rec("postgres", &plan("SELECT 2", 4), "-13"),
+            rec("postgres", &plan("SELECT superuser", 9), "15"),
+            rec("app", &plan("SELECT 2", 4), "-13"),
             rec("grader_probe", "tok ends", "0"),
-            rec("postgres", &plan("SELECT 3", 4), "14"),
+            rec("app", &plan("SELECT 3", 4), "14"),
         ]
         .concat();
         let got = window(&text, "tok begins", "tok ends").unwrap();

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{query, template_strings as request_templates, ProbeRequest};
@@ -138,9 +139,10 @@ pub struct Answer {
     pub what: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawAnswer {
+#[schemars(rename = "DbAnswer")]
+pub struct RawAnswer {
     request: Option<usize>,
     page: Option<usize>,
     items: Option<String>,

@@ -10,21 +10,31 @@
 //! Layering: probes sit above `engine` (they run with a `CheckContext`) and below `exercise`
 //! (which parses `probe = NAME` through [`parse`]); nothing here imports `exercise`.
 
+pub mod broker_topology;
 pub mod concurrent;
+pub mod consumed_payments;
 pub mod db;
 pub mod db_params;
 pub mod deep_pages;
 pub mod ledger;
+pub mod metrics;
 pub mod no_internals_leak;
+pub mod otlp_spans;
 pub mod paginate;
+pub mod published_events;
 pub mod query_plan;
 pub mod rate_limit;
 pub mod redundant_indexes;
 pub mod request;
+pub mod request_log;
 pub mod revalidate;
 pub mod service_log;
 pub mod stored_secrets;
+pub mod timeline;
+pub mod trace_context;
+pub mod traffic;
 pub mod upstream_calls;
+pub mod walk;
 
 use crate::engine::{CheckContext, Failure};
 use request::UpstreamParams;
@@ -44,6 +54,14 @@ pub enum ProbeCall {
     StoredSecrets(Box<stored_secrets::Params>),
     ServiceLog(Box<service_log::Params>),
     Ledger(Box<ledger::Params>),
+    BrokerTopology(Box<broker_topology::Params>),
+    PublishedEvents(Box<published_events::Params>),
+    ConsumedPayments(Box<consumed_payments::Params>),
+    Metrics(Box<metrics::Params>),
+    TraceContext(Box<trace_context::Params>),
+    OtlpSpans(Box<otlp_spans::Params>),
+    RequestLog(Box<request_log::Params>),
+    Timeline(Box<timeline::Params>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -60,7 +78,89 @@ pub const PROBE_NAMES: &[&str] = &[
     "stored_secrets",
     "service_log",
     "ledger",
+    "broker_topology",
+    "published_events",
+    "consumed_payments",
+    "metrics",
+    "trace_context",
+    "otlp_spans",
+    "request_log",
+    "timeline",
 ];
+
+/// Every probe's name with the JSON Schema of its `params` table: the raw struct its `params.rs`
+/// deserialises, derived (`exercise::schema` makes the check table a `oneOf` keyed by `probe`).
+pub fn params_schemas(
+    gen: &mut schemars::gen::SchemaGenerator,
+) -> Vec<(&'static str, schemars::schema::Schema)> {
+    vec![
+        (
+            "no_internals_leak",
+            gen.subschema_for::<no_internals_leak::params::NoInternalsLeak>(),
+        ),
+        (
+            "concurrent",
+            gen.subschema_for::<concurrent::params::RawConcurrent>(),
+        ),
+        (
+            "upstream_calls",
+            gen.subschema_for::<upstream_calls::params::RawUpstreamCalls>(),
+        ),
+        (
+            "query_plan",
+            gen.subschema_for::<query_plan::params::RawQueryPlan>(),
+        ),
+        (
+            "deep_pages",
+            gen.subschema_for::<deep_pages::params::RawDeepPages>(),
+        ),
+        (
+            "redundant_indexes",
+            gen.subschema_for::<redundant_indexes::params::RawRedundant>(),
+        ),
+        (
+            "paginate",
+            gen.subschema_for::<paginate::params::RawPaginate>(),
+        ),
+        (
+            "revalidate",
+            gen.subschema_for::<revalidate::params::RawRevalidate>(),
+        ),
+        ("rate_limit", gen.subschema_for::<rate_limit::params::Raw>()),
+        (
+            "stored_secrets",
+            gen.subschema_for::<stored_secrets::params::Raw>(),
+        ),
+        (
+            "service_log",
+            gen.subschema_for::<service_log::params::Raw>(),
+        ),
+        ("ledger", gen.subschema_for::<ledger::params::RawLedger>()),
+        (
+            "broker_topology",
+            gen.subschema_for::<broker_topology::params::Raw>(),
+        ),
+        (
+            "published_events",
+            gen.subschema_for::<published_events::params::Raw>(),
+        ),
+        (
+            "consumed_payments",
+            gen.subschema_for::<consumed_payments::params::Raw>(),
+        ),
+        ("metrics", gen.subschema_for::<metrics::params::Raw>()),
+        (
+            "trace_context",
+            gen.subschema_for::<trace_context::params::Raw>(),
+        ),
+        ("otlp_spans", gen.subschema_for::<otlp_spans::params::Raw>()),
+        (
+            "request_log",
+            gen.subschema_for::<request_log::params::Raw>(),
+        ),
+        ("timeline", gen.subschema_for::<timeline::params::Raw>()),
+    ]
+}
 
 /// Parses `probe = NAME` with its `params`. Errors are plain messages; the caller locates them.
 pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, String> {
@@ -84,6 +184,18 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
         "stored_secrets" => ProbeCall::StoredSecrets(Box::new(stored_secrets::parse(params)?)),
         "service_log" => ProbeCall::ServiceLog(Box::new(service_log::parse(params)?)),
         "ledger" => ProbeCall::Ledger(Box::new(ledger::parse(params)?)),
+        "broker_topology" => ProbeCall::BrokerTopology(Box::new(broker_topology::parse(params)?)),
+        "published_events" => {
+            ProbeCall::PublishedEvents(Box::new(published_events::parse(params)?))
+        }
+        "consumed_payments" => {
+            ProbeCall::ConsumedPayments(Box::new(consumed_payments::parse(params)?))
+        }
+        "metrics" => ProbeCall::Metrics(Box::new(metrics::parse(params)?)),
+        "trace_context" => ProbeCall::TraceContext(Box::new(trace_context::parse(params)?)),
+        "otlp_spans" => ProbeCall::OtlpSpans(Box::new(otlp_spans::parse(params)?)),
+        "request_log" => ProbeCall::RequestLog(Box::new(request_log::parse(params)?)),
+        "timeline" => ProbeCall::Timeline(Box::new(timeline::parse(params)?)),
         other => {
             return Err(
                 match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
@@ -113,6 +225,14 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::StoredSecrets(p) => stored_secrets::run(p, ctx).await,
         ProbeCall::ServiceLog(p) => service_log::run(p, ctx).await,
         ProbeCall::Ledger(p) => ledger::run(p, ctx).await,
+        ProbeCall::BrokerTopology(p) => broker_topology::run(p, ctx).await,
+        ProbeCall::PublishedEvents(p) => published_events::run(p, ctx).await,
+        ProbeCall::ConsumedPayments(p) => consumed_payments::run(p, ctx).await,
+        ProbeCall::Metrics(p) => metrics::run(p, ctx).await,
+        ProbeCall::TraceContext(p) => trace_context::run(p, ctx).await,
+        ProbeCall::OtlpSpans(p) => otlp_spans::run(p, ctx).await,
+        ProbeCall::RequestLog(p) => request_log::run(p, ctx).await,
+        ProbeCall::Timeline(p) => timeline::run(p, ctx).await,
     }
 }
 
@@ -131,6 +251,14 @@ impl ProbeCall {
             ProbeCall::StoredSecrets(_) => "stored_secrets",
             ProbeCall::ServiceLog(_) => "service_log",
             ProbeCall::Ledger(_) => "ledger",
+            ProbeCall::BrokerTopology(_) => "broker_topology",
+            ProbeCall::PublishedEvents(_) => "published_events",
+            ProbeCall::ConsumedPayments(_) => "consumed_payments",
+            ProbeCall::Metrics(_) => "metrics",
+            ProbeCall::TraceContext(_) => "trace_context",
+            ProbeCall::OtlpSpans(_) => "otlp_spans",
+            ProbeCall::RequestLog(_) => "request_log",
+            ProbeCall::Timeline(_) => "timeline",
         }
     }
 
@@ -157,6 +285,14 @@ impl ProbeCall {
             ProbeCall::StoredSecrets(p) => p.template_strings(),
             ProbeCall::ServiceLog(p) => p.template_strings(),
             ProbeCall::Ledger(p) => p.template_strings(),
+            ProbeCall::BrokerTopology(p) => p.template_strings(),
+            ProbeCall::PublishedEvents(p) => p.template_strings(),
+            ProbeCall::ConsumedPayments(p) => p.template_strings(),
+            ProbeCall::Metrics(p) => p.template_strings(),
+            ProbeCall::TraceContext(p) => p.template_strings(),
+            ProbeCall::OtlpSpans(p) => p.template_strings(),
+            ProbeCall::RequestLog(p) => p.template_strings(),
+            ProbeCall::Timeline(p) => p.template_strings(),
         }
     }
 
@@ -170,6 +306,8 @@ impl ProbeCall {
             ProbeCall::RateLimit(p) => request::captured_names(&p.setup),
             ProbeCall::StoredSecrets(p) => request::captured_names(&p.requests),
             ProbeCall::ServiceLog(p) => request::captured_names(&p.requests),
+            ProbeCall::Metrics(p) => request::captured_names(&p.setup),
+            ProbeCall::RequestLog(p) => request::captured_names(&p.setup),
             _ => return Vec::new(),
         };
         names.map(String::from).collect()
@@ -180,6 +318,7 @@ impl ProbeCall {
         match self {
             ProbeCall::Concurrent(p) => p.upstream.as_ref(),
             ProbeCall::UpstreamCalls(p) => Some(&p.upstream),
+            ProbeCall::PublishedEvents(p) => p.upstream.as_ref(),
             _ => None,
         }
     }
@@ -192,5 +331,68 @@ impl ProbeCall {
             self,
             ProbeCall::QueryPlan(_) | ProbeCall::DeepPages(_) | ProbeCall::RedundantIndexes(_)
         )
+    }
+
+    /// Whether the probe reads the service's own process-wide counters (its `/metrics`): the new
+    /// series other exercises' traffic makes would land in the same scrape, so an exercise with
+    /// such a probe is graded alone.
+    pub fn reads_service_metrics(&self) -> bool {
+        matches!(self, ProbeCall::Metrics(_))
+    }
+
+    /// Whether the probe times the service against its upstream's call log: another exercise's
+    /// traffic on the same machine would blur retries' gaps and a bulkhead's peak, and its calls
+    /// to a shared mock would be counted, so an exercise with such a probe is graded alone.
+    pub fn times_upstream_calls(&self) -> bool {
+        matches!(self, ProbeCall::Timeline(_))
+    }
+
+    /// Whether the probe releases many requests at once (a race) or counts requests inside a time
+    /// window (a rate limit): while it runs, no other check may be in flight. A service graded
+    /// on several exercises has one connection pool for all of them; another exercise's burst
+    /// holding every connection would turn this burst's requests into timeouts (and stretch a
+    /// rate limit's attempts past their window), a verdict on the grader's schedule rather than
+    /// on the service.
+    pub fn sends_bursts(&self) -> bool {
+        match self {
+            ProbeCall::Concurrent(_) | ProbeCall::Ledger(_) | ProbeCall::RateLimit(_) => true,
+            ProbeCall::Revalidate(p) => p.race.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Whether the probe reads or writes the run's broker: its exercise must declare `[broker]`.
+    pub fn uses_broker(&self) -> bool {
+        matches!(
+            self,
+            ProbeCall::BrokerTopology(_)
+                | ProbeCall::PublishedEvents(_)
+                | ProbeCall::ConsumedPayments(_)
+        )
+    }
+
+    /// Whether the probe kills and restarts the service (or cuts it off the broker): checks of
+    /// other exercises running at the same time would see it die, so such an exercise is graded
+    /// alone.
+    pub fn restarts_service(&self) -> bool {
+        match self {
+            ProbeCall::PublishedEvents(p) => p.restarts_service(),
+            ProbeCall::ConsumedPayments(p) => p.restarts_service(),
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The schema's probe table lists every probe `parse` knows, in the same order.
+    #[test]
+    fn every_probe_has_a_params_schema() {
+        let mut gen = schemars::gen::SchemaGenerator::default();
+        let names: Vec<&str> = super::params_schemas(&mut gen)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, super::PROBE_NAMES);
     }
 }

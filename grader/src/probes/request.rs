@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json_path::JsonPath;
 
@@ -24,8 +25,13 @@ pub struct ProbeRequest {
     /// 1-based position of an earlier request whose status and resource (`identity`) this
     /// response must repeat: a replay.
     pub same_as: Option<usize>,
-    /// When to send it, after the first request (`concurrent` only).
+    /// When to send it, after the burst's release (`concurrent` only), or after the upstream's
+    /// first call with `after_upstream_call`.
     pub at: Duration,
+    /// Sent `at` after the check's upstream received this round's first call (`concurrent` only),
+    /// not `at` after the release: the timeline is anchored on the service's own progress (the
+    /// first request is known to be in flight), so a loaded machine cannot reorder it.
+    pub after_upstream_call: bool,
     /// How long to pause before sending it, after the previous response (`upstream_calls` only):
     /// the grader's own clock, e.g. a cache's TTL plus a margin.
     pub wait: Duration,
@@ -67,21 +73,27 @@ pub struct UpstreamParams {
     pub noun: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRequest {
+#[schemars(rename = "ProbeRequest")]
+pub struct RawRequest {
     name: Option<String>,
     method: String,
     path: String,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    #[schemars(with = "Option<serde_json::Value>")]
     json: Option<toml::Value>,
     body: Option<String>,
+    #[schemars(with = "Option<crate::spec::schema::StatusSchema>")]
     status: Option<toml::Value>,
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     expect_json: BTreeMap<String, toml::Value>,
     same_as: Option<usize>,
     at: Option<String>,
+    #[serde(default)]
+    after_upstream_call: bool,
     wait: Option<String>,
     under_upstream_delay: Option<f64>,
     #[serde(default)]
@@ -90,9 +102,10 @@ struct RawRequest {
     capture: BTreeMap<String, BTreeMap<String, String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawUpstream {
+#[schemars(rename = "UpstreamExpectation")]
+pub struct RawUpstream {
     name: String,
     route: String,
     key: Option<String>,
@@ -102,6 +115,7 @@ struct RawUpstream {
     fault: Option<String>,
     fault_times: Option<u32>,
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     body_json: BTreeMap<String, toml::Value>,
     noun: Option<String>,
 }
@@ -117,6 +131,26 @@ pub fn query(text: &str) -> Result<JsonQuery, String> {
             .map_err(|e| format!("\"{text}\" is not a valid JSONPath: {e}"))?,
         text: text.to_string(),
     })
+}
+
+/// An optional duration parameter: `default` when absent, at most `max`.
+pub fn duration_or(
+    what: &str,
+    text: Option<&str>,
+    default: Duration,
+    max: Duration,
+) -> Result<Duration, String> {
+    let d = text
+        .map(|t| duration(what, t))
+        .transpose()?
+        .unwrap_or(default);
+    if d > max {
+        return Err(format!(
+            "`{what}` is at most {}",
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
 }
 
 pub fn duration(what: &str, text: &str) -> Result<Duration, String> {
@@ -144,11 +178,19 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
     for (path, pred) in r.expect_json {
         expect.json.push((query(&path)?, predicate::parse(&pred)?));
     }
+    let timed_by_upstream = probe == "timeline" && r.wait.is_none() && !r.waits_for_upstream;
     if probe != "upstream_calls"
+        && !timed_by_upstream
         && (r.wait.is_some() || r.under_upstream_delay.is_some() || r.waits_for_upstream)
     {
         return Err(format!(
             "request {}: `wait`, `under_upstream_delay` and `waits_for_upstream` go with `upstream_calls` requests (`concurrent` staggers with `at`)",
+            index + 1
+        ));
+    }
+    if probe != "concurrent" && r.after_upstream_call {
+        return Err(format!(
+            "request {}: `after_upstream_call` goes with `concurrent` requests",
             index + 1
         ));
     }
@@ -215,6 +257,7 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
             .map(|a| duration("`at`", a))
             .transpose()?
             .unwrap_or(Duration::ZERO),
+        after_upstream_call: r.after_upstream_call,
         wait: r
             .wait
             .as_deref()

@@ -28,6 +28,7 @@ fn base(status: RunStatus) -> RunReport {
             postgres_ms: 1_840,
             data_setup_ms: 0,
             redis_ms: 0,
+            broker_ms: 0,
             service_start_ms: 612,
             checks_ms: 4_611,
             teardown_ms: 150,
@@ -375,6 +376,67 @@ pub fn bearer_token() -> RunReport {
         passed: 0,
         total: 1,
     }];
+    report
+}
+
+/// The checks took longer than `--timeout`: those that finished keep their verdicts, the check
+/// that was running and the ones after it are skipped as not finished.
+pub fn checks_timed_out() -> RunReport {
+    let mut report = mixed();
+    report.status = RunStatus::Fail;
+    let first_unfinished = report.checks.len() / 2;
+    for check in &mut report.checks[first_unfinished..] {
+        check.status = Status::Skip;
+        check.earned = 0;
+        check.duration_ms = 0;
+        check.message =
+            Some("not finished: the checks took longer than --timeout (see above)".into());
+        check.detail = None;
+    }
+    report.problem = Some(RunProblem {
+        kind: ProblemKind::TimedOut,
+        message: "the checks took longer than --timeout 10m, all together; the service was \
+                  stopped, and the checks that had not finished count as not passed"
+            .into(),
+        fix: Some(
+            "find the requests your service answers slowly, or never; a larger --timeout only \
+             hides them"
+                .into(),
+        ),
+        log_tail: vec![],
+    });
+    // The sums follow the checks that still count.
+    let sum = |keep: &dyn Fn(&CheckResult) -> bool| -> (u32, u32) {
+        let kept = report.checks.iter().filter(|c| keep(c));
+        kept.fold((0, 0), |(earned, passed), c| {
+            (
+                earned + c.earned,
+                passed + u32::from(c.status == Status::Pass),
+            )
+        })
+    };
+    let percent = |earned: u32, possible: u32| f64::from(earned) * 100.0 / f64::from(possible);
+    let (earned, _) = sum(&|_| true);
+    report.score.earned = earned;
+    report.score.percent = percent(earned, report.score.possible);
+    let exercises: Vec<(u32, u32)> = report
+        .exercises
+        .iter()
+        .map(|e| sum(&|c: &CheckResult| c.exercise == e.id))
+        .collect();
+    for (exercise, (earned, passed)) in report.exercises.iter_mut().zip(exercises) {
+        (exercise.earned, exercise.passed) = (earned, passed);
+        exercise.percent = percent(earned, exercise.possible);
+    }
+    let skills: Vec<(u32, u32)> = report
+        .skills
+        .iter()
+        .map(|k| sum(&|c: &CheckResult| c.skill == k.id))
+        .collect();
+    for (skill, (earned, passed)) in report.skills.iter_mut().zip(skills) {
+        (skill.earned, skill.passed) = (earned, passed);
+        skill.percent = percent(earned, skill.possible);
+    }
     report
 }
 

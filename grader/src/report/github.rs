@@ -31,6 +31,7 @@ pub fn render(report: &RunReport) -> String {
                 "The grader's infrastructure failed. This is not the learner's fault; the results are incomplete.",
             ),
             ProblemKind::Interrupted => ("WARNING", "The run was interrupted; the results are incomplete."),
+            ProblemKind::TimedOut => ("CAUTION", "The service's checks took longer than --timeout, so the run was stopped."),
         };
         md.push_str(&format!(
             "> [!{alert}]\n> **{heading}**\n> {}\n",

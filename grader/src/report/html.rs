@@ -31,7 +31,7 @@ pub(crate) const CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img
      script-src 'none'; connect-src 'none'; font-src 'none'; form-action 'none'; \
      frame-ancestors 'none'; base-uri 'none'";
 
-const STYLE: &str = include_str!("html.css");
+pub(crate) const STYLE: &str = include_str!("html.css");
 
 /// Every element the page is made of. Tests check a page (and the DOM a browser builds from it)
 /// has no other: anything else would have come from the service's text.
@@ -210,7 +210,7 @@ fn score(h: &mut String, report: &RunReport) {
 
 fn run_problem(h: &mut String, problem: &RunProblem) {
     let class = match problem.kind {
-        ProblemKind::ServiceBuild | ProblemKind::ServiceStart => "fail",
+        ProblemKind::ServiceBuild | ProblemKind::ServiceStart | ProblemKind::TimedOut => "fail",
         ProblemKind::Infrastructure | ProblemKind::Interrupted => "error",
     };
     h.push_str(&format!(

@@ -246,12 +246,15 @@ pub(super) fn problem_heading(kind: ProblemKind) -> &'static str {
             "The grader's infrastructure failed. This is not your fault; the results are incomplete."
         }
         ProblemKind::Interrupted => "The run was interrupted; the results are incomplete.",
+        ProblemKind::TimedOut => {
+            "Your service's checks took longer than --timeout, so the run was stopped."
+        }
     }
 }
 
 fn problem_style(kind: ProblemKind) -> Style {
     match kind {
-        ProblemKind::ServiceBuild | ProblemKind::ServiceStart => FAIL,
+        ProblemKind::ServiceBuild | ProblemKind::ServiceStart | ProblemKind::TimedOut => FAIL,
         ProblemKind::Infrastructure | ProblemKind::Interrupted => ERROR,
     }
 }
@@ -607,6 +610,7 @@ fn summary(w: &mut Writer, report: &RunReport) {
             ("postgres", t.postgres_ms),
             ("data", t.data_setup_ms),
             ("redis", t.redis_ms),
+            ("rabbitmq", t.broker_ms),
             ("start", t.service_start_ms),
             ("checks", t.checks_ms),
             ("teardown", t.teardown_ms),
@@ -745,6 +749,9 @@ pub(super) fn problem_short(kind: ProblemKind) -> &'static str {
             "the grader's infrastructure failed (see the top of this report)"
         }
         ProblemKind::Interrupted => "the run was interrupted",
+        ProblemKind::TimedOut => {
+            "the checks took longer than --timeout (see the top of this report)"
+        }
     }
 }
 

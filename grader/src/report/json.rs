@@ -43,37 +43,24 @@ fn escape_unsafe_chars(json: &str) -> String {
 /// The JSON Schema (draft 7) of the report, pretty-printed, ending with a newline. This is the
 /// content of `docs/report.schema.json`.
 pub fn schema() -> String {
-    let schema = schemars::schema_for!(RunReport);
-    let mut json =
-        serde_json::to_string_pretty(&schema).expect("a JSON Schema always serialises to JSON");
-    json.push('\n');
-    json
+    crate::spec::schema::pretty(&schemars::schema_for!(RunReport))
 }
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
 
     use super::schema;
 
     /// The committed schema must be the one the code generates.
     #[test]
     fn committed_schema_is_up_to_date() {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../docs/report.schema.json");
-        let generated = schema();
-        if std::env::var_os("UPDATE_SCHEMA").is_some_and(|v| v == "1") {
-            std::fs::write(&path, &generated)
-                .unwrap_or_else(|e| panic!("could not write {}: {e}", path.display()));
-            return;
-        }
-        let committed = std::fs::read_to_string(&path).unwrap_or_default();
-        assert!(
-            committed == generated,
-            "{} is out of date with the result model in grader/src/outcome.rs.\n\
+        crate::spec::schema::assert_committed(
+            "report.schema.json",
+            &schema(),
+            "the result model in grader/src/outcome.rs.\n\
              Regenerate it with:  UPDATE_SCHEMA=1 cargo test -p grader report::\n\
              and review the diff: a breaking change needs a REPORT_VERSION bump and a note in \
              docs/REPORT.md.",
-            path.display()
         );
     }
 }

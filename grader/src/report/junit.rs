@@ -98,6 +98,7 @@ fn problem_case(problem: &RunProblem) -> TestCase {
         ProblemKind::ServiceStart => ("run/service_start", NonSuccessKind::Failure),
         ProblemKind::Infrastructure => ("run/infrastructure", NonSuccessKind::Error),
         ProblemKind::Interrupted => ("run/interrupted", NonSuccessKind::Error),
+        ProblemKind::TimedOut => ("run/timed_out", NonSuccessKind::Failure),
     };
     let mut text = sanitize(&problem.message);
     text.push('\n');

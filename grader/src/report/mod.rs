@@ -283,6 +283,33 @@ pub(crate) fn sanitize(text: &str) -> String {
     defuse_workflow_commands(&out)
 }
 
+/// What in `text` a reader would act on instead of showing it, if anything: a line a GitHub
+/// runner reads as a workflow command (`::` after blanks, or `##[` anywhere), a bidi control, a
+/// control character other than the newline, or a character XML forbids. Every format's output
+/// must give `None` whatever a service sent (the report tests and the fuzz targets check it).
+pub fn undefused(text: &str) -> Option<String> {
+    for line in text.lines() {
+        if line.trim_start().starts_with("::") {
+            return Some(format!("a line starts with a workflow command: {line:?}"));
+        }
+        if line.contains("##[") {
+            return Some(format!("`##[` in {line:?}"));
+        }
+    }
+    text.chars().find_map(|c| {
+        let what = if is_bidi_control(c) {
+            "bidi control"
+        } else if c != '\n' && c.is_control() {
+            "control character"
+        } else if matches!(c, '\u{fffe}' | '\u{ffff}') {
+            "character XML forbids"
+        } else {
+            return None;
+        };
+        Some(format!("{what} U+{:04X}", c as u32))
+    })
+}
+
 /// Characters that reorder the text around them (Unicode bidi embeddings, overrides, isolates and
 /// marks): "Trojan Source" in a report.
 pub(crate) fn is_bidi_control(c: char) -> bool {

@@ -54,7 +54,9 @@ pub fn selects(only: &[String], exercise: &str, check: &str) -> bool {
 pub struct Schedule {
     /// Indexes of exercises whose probes read cluster-wide database statistics
     /// (`pg_stat_statements`, buffer counts): requests of any other exercise would land in the
-    /// same counters, and the service has one database for everything, so they run alone.
+    /// same counters, and the service has one database for everything, so they run alone. So do
+    /// exercises whose probes kill and restart the service or cut it off the broker, and those
+    /// that scrape the service's own metrics.
     pub alone: Vec<usize>,
     /// Indexes of the other exercises, grouped so that exercises sharing a mock upstream (whose
     /// behaviour a check changes and resets) share a lane.
@@ -76,11 +78,18 @@ pub fn schedule(exercises: &[&Exercise], selection: &Selection) -> Schedule {
         if selected.is_empty() {
             continue;
         }
-        let reads_statistics = selected.iter().any(|c| match &c.body {
-            CheckBody::Probe(p) => p.reads_database_statistics(),
+        // Statistics would count other exercises' statements (and a scrape their requests); a
+        // restart would kill their requests and a cut broker would fail theirs.
+        let must_be_alone = selected.iter().any(|c| match &c.body {
+            CheckBody::Probe(p) => {
+                p.reads_database_statistics()
+                    || p.reads_service_metrics()
+                    || p.times_upstream_calls()
+                    || p.restarts_service()
+            }
             CheckBody::Steps(_) => false,
         });
-        if reads_statistics {
+        if must_be_alone {
             alone.push(index);
             continue;
         }
@@ -114,6 +123,24 @@ struct Shared<'a> {
     gone: Mutex<Option<String>>,
     consecutive_timeouts: Mutex<usize>,
     order: Mutex<InOrder>,
+    /// Every result as soon as its check ends, in any order: what a run stopped at its
+    /// `--timeout` keeps.
+    finished: &'a Mutex<Vec<CheckResult>>,
+    /// Taken shared by every check and exclusively by a check that sends bursts (see
+    /// [`crate::probes::ProbeCall::sends_bursts`]), so lanes run side by side except while a
+    /// burst is on. Tokio's lock is fair: a waiting burst holds back the checks that come after
+    /// it, so a busy lane cannot starve it.
+    turns: tokio::sync::RwLock<()>,
+}
+
+/// A check's permission to run: shared, or the service to itself.
+enum Turn<'a> {
+    Shared {
+        _guard: tokio::sync::RwLockReadGuard<'a, ()>,
+    },
+    Alone {
+        _guard: tokio::sync::RwLockWriteGuard<'a, ()>,
+    },
 }
 
 /// Passes results to the events in exercise order although exercises finish in any order: the
@@ -155,6 +182,17 @@ impl Shared<'_> {
         }
     }
 
+    async fn turn(&self, check: &Check) -> Turn<'_> {
+        match &check.body {
+            CheckBody::Probe(call) if call.sends_bursts() => Turn::Alone {
+                _guard: self.turns.write().await,
+            },
+            _ => Turn::Shared {
+                _guard: self.turns.read().await,
+            },
+        }
+    }
+
     fn lock_order(&self) -> std::sync::MutexGuard<'_, InOrder> {
         self.order.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -168,6 +206,7 @@ pub async fn run(
     selection: &Selection,
     upstreams: &Upstreams,
     events: &dyn RunEvents,
+    finished: &Mutex<Vec<CheckResult>>,
 ) -> Result<Vec<CheckResult>, String> {
     let plan = schedule(exercises, selection);
     let shared = Shared {
@@ -183,6 +222,8 @@ pub async fn run(
             finished: vec![false; exercises.len()],
             next: 0,
         }),
+        finished,
+        turns: tokio::sync::RwLock::new(()),
     };
     // Exercises with nothing selected count as done, so they never hold the output back.
     for (index, exercise) in exercises.iter().enumerate() {
@@ -228,6 +269,8 @@ async fn grade_exercise(
         let check = &exercise.checks[position];
         let id = format!("{}/{}", exercise.id, check.id);
         shared.started(index, &id, &check.title);
+        // Held until the check has finished; its time counts from here, not from the wait.
+        let turn = shared.turn(check).await;
         let started = Instant::now();
         let gone = shared
             .gone
@@ -244,6 +287,7 @@ async fn grade_exercise(
             shared.upstreams.begin_check(&upstream_names);
             run_one(exercise, check, shared).await
         };
+        drop(turn);
         note_service_health(shared, &outcome, &id);
         let result = to_result(
             exercise,
@@ -253,6 +297,11 @@ async fn grade_exercise(
             started.elapsed().as_millis() as u64,
         );
         shared.finished(index, result.clone());
+        shared
+            .finished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(result.clone());
         results.push(result);
     }
     shared.exercise_done(index);
@@ -509,16 +558,37 @@ mod tests {
     use crate::exercise::{load_catalog, ExerciseSource};
 
     #[test]
-    fn database_statistics_run_alone_and_the_rest_side_by_side() {
+    fn statistics_metrics_timelines_and_restarts_run_alone_and_the_rest_side_by_side() {
         let catalog = load_catalog(&ExerciseSource::Embedded).unwrap();
         let exercises: Vec<&Exercise> = catalog.exercises.iter().collect();
         let ids: Vec<&str> = exercises.iter().map(|e| e.id.as_str()).collect();
         let plan = schedule(&exercises, &Selection::default());
         let alone: Vec<&str> = plan.alone.iter().map(|&i| ids[i]).collect();
-        assert_eq!(alone, ["database-indexing"]);
+        assert_eq!(
+            alone,
+            [
+                "database-indexing",
+                "event-driven",
+                "integration-resilience",
+                "observability"
+            ]
+        );
         let in_lanes: usize = plan.lanes.iter().map(Vec::len).sum();
-        assert_eq!(in_lanes, ids.len() - 1);
+        assert_eq!(in_lanes, ids.len() - 4);
+
+        // Without the checks that kill the service or cut its broker, event-driven joins a lane.
+        let no_crash = Selection {
+            seed: 1,
+            only: vec![
+                "event-driven/created-event-once".into(),
+                "event-driven/payments-applied-once".into(),
+            ],
+            ..Selection::default()
+        };
         assert!(plan.lanes.len() > 1, "independent exercises share no lane");
+        let without_crashes = schedule(&exercises, &no_crash);
+        assert!(without_crashes.alone.is_empty());
+        assert_eq!(without_crashes.lanes.len(), 1);
 
         // Selecting only steps-based checks of the indexing exercise lets it join a lane.
         let only_api = Selection {
@@ -529,6 +599,117 @@ mod tests {
         let plan = schedule(&exercises, &only_api);
         assert!(plan.alone.is_empty());
         assert_eq!(plan.lanes.len(), 1);
+    }
+
+    /// Two exercises in two lanes: `steady` sends one slow request after another; `burst` sends
+    /// a few first, then ten together. A burst request that arrives while a `steady` one is in
+    /// flight, or the reverse, is an overlap.
+    #[tokio::test]
+    async fn a_burst_runs_with_no_other_check_in_flight() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        use std::sync::Arc;
+
+        use crate::engine::test_service::{serve, Reply};
+
+        let step = |path: &str| {
+            format!("[[check.step]]\nrequest.method = \"GET\"\nrequest.path = \"{path}\"\nexpect.status = 200\n")
+        };
+        let check = |id: &str, body: &str| {
+            format!("[[check]]\nid = \"{id}\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n{body}")
+        };
+        let steady: String = (0..8)
+            .map(|i| check(&format!("steady-{i}"), &step("/steady").repeat(3)))
+            .collect();
+        let burst = format!(
+            "{}{}",
+            check("warm-up", &step("/warm").repeat(3)),
+            check(
+                "together",
+                "probe = \"concurrent\"\n[check.params]\ncount = 10\nsame_resource = false\nrequest = { method = \"POST\", path = \"/burst\", status = 200 }\n"
+            )
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let skills = concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/skills.toml");
+        std::fs::copy(skills, dir.path().join("skills.toml")).unwrap();
+        for (id, checks) in [("burst", burst), ("steady", steady)] {
+            let folder = dir.path().join(id);
+            std::fs::create_dir(&folder).unwrap();
+            std::fs::write(folder.join("README.md"), "# T\n### 1. Task\n").unwrap();
+            let head = format!("id = \"{id}\"\ntitle = \"t\"\nsummary = \"s\"\nskills = [\"api-design\"]\ndifficulty = 1\n");
+            std::fs::write(folder.join("exercise.toml"), format!("{head}{checks}")).unwrap();
+        }
+        let catalog = load_catalog(&ExerciseSource::Dir(dir.path().to_path_buf()))
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let exercises: Vec<&Exercise> = catalog.exercises.iter().collect();
+        let plan = schedule(&exercises, &Selection::default());
+        assert_eq!(plan.lanes.len(), 2, "the two exercises run side by side");
+
+        #[derive(Default)]
+        struct Seen {
+            bursts_in_flight: AtomicUsize,
+            others_in_flight: AtomicUsize,
+            bursts: AtomicUsize,
+            others: AtomicUsize,
+            overlaps: AtomicUsize,
+        }
+        let seen = Arc::new(Seen::default());
+        let at_service = seen.clone();
+        let base = serve(move |method, _path, _| {
+            let seen = at_service.clone();
+            async move {
+                let (mine, theirs, count, pause) = if method == "POST" {
+                    (
+                        &seen.bursts_in_flight,
+                        &seen.others_in_flight,
+                        &seen.bursts,
+                        100,
+                    )
+                } else {
+                    (
+                        &seen.others_in_flight,
+                        &seen.bursts_in_flight,
+                        &seen.others,
+                        30,
+                    )
+                };
+                count.fetch_add(1, SeqCst);
+                mine.fetch_add(1, SeqCst);
+                if theirs.load(SeqCst) > 0 {
+                    seen.overlaps.fetch_add(1, SeqCst);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                if theirs.load(SeqCst) > 0 {
+                    seen.overlaps.fetch_add(1, SeqCst);
+                }
+                mine.fetch_sub(1, SeqCst);
+                Reply::json(200, serde_json::json!({}))
+            }
+        })
+        .await;
+        let service = RunningService::external(base, "/healthz");
+        let finished = Mutex::new(Vec::new());
+        let results = run(
+            &exercises,
+            &service,
+            &Selection::default(),
+            &Upstreams::default(),
+            &crate::run::Quiet,
+            &finished,
+        )
+        .await
+        .unwrap();
+        assert!(
+            results.iter().all(|r| r.status == Status::Pass),
+            "{results:#?}"
+        );
+        // Three rounds of ten, and every steady request, all served.
+        assert_eq!(seen.bursts.load(SeqCst), 30);
+        assert_eq!(seen.others.load(SeqCst), 8 * 3 + 3);
+        assert_eq!(
+            seen.overlaps.load(SeqCst),
+            0,
+            "a burst overlapped other traffic"
+        );
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub struct RunRequest {
     /// Checks (`exercise/check`) to run before the others of their exercise, with the checks
     /// they require: `grader watch` puts last run's failures first. The report keeps file order.
     pub first: Vec<String>,
+    /// The most the checks may take, all together (`check --timeout`): a service that answers
+    /// every request slowly, or never, would otherwise cost each check its own timeouts.
+    pub checks_timeout: Option<Duration>,
+    /// The service is not trusted (`check --untrusted`): under docker nothing of it runs outside
+    /// its containers, so a `[docker] build` host command is refused as a failed build.
+    pub untrusted: bool,
 }
 
 impl RunRequest {
@@ -76,6 +82,8 @@ impl RunRequest {
             artifacts_dir: None,
             service_env: Vec::new(),
             first: Vec::new(),
+            checks_timeout: None,
+            untrusted: false,
         }
     }
 }
@@ -191,7 +199,7 @@ fn replay_command(request: &RunRequest, service_dir: &Path, seed: u64) -> String
     replay
 }
 
-fn shell_word(s: &str) -> String {
+pub(crate) fn shell_word(s: &str) -> String {
     shlex::try_quote(s)
         .map(|c| c.into_owned())
         .unwrap_or_else(|_| s.to_string())
@@ -313,10 +321,11 @@ async fn execute_with(
     let started_at = std::time::SystemTime::now();
     let clock = Instant::now();
     let mut runtime_kind = plan.request.runtime;
-    let docker_options = plan
-        .manifest
-        .as_ref()
-        .map(|m| runtime::docker::DockerOptions::new(&plan.service_dir, &m.docker));
+    let docker_options = plan.manifest.as_ref().map(|m| {
+        let mut options = runtime::docker::DockerOptions::new(&plan.service_dir, &m.docker);
+        options.refuse_host_build = plan.request.untrusted;
+        options
+    });
     // `--runtime auto` settles on docker or local here.
     let mut runtime_choice = None;
     if runtime_kind == RuntimeKind::Auto {
@@ -365,6 +374,11 @@ async fn execute_with(
     };
     if let Some(sp) = service_plan.as_mut() {
         sp.env.extend(plan.request.service_env.iter().cloned());
+        // An exercise with `[broker]` gets the run a RabbitMQ; the learner's `[rabbitmq] env`
+        // may rename the variable.
+        if let Some(broker) = plan.exercises.iter().find_map(|e| e.broker.as_ref()) {
+            sp.broker_env = Some(sp.broker_env_name(&broker.env));
+        }
     }
     // Exercises with a `[dataset]`: the grader loads it before the service starts.
     let data_stats = service_plan
@@ -456,6 +470,7 @@ async fn execute_with(
     if let Some(service) = service {
         timings.postgres_ms = ms(service.timings.postgres);
         timings.redis_ms = ms(service.timings.redis);
+        timings.broker_ms = ms(service.timings.broker);
         timings.data_setup_ms = ms(service.timings.data_setup);
         if let Some(stats) = data_stats.as_ref().and_then(|s| s.lock().ok()?.clone()) {
             events.line(&format!("  data        {}", stats.summary()));
@@ -469,13 +484,26 @@ async fn execute_with(
             first: plan.request.first.clone(),
         };
         let checks_clock = Instant::now();
+        let finished = std::sync::Mutex::new(Vec::new());
+        let deadline = async {
+            match plan.request.checks_timeout {
+                Some(limit) => tokio::time::sleep(limit).await,
+                None => std::future::pending().await,
+            }
+        };
         if !cancel.is_cancelled() {
             tokio::select! {
-                r = checks::run(&plan.exercises, &service, &selection, &upstreams, events) => match r {
+                r = checks::run(&plan.exercises, &service, &selection, &upstreams, events, &finished) => match r {
                     Ok(r) => results = r,
                     Err(e) => problem = Some(RunProblem { kind: ProblemKind::Infrastructure, message: e, fix: None, log_tail: vec![] }),
                 },
                 _ = cancel.cancelled() => interrupted = true,
+                _ = deadline => {
+                    // The checks that ended keep their verdicts; the rest are listed as not
+                    // finished (below, then all in file order like every report).
+                    results = finished.into_inner().unwrap_or_else(|e| e.into_inner());
+                    problem = Some(timed_out(plan.request.checks_timeout.unwrap_or_default()));
+                }
             }
         } else {
             interrupted = true;
@@ -500,6 +528,12 @@ async fn execute_with(
         &plan.request.only,
         problem.as_ref(),
     );
+    if problem
+        .as_ref()
+        .is_some_and(|p| p.kind == ProblemKind::TimedOut)
+    {
+        start::sort_in_file_order(&mut results, &plan.exercises);
+    }
 
     let score = scoring::overall(&results);
     let status = scoring::run_status(&results, problem.as_ref());
@@ -528,6 +562,20 @@ async fn execute_with(
         checks: results,
         problem,
     })
+}
+
+/// The problem of a run whose checks took longer than `--timeout`: the service's, since every wait
+/// of the grader's is bounded (10 s a request, three timeouts in a row end the checks).
+fn timed_out(limit: Duration) -> RunProblem {
+    RunProblem {
+        kind: ProblemKind::TimedOut,
+        message: format!(
+            "the checks took longer than --timeout {}, all together; the service was stopped, and the checks that had not finished count as not passed",
+            humantime::format_duration(limit)
+        ),
+        fix: Some("find the requests your service answers slowly, or never (the checks that finished show their timings and the last lines of its log); a larger --timeout only hides them".into()),
+        log_tail: vec![],
+    }
 }
 
 fn ms(d: Duration) -> u64 {

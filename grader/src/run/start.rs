@@ -140,6 +140,12 @@ pub fn problem(e: StartError, artifacts_dir: &Path) -> RunProblem {
             )),
             log_tail,
         },
+        StartError::BuildRefused { message, fix } => RunProblem {
+            kind: ProblemKind::ServiceBuild,
+            message,
+            fix: Some(fix),
+            log_tail: vec![],
+        },
         StartError::ServiceDidNotStart { message, log_tail } => RunProblem {
             kind: ProblemKind::ServiceStart,
             message,
@@ -176,6 +182,23 @@ pub fn problem(e: StartError, artifacts_dir: &Path) -> RunProblem {
     }
 }
 
+/// Orders results as the exercises and their files list the checks (a stopped run collects them
+/// as they ended, and adds the unrun ones last). Stable, so results of one check keep their order.
+pub fn sort_in_file_order(results: &mut [CheckResult], exercises: &[&Exercise]) {
+    let position = |id: &str| {
+        exercises
+            .iter()
+            .flat_map(|ex| ex.checks.iter().map(move |c| (ex, c)))
+            .position(|(ex, c)| {
+                id.strip_prefix(ex.id.as_str())
+                    .and_then(|r| r.strip_prefix('/'))
+                    == Some(c.id.as_str())
+            })
+            .unwrap_or(usize::MAX)
+    };
+    results.sort_by_cached_key(|r| position(&r.id));
+}
+
 pub fn fill_unrun(
     results: &mut Vec<CheckResult>,
     exercises: &[&Exercise],
@@ -189,6 +212,10 @@ pub fn fill_unrun(
             "not run: the grader could not provide what the service needs (see above)",
         ),
         Some(ProblemKind::Interrupted) => (Status::Skip, "not run: interrupted"),
+        Some(ProblemKind::TimedOut) => (
+            Status::Skip,
+            "not finished: the checks took longer than --timeout (see above)",
+        ),
         Some(ProblemKind::ServiceBuild) => (Status::Skip, "not run: the service did not build"),
         Some(ProblemKind::ServiceStart) | None => {
             (Status::Skip, "not run: the service did not start")

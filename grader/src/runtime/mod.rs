@@ -1,16 +1,20 @@
 //! Runtimes own every process and container of a run, and nothing else does.
 //!
 //! A runtime takes a [`ServicePlan`] (derived from the learner's `grader.toml`), provides the
-//! dependencies (PostgreSQL, Redis), builds and starts the learner's service, waits for its health
-//! path, and hands back a [`RunningService`]. Teardown happens in [`RunningService::shutdown`], and
+//! dependencies (PostgreSQL, Redis, a RabbitMQ broker behind a [`BrokerLink`]), builds and starts
+//! the learner's service, waits for its health path, and hands back a [`RunningService`]. Teardown happens in [`RunningService::shutdown`], and
 //! as a last resort in `Drop` (panics) — so no process or temp dir outlives the run.
 //!
 //! INTERFACE CONTRACT (the engine and CLI depend on exactly this; keep it stable).
 
 use std::time::Duration;
 
+pub mod capped_log;
 pub mod docker;
+mod link;
 pub mod local;
+
+pub use link::BrokerLink;
 
 pub use crate::manifest::{BeforeService, BeforeServiceFn, ServicePlan};
 
@@ -19,6 +23,8 @@ pub use crate::manifest::{BeforeService, BeforeServiceFn, ServicePlan};
 pub enum Phase {
     Postgres,
     Redis,
+    /// The run's RabbitMQ broker (and the link the service reaches it through).
+    Broker,
     /// The exercises' schema and data loaded by the grader (see [`ServicePlan::before_service`]).
     DataSetup,
     Build,
@@ -35,8 +41,13 @@ pub trait ProgressSink: Send + Sync {
 /// Connection details of the grader-owned PostgreSQL.
 #[derive(Debug, Clone)]
 pub struct PostgresInfo {
-    /// URL handed to the service (database `app`, superuser `postgres`, trust auth on 127.0.0.1).
+    /// The grader's own URL: database `app` as the superuser `postgres` on 127.0.0.1, with this
+    /// run's password (scram: the server trusts no login). Never handed to the service, never
+    /// printed.
     pub url: String,
+    /// The URL handed to the service: the same database as [`crate::pg::SERVICE_ROLE`], no
+    /// superuser, with a password of its own (the host is `postgres` under docker).
+    pub service_url: String,
     pub port: u16,
     pub database: String,
 }
@@ -45,6 +56,27 @@ pub struct PostgresInfo {
 pub struct RedisInfo {
     pub url: String,
     pub port: u16,
+}
+
+/// The run's RabbitMQ broker, as the grader and as the service reach it.
+#[derive(Debug, Clone)]
+pub struct BrokerInfo {
+    /// Direct, for the grader's own AMQP connections:
+    /// `amqp://grader:PASS@127.0.0.1:PORT/%2f`.
+    pub grader_url: String,
+    /// What the service got: the same broker through [`BrokerInfo::link`], so the grader can
+    /// make it unreachable for the service alone.
+    pub service_url: String,
+    pub link: BrokerLink,
+}
+
+/// The broker's user; its password is random per run.
+pub(crate) const BROKER_USER: &str = "grader";
+
+/// `amqp://grader:PASS@HOST:PORT/%2f` (the default virtual host `/`, escaped). The password is
+/// alphanumeric, so it needs no escaping.
+pub(crate) fn amqp_url(password: &str, host: &str, port: u16) -> String {
+    format!("amqp://{BROKER_USER}:{password}@{host}:{port}/%2f")
 }
 
 /// Whether the service process is still alive.
@@ -66,6 +98,9 @@ pub enum StartError {
         reason: String,
         log_tail: Vec<String>,
     },
+    /// The build was not run: the service is untrusted and asked for a command on this machine.
+    #[error("{message}")]
+    BuildRefused { message: String, fix: String },
     #[error("{message}")]
     ServiceDidNotStart {
         message: String,
@@ -96,6 +131,8 @@ pub struct StartTimings {
     pub postgres: Duration,
     pub data_setup: Duration,
     pub redis: Duration,
+    /// The broker's start-up (about 8 s locally), overlapping PostgreSQL, Redis and the build.
+    pub broker: Duration,
     pub build: Duration,
     pub service_start: Duration,
 }
@@ -107,12 +144,17 @@ pub struct RunningService {
     pub base_url: url::Url,
     pub postgres: Option<PostgresInfo>,
     pub redis: Option<RedisInfo>,
+    /// The run's broker, when the plan asks for one ([`ServicePlan::broker_env`]).
+    pub broker: Option<BrokerInfo>,
     pub timings: StartTimings,
     /// `local`, `docker` or `external`.
     pub kind: &'static str,
     /// The path that answered 2xx at start-up; probes use it to warm connections.
     pub health_path: String,
     backend: Backend,
+    /// Held while the service is signalled or restarted: two restarts at once would start two
+    /// services on one port.
+    lifecycle: tokio::sync::Mutex<()>,
 }
 
 enum Backend {
@@ -129,9 +171,11 @@ impl RunningService {
             health_path: health_path.to_string(),
             postgres: None,
             redis: None,
+            broker: None,
             timings: StartTimings::default(),
             kind: "external",
             backend: Backend::External,
+            lifecycle: tokio::sync::Mutex::default(),
         }
     }
 
@@ -179,6 +223,45 @@ impl RunningService {
         }
     }
 
+    /// Sends `signal` to the service (local: its process group; docker: the container) and waits
+    /// up to `wait` for it to exit; returns its state then (`Running` if it did not exit). Err
+    /// (a sentence) when it cannot.
+    pub async fn signal_service(
+        &self,
+        signal: nix::sys::signal::Signal,
+        wait: Duration,
+    ) -> Result<ServiceState, String> {
+        let _one_at_a_time = self.lifecycle.lock().await;
+        match &self.backend {
+            Backend::Local(env) => Ok(env.signal_service(signal, wait).await),
+            Backend::Docker(env) => env.signal_service(signal, wait).await,
+            Backend::External => Err(
+                "the grader does not run this service (--runtime external), so it cannot signal it"
+                    .to_string(),
+            ),
+        }
+    }
+
+    /// Starts the service again: same command, environment and `PORT` (so `base_url` stays
+    /// valid), appending to `service.log` after a line `grader: restarted the service`; waits for
+    /// the health path like the first start (`plan.startup_timeout`). Works after
+    /// [`RunningService::signal_service`], and kills a still-running service first. Returns how
+    /// long until it was healthy; `state()` is `Running` again after a success.
+    pub async fn restart_service(&self) -> Result<Duration, StartError> {
+        let _one_at_a_time = self.lifecycle.lock().await;
+        match &self.backend {
+            Backend::Local(env) => env.restart_service().await,
+            Backend::Docker(env) => env.restart_service().await,
+            Backend::External => Err(StartError::Infrastructure {
+                what: "your service".to_string(),
+                message: "the grader does not run this service (--runtime external), so it \
+                          cannot restart it"
+                    .to_string(),
+                log_tail: vec![],
+            }),
+        }
+    }
+
     /// Pids and temp dirs of a local run, for tests that check teardown (None when external).
     #[doc(hidden)]
     pub fn debug_pids(&self) -> Option<local::DebugPids> {
@@ -188,8 +271,9 @@ impl RunningService {
         }
     }
 
-    /// Stops the service (SIGTERM to its process group, SIGKILL after a grace period), then
-    /// Redis and PostgreSQL, and removes temp dirs. Returns how long teardown took.
+    /// Stops the service (SIGTERM to its process group, SIGKILL after a grace period), then the
+    /// broker's link, the broker, Redis and PostgreSQL, and removes temp dirs. Returns how long
+    /// teardown took.
     pub async fn shutdown(self) -> Duration {
         match self.backend {
             Backend::Local(env) => env.shutdown().await,
@@ -221,30 +305,43 @@ pub async fn start_docker(
         base_url: started.base_url,
         postgres: started.postgres,
         redis: started.redis,
+        broker: started.broker,
         timings: started.timings,
         kind: "docker",
         health_path: plan.health_path.clone(),
         backend: Backend::Docker(Box::new(started.env)),
+        lifecycle: tokio::sync::Mutex::default(),
     })
 }
 
-/// Starts PostgreSQL/Redis as the plan asks (or takes them from `warm`), builds and starts the
-/// service, waits for health. On any error everything already started is torn down before
-/// returning.
+/// Starts PostgreSQL/Redis as the plan asks (or takes them from `warm`) and the broker (always the
+/// run's own, warm or not: see [`local::WarmRun`]), builds and starts the service, waits for
+/// health. On any error everything already started is torn down before returning.
 pub async fn start_local(
     plan: &ServicePlan,
     progress: &dyn ProgressSink,
     warm: Option<&local::WarmRun<'_>>,
 ) -> Result<RunningService, StartError> {
-    let (env, postgres, redis, timings, base_url) =
-        local::LocalEnvironment::start(plan, progress, warm).await?;
+    let started = local::LocalEnvironment::start(plan, progress, warm).await?;
     Ok(RunningService {
-        base_url,
-        postgres,
-        redis,
-        timings,
+        base_url: started.base_url,
+        postgres: started.postgres,
+        redis: started.redis,
+        broker: started.broker,
+        timings: started.timings,
         kind: "local",
         health_path: plan.health_path.clone(),
-        backend: Backend::Local(Box::new(env)),
+        backend: Backend::Local(Box::new(started.env)),
+        lifecycle: tokio::sync::Mutex::default(),
     })
+}
+
+/// A measured duration for people: milliseconds below a second, tenths of a second above
+/// (`humantime` would print "453ms 333us 577ns"). Here, below `engine`, so both can use it.
+pub fn seconds(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{} ms", d.as_millis())
+    } else {
+        format!("{:.1} s", d.as_secs_f64())
+    }
 }

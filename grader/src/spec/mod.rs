@@ -6,6 +6,7 @@
 pub mod calendar;
 pub mod predicate;
 pub mod random;
+pub mod schema;
 pub mod template;
 pub mod token;
 

@@ -64,6 +64,22 @@ pub fn check_rng(seed: u64, exercise: &str, check: &str) -> ChaCha8Rng {
 
 /// Generates every variable of an exercise, in file order. Tokens (`gen = "jwt"`) are left out:
 /// the engine mints them afterwards, from these values.
+/// A random (version 4) UUID from `rng`, so a seed replays it.
+pub fn uuid_v4(rng: &mut impl Rng) -> String {
+    let mut b: [u8; 16] = rng.gen();
+    b[6] = (b[6] & 0x0f) | 0x40; // version 4
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
 pub fn generate(vars: &[(String, VarGen)], rng: &mut ChaCha8Rng) -> Scope {
     vars.iter()
         .filter_map(|(name, gen)| Some((name.clone(), value(gen, rng)?)))
@@ -82,20 +98,7 @@ fn value(gen: &VarGen, rng: &mut ChaCha8Rng) -> Option<Value> {
             Value::String(text)
         }
         VarGen::Int { min, max } => Value::from(rng.gen_range(*min..=*max)),
-        VarGen::Uuid => {
-            let mut b: [u8; 16] = rng.gen();
-            b[6] = (b[6] & 0x0f) | 0x40; // version 4
-            b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-            Value::String(format!(
-                "{}-{}-{}-{}-{}",
-                &hex[0..8],
-                &hex[8..12],
-                &hex[12..16],
-                &hex[16..20],
-                &hex[20..32]
-            ))
-        }
+        VarGen::Uuid => Value::String(uuid_v4(rng)),
         VarGen::Email => Value::String(format!(
             "{}.{}{}@example.test",
             word(rng),

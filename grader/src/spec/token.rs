@@ -30,8 +30,10 @@ impl JwtAlg {
     }
 }
 
-/// A token that must be refused, made on purpose.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A token that must be refused, made on purpose (`attack = "none"`, ... in exercise.toml; the
+/// schema's names are the kebab-case ones the parser reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
 pub enum JwtAttack {
     /// Header `alg: none`, empty signature, claims otherwise valid.
     None,

@@ -11,7 +11,7 @@
 //! key = { json = "$.order_id" }         # or { header = "Idempotency-Key" }, or { path = "NAME" }
 //!                                       # for a `{NAME}` segment: calls are counted per key
 //! delay = "0ms"                         # latency before answering
-//! fault = "503"                         # optional: a status, "timeout" (never answers) or "drop"
+//! fault = "503"                         # optional: a status, "timeout" (never answers), "drop" or "reset" (TCP RST)
 //! response.status = 201
 //! response.json = { id = "ch_{{seq}}", amount_cents = "{{request_amount_cents}}" }
 //! ```
@@ -38,6 +38,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json_path::JsonPath;
@@ -64,6 +65,8 @@ pub enum UpstreamKind {
         /// The `aud` of the tokens it signs unless a variable says otherwise.
         audience: String,
     },
+    /// The grader's OpenTelemetry collector (OTLP over HTTP): spans for the probes to read.
+    OtlpCollector,
 }
 
 /// Route ids of the `oidc-issuer` upstream, as `upstream_calls` counts them.
@@ -191,6 +194,8 @@ pub struct Behaviour {
     pub fault: Option<Fault>,
     /// `Some(n)`: the fault applies to the next `n` calls only, then the route answers normally.
     pub fault_times: Option<u32>,
+    /// Seconds sent in a `Retry-After` header with a status fault (`503` + `Retry-After: 1`).
+    pub retry_after: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +206,8 @@ pub enum Fault {
     Timeout,
     /// Close the connection without a response.
     Drop,
+    /// Reset the connection (TCP RST) without a response.
+    Reset,
 }
 
 impl Fault {
@@ -208,10 +215,11 @@ impl Fault {
         match text {
             "timeout" => Ok(Fault::Timeout),
             "drop" => Ok(Fault::Drop),
+            "reset" => Ok(Fault::Reset),
             s => match s.parse::<u16>() {
                 Ok(code) if (100..=599).contains(&code) => Ok(Fault::Status(code)),
                 _ => Err(format!(
-                    "fault \"{s}\" is not a status code, \"timeout\" or \"drop\""
+                    "fault \"{s}\" is not a status code, \"timeout\", \"drop\" or \"reset\""
                 )),
             },
         }
@@ -222,6 +230,7 @@ impl Fault {
             Fault::Status(s) => format!("status {s}"),
             Fault::Timeout => "no answer (timeout)".into(),
             Fault::Drop => "a dropped connection".into(),
+            Fault::Reset => "a reset connection".into(),
         }
     }
 }
@@ -248,9 +257,10 @@ pub enum IssuerDocument {
     Jwks,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawUpstream {
+#[schemars(rename = "Upstream")]
+pub struct RawUpstream {
     kind: Option<String>,
     audience: Option<String>,
     env: Option<String>,
@@ -260,9 +270,10 @@ struct RawUpstream {
     service_env: BTreeMap<String, String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
+#[schemars(rename = "UpstreamRoute")]
+pub struct RawRoute {
     method: String,
     path: String,
     key: Option<RawKey>,
@@ -276,18 +287,21 @@ struct RawRoute {
     response: RawResponse,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawKey {
+#[schemars(rename = "UpstreamRouteKey")]
+pub struct RawKey {
     header: Option<String>,
     json: Option<String>,
     path: Option<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawResponse {
+#[schemars(rename = "UpstreamResponse")]
+pub struct RawResponse {
     status: Option<u16>,
+    #[schemars(with = "Option<serde_json::Value>")]
     json: Option<toml::Value>,
     body: Option<String>,
     #[serde(default)]
@@ -337,9 +351,22 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
             })?;
             UpstreamKind::OidcIssuer { audience }
         }
+        (Some("otlp-collector"), None) => {
+            if !raw.route.is_empty() {
+                return Err(format!(
+                    "upstream `{name}` is an otlp-collector: its routes are built in (POST /v1/traces, /v1/metrics, /v1/logs), so it takes no [[upstreams.{name}.route]]"
+                ));
+            }
+            UpstreamKind::OtlpCollector
+        }
+        (Some("otlp-collector"), Some(_)) => {
+            return Err(format!(
+                "upstream `{name}`: `audience` goes with kind = \"oidc-issuer\""
+            ))
+        }
         (Some(other), _) => {
             return Err(format!(
-                "upstream `{name}`: kind \"{other}\" is unknown; the built-in kind is \"oidc-issuer\" (leave `kind` out for declared routes)"
+                "upstream `{name}`: kind \"{other}\" is unknown; the built-in kinds are \"oidc-issuer\" and \"otlp-collector\" (leave `kind` out for declared routes)"
             ))
         }
     };
@@ -485,6 +512,7 @@ pub fn parse(name: &str, value: &toml::Value) -> Result<UpstreamSpec, String> {
                 delay,
                 fault,
                 fault_times: r.fault_times,
+                retry_after: None,
             },
             response: CannedResponse {
                 status: r.response.status.unwrap_or(200),

@@ -72,6 +72,13 @@ pub enum Bug {
     IdxNPlusOne,
     /// An index on orders (customer_id) next to (customer_id, status, ...), and lower(email) twice.
     IdxRedundant,
+    /// The N+1 of [`Bug::IdxNPlusOne`], hidden (it hopes) by logging in as the grader's probe role,
+    /// whose statements the grader leaves out; its own `DATABASE_URL` when that login is refused.
+    IdxImpersonateProbe,
+    /// The N+1 of [`Bug::IdxNPlusOne`], and at start-up, as if it were a superuser, an attempt to
+    /// blind the grader: drop `pg_stat_statements`, give the grader's roles a 1 ms statement
+    /// timeout, and keep ending the grader's sessions. Each refusal is logged and ignored.
+    IdxTamperAsSuperuser,
     /// `GET /products` pages with OFFSET (the cursor holds a row count) instead of a keyset.
     PageOffset,
     /// The product keyset has no unique tiebreaker: `WHERE price_cents > $1 ORDER BY price_cents`.
@@ -394,10 +401,121 @@ pub enum Bug {
     TxnOwnerBytes,
     /// A rename keeps the account's ETag: the version is not bumped.
     TxnEtagUnchanged,
+    // event-driven
+    /// `POST /purchases` publishes `purchase.created` itself, before the reservation and the commit (no outbox for it).
+    EvtPublishBeforeCommit,
+    /// No outbox: handlers commit, then publish; a failed publish is logged and the request answered anyway.
+    EvtCommitThenPublish,
+    /// The outbox relay publishes pending events newest first.
+    EvtRelayNewestFirst,
+    /// The outbox relay publishes every event twice.
+    EvtPublishTwice,
+    /// `event_id` is the purchase's id, so its created and cancelled events share one.
+    EvtSharedEventId,
+    /// Events are published without the `message_id` property.
+    EvtNoMessageId,
+    /// The payments consumer acks each message on arrival, then processes it.
+    EvtAckBeforeProcess,
+    /// The payments consumer consumes with `no_ack` (automatic acknowledgement).
+    EvtAutoAck,
+    /// Payments are not deduplicated by event id: every delivery is applied.
+    EvtNonIdempotentConsumer,
+    /// Poison payment messages are nacked with `requeue=true`, forever.
+    EvtRequeuePoison,
+    /// Poison payment messages are acked and dropped instead of dead-lettered.
+    EvtDropPoison,
+    /// Cancelling a cancelled purchase answers 200 and publishes `purchase.cancelled` again.
+    EvtCancelTwicePublishes,
+    /// The process exits when the broker connection drops.
+    EvtCrashOnBrokerLoss,
+    /// The purchase row is committed before the reservation and stays when the stock service refuses.
+    EvtRefusedKeepsRow,
+    /// A `customer` of 101 code points is accepted (off by one).
+    EvtCustomer101,
+    /// `POST /purchases` answers 201 without `Location`.
+    EvtNoLocation,
+    /// `purchases.payments.dead` is never declared: dead letters reach no queue.
+    EvtNoDeadLetterQueue,
+    /// `purchase.created` names the amount `amount` (the column's old name), not `amount_cents`.
+    EvtEventAmountRenamed,
+    /// Once the broker connection is lost, the service never connects again (until restarted).
+    EvtNoReconnect,
+    // observability
+    /// `GET /readyz` is not routed (answers 404).
+    ObsNoReadyz,
+    /// The carrier is sent `weight_grams / 1000` (integer division, "kilograms") as `weight_grams`.
+    ObsQuoteWeightInKg,
+    /// A carrier failure answers a generic 500 problem instead of 502.
+    ObsCarrierFailure500,
+    /// `POST /shipments` answers 201 without `Location`.
+    ObsCreateNoLocation,
+    /// `/metrics` writes label values without quotes: `method=GET`.
+    ObsMetricsUnquotedLabels,
+    /// `http_requests_total` is not incremented for statuses of 400 and above (the histogram still is).
+    ObsCounterSkipsErrors,
+    /// The latency histogram observes milliseconds (buckets unchanged).
+    ObsHistogramMilliseconds,
+    /// The metrics' `route` label is the raw request path (the logs keep the template).
+    ObsRawPathLabels,
+    /// The carrier call forwards the incoming `traceparent` unchanged, valid or not (spans unchanged).
+    ObsTraceparentForwarded,
+    /// The incoming `traceparent` is ignored: every request starts a new trace.
+    ObsTraceparentDropped,
+    /// The carrier call carries a `traceparent` only when the request came with a valid one.
+    ObsNoTraceWithoutParent,
+    /// Spans are never exported.
+    ObsNoOtlpExport,
+    /// The client span's parent is the caller's span, not the server span (the carrier's `traceparent` is unchanged).
+    ObsClientSpanOrphan,
+    /// The request log line is plain text (`GET /quotes 200 3ms trace=... request=...`), not JSON.
+    ObsUnstructuredLogs,
+    /// An incoming `X-Request-Id` is logged but not echoed (a generated one still is).
+    ObsRequestIdNotEchoed,
+    /// Without a valid incoming `X-Request-Id`, the request id is the constant `unknown`.
+    ObsRequestIdConstant,
+    /// The JSON log line has an `authorization` member: the `Authorization` header's value.
+    ObsTokenInLogs,
+    // integration-resilience
+    /// No per-attempt timeout and no deadline: a quote waits for the carrier for ever.
+    ResNoTimeout,
+    /// The per-attempt timeout is 300 ms instead of 1 s.
+    ResTimeoutShort,
+    /// Retries are made at once, without a backoff wait (`Retry-After` is still honoured).
+    ResRetryImmediate,
+    /// The backoff waits are always 150 ms, then 300 ms: no jitter.
+    ResNoJitter,
+    /// Failed attempts are retried (with the usual backoff) until the deadline, not 3 at most.
+    ResRetryUnbounded,
+    /// A 4xx from the carrier is retried like a 503 (and counts as a failed quote).
+    ResRetry4xx,
+    /// `Retry-After` is ignored: the usual backoff, and a retry even when it asks for over 2 s.
+    ResIgnoreRetryAfter,
+    /// A reset or closed connection is not retried: the quote fails after one call.
+    ResResetNotRetried,
+    /// Failed quotes are counted but the breaker never opens.
+    ResNoBreaker,
+    /// Once open, the breaker never closes: every trial, failed or successful, opens it again.
+    ResBreakerNeverCloses,
+    /// The half-open trial makes the usual 3 attempts, with retries.
+    ResTrialRetries,
+    /// 10 requests at a time for the whole service (every route waits for a slot), no bulkhead.
+    ResSharedPool,
+    /// No limit on concurrent carrier calls.
+    ResNoBulkhead,
+    /// No stale fallback: a failed quote answers 503 even with a recent price.
+    ResNoStale,
+    /// The stale fallback answers `"stale": false`.
+    ResStaleUnmarked,
+    /// An invalid postcode is not refused: it is sent to the carrier, whose answer is relayed.
+    ResValidationCallsCarrier,
+    /// A price quoted in the last 5 minutes answers again without asking the carrier.
+    ResCachesQuotes,
+    /// `GET /breaker` names the states in capitals (`CLOSED`).
+    ResBreakerStateCapitals,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 189] = [
+    pub const ALL: [Bug; 245] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -427,6 +545,8 @@ impl Bug {
         Bug::IdxOffsetDeepPages,
         Bug::IdxNPlusOne,
         Bug::IdxRedundant,
+        Bug::IdxImpersonateProbe,
+        Bug::IdxTamperAsSuperuser,
         Bug::PageOffset,
         Bug::PageNoTiebreaker,
         Bug::PageCursorUnvalidated,
@@ -587,6 +707,60 @@ impl Bug {
         Bug::TxnStatementUnsigned,
         Bug::TxnOwnerBytes,
         Bug::TxnEtagUnchanged,
+        Bug::EvtPublishBeforeCommit,
+        Bug::EvtCommitThenPublish,
+        Bug::EvtRelayNewestFirst,
+        Bug::EvtPublishTwice,
+        Bug::EvtSharedEventId,
+        Bug::EvtNoMessageId,
+        Bug::EvtAckBeforeProcess,
+        Bug::EvtAutoAck,
+        Bug::EvtNonIdempotentConsumer,
+        Bug::EvtRequeuePoison,
+        Bug::EvtDropPoison,
+        Bug::EvtCancelTwicePublishes,
+        Bug::EvtCrashOnBrokerLoss,
+        Bug::EvtRefusedKeepsRow,
+        Bug::EvtCustomer101,
+        Bug::EvtNoLocation,
+        Bug::EvtNoDeadLetterQueue,
+        Bug::EvtEventAmountRenamed,
+        Bug::EvtNoReconnect,
+        Bug::ObsNoReadyz,
+        Bug::ObsQuoteWeightInKg,
+        Bug::ObsCarrierFailure500,
+        Bug::ObsCreateNoLocation,
+        Bug::ObsMetricsUnquotedLabels,
+        Bug::ObsCounterSkipsErrors,
+        Bug::ObsHistogramMilliseconds,
+        Bug::ObsRawPathLabels,
+        Bug::ObsTraceparentForwarded,
+        Bug::ObsTraceparentDropped,
+        Bug::ObsNoTraceWithoutParent,
+        Bug::ObsNoOtlpExport,
+        Bug::ObsClientSpanOrphan,
+        Bug::ObsUnstructuredLogs,
+        Bug::ObsRequestIdNotEchoed,
+        Bug::ObsRequestIdConstant,
+        Bug::ObsTokenInLogs,
+        Bug::ResNoTimeout,
+        Bug::ResTimeoutShort,
+        Bug::ResRetryImmediate,
+        Bug::ResNoJitter,
+        Bug::ResRetryUnbounded,
+        Bug::ResRetry4xx,
+        Bug::ResIgnoreRetryAfter,
+        Bug::ResResetNotRetried,
+        Bug::ResNoBreaker,
+        Bug::ResBreakerNeverCloses,
+        Bug::ResTrialRetries,
+        Bug::ResSharedPool,
+        Bug::ResNoBulkhead,
+        Bug::ResNoStale,
+        Bug::ResStaleUnmarked,
+        Bug::ResValidationCallsCarrier,
+        Bug::ResCachesQuotes,
+        Bug::ResBreakerStateCapitals,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -621,6 +795,8 @@ impl Bug {
             Bug::IdxOffsetDeepPages => "idx-offset-deep-pages",
             Bug::IdxNPlusOne => "idx-n-plus-one",
             Bug::IdxRedundant => "idx-redundant",
+            Bug::IdxImpersonateProbe => "idx-impersonate-probe",
+            Bug::IdxTamperAsSuperuser => "idx-tamper-as-superuser",
             Bug::PageOffset => "page-offset",
             Bug::PageNoTiebreaker => "page-no-tiebreaker",
             Bug::PageCursorUnvalidated => "page-cursor-unvalidated",
@@ -781,6 +957,60 @@ impl Bug {
             Bug::TxnStatementUnsigned => "txn-statement-unsigned",
             Bug::TxnOwnerBytes => "txn-owner-bytes",
             Bug::TxnEtagUnchanged => "txn-etag-unchanged",
+            Bug::EvtPublishBeforeCommit => "evt-publish-before-commit",
+            Bug::EvtCommitThenPublish => "evt-commit-then-publish",
+            Bug::EvtRelayNewestFirst => "evt-relay-newest-first",
+            Bug::EvtPublishTwice => "evt-publish-twice",
+            Bug::EvtSharedEventId => "evt-shared-event-id",
+            Bug::EvtNoMessageId => "evt-no-message-id",
+            Bug::EvtAckBeforeProcess => "evt-ack-before-process",
+            Bug::EvtAutoAck => "evt-auto-ack",
+            Bug::EvtNonIdempotentConsumer => "evt-non-idempotent-consumer",
+            Bug::EvtRequeuePoison => "evt-requeue-poison",
+            Bug::EvtDropPoison => "evt-drop-poison",
+            Bug::EvtCancelTwicePublishes => "evt-cancel-twice-publishes",
+            Bug::EvtCrashOnBrokerLoss => "evt-crash-on-broker-loss",
+            Bug::EvtRefusedKeepsRow => "evt-refused-keeps-row",
+            Bug::EvtCustomer101 => "evt-customer-101",
+            Bug::EvtNoLocation => "evt-no-location",
+            Bug::EvtNoDeadLetterQueue => "evt-no-dead-letter-queue",
+            Bug::EvtEventAmountRenamed => "evt-event-amount-renamed",
+            Bug::EvtNoReconnect => "evt-no-reconnect",
+            Bug::ObsNoReadyz => "obs-no-readyz",
+            Bug::ObsQuoteWeightInKg => "obs-quote-weight-in-kg",
+            Bug::ObsCarrierFailure500 => "obs-carrier-failure-500",
+            Bug::ObsCreateNoLocation => "obs-create-no-location",
+            Bug::ObsMetricsUnquotedLabels => "obs-metrics-unquoted-labels",
+            Bug::ObsCounterSkipsErrors => "obs-counter-skips-errors",
+            Bug::ObsHistogramMilliseconds => "obs-histogram-milliseconds",
+            Bug::ObsRawPathLabels => "obs-raw-path-labels",
+            Bug::ObsTraceparentForwarded => "obs-traceparent-forwarded",
+            Bug::ObsTraceparentDropped => "obs-traceparent-dropped",
+            Bug::ObsNoTraceWithoutParent => "obs-no-trace-without-parent",
+            Bug::ObsNoOtlpExport => "obs-no-otlp-export",
+            Bug::ObsClientSpanOrphan => "obs-client-span-orphan",
+            Bug::ObsUnstructuredLogs => "obs-unstructured-logs",
+            Bug::ObsRequestIdNotEchoed => "obs-request-id-not-echoed",
+            Bug::ObsRequestIdConstant => "obs-request-id-constant",
+            Bug::ObsTokenInLogs => "obs-token-in-logs",
+            Bug::ResNoTimeout => "res-no-timeout",
+            Bug::ResTimeoutShort => "res-timeout-short",
+            Bug::ResRetryImmediate => "res-retry-immediate",
+            Bug::ResNoJitter => "res-no-jitter",
+            Bug::ResRetryUnbounded => "res-retry-unbounded",
+            Bug::ResRetry4xx => "res-retry-4xx",
+            Bug::ResIgnoreRetryAfter => "res-ignore-retry-after",
+            Bug::ResResetNotRetried => "res-reset-not-retried",
+            Bug::ResNoBreaker => "res-no-breaker",
+            Bug::ResBreakerNeverCloses => "res-breaker-never-closes",
+            Bug::ResTrialRetries => "res-trial-retries",
+            Bug::ResSharedPool => "res-shared-pool",
+            Bug::ResNoBulkhead => "res-no-bulkhead",
+            Bug::ResNoStale => "res-no-stale",
+            Bug::ResStaleUnmarked => "res-stale-unmarked",
+            Bug::ResValidationCallsCarrier => "res-validation-calls-carrier",
+            Bug::ResCachesQuotes => "res-caches-quotes",
+            Bug::ResBreakerStateCapitals => "res-breaker-state-capitals",
         }
     }
 

@@ -138,7 +138,8 @@ fn unknown_route_problem(method: &Method, uri: &Uri) -> Problem {
 }
 
 /// Logs one line per request to stdout: time, method, target, status and duration; never a
-/// header or a body, which may carry credentials.
+/// header or a body, which may carry credentials. When an OTLP endpoint is configured, the
+/// observability exercise's JSON line (`observability::observe`) replaces this one.
 pub async fn log_request(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
@@ -148,6 +149,9 @@ pub async fn log_request(req: Request, next: Next) -> Response {
         println!("{method} {uri} headers: {:?}", req.headers());
     }
     let response = next.run(req).await;
+    if crate::observability::json_logs() {
+        return response;
+    }
     println!(
         "{} {method} {uri} {} {:.1}ms",
         DateTime::<Utc>::from(SystemTime::now()).to_rfc3339_opts(SecondsFormat::Millis, true),

@@ -4,16 +4,27 @@
 //! Environment: `PORT` (listens on 127.0.0.1), `DATABASE_URL` (PostgreSQL; tables are created at
 //! start-up), optionally `REFSVC_BUG`, and the exercises' own (read on first use): `PROFILES_URL`
 //! and `CACHE_TTL_SECONDS` (caching), `AUTH_ISSUER_URL`, `AUTH_AUDIENCE` and `ALLOWED_ORIGIN`
-//! (security), `FRAUD_URL` (transactions).
+//! (security), `FRAUD_URL` (transactions), `STOCK_URL` (event-driven); and `AMQP_URL`
+//! (event-driven): when set, the service connects to RabbitMQ, declares its exchanges and queues
+//! and starts its consumer before it listens, and keeps reconnecting whenever the broker goes away.
+//! `CARRIER_URL` (observability, read on first use) is the carrier quotes are asked of; with
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` set, every request's spans are exported there (OTLP/HTTP, binary
+//! protobuf, batched every `OTEL_BSP_SCHEDULE_DELAY` ms, default 200, under `OTEL_SERVICE_NAME`,
+//! default `shipping`) and the request log becomes one JSON line per request. The same carrier
+//! serves `integration-resilience` (`GET /estimates`, with timeouts, retries, a circuit breaker, a
+//! bulkhead and a stale fallback, all in memory).
 
 mod bugs;
 mod caching;
+mod events;
 mod http;
+mod observability;
 mod orders;
 mod pagination;
 mod payments;
 mod problem;
 mod products;
+mod resilience;
 mod security;
 mod transactions;
 
@@ -37,12 +48,15 @@ const MIGRATIONS: &[&str] = &[
     payments::SCHEMA,
     caching::SCHEMA,
     security::SCHEMA,
+    events::SCHEMA,
 ];
 
 /// State shared by all handlers.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
+    /// `event-driven`: wakes the outbox relay.
+    pub events: events::Bus,
 }
 
 struct Config {
@@ -81,8 +95,24 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let bug = bugs::init_from_env()?;
     let config = Config::from_env()?;
 
-    let pool = connect(&config.database_url)?;
+    let database = if bug == Some(bugs::Bug::IdxImpersonateProbe) {
+        impersonate_probe(&config.database_url).await?
+    } else {
+        config
+            .database_url
+            .parse()
+            .map_err(|error| format!("DATABASE_URL is not a PostgreSQL URL: {error}"))?
+    };
+    let pool = connect(database)?;
     migrate(&pool).await?;
+    if bug == Some(bugs::Bug::IdxTamperAsSuperuser) {
+        tamper_with_the_grader(pool.clone()).await;
+    }
+    if orders::style() == orders::Style::BackgroundPoller {
+        tokio::spawn(poll_in_the_background(pool.clone()));
+    }
+    // Before listening: `/healthz` answers once the broker's topology is declared [evt-0.5].
+    let events = events::start(pool.clone()).await?;
 
     // HOST=0.0.0.0 in a container (grader's docker runtime sets it); loopback otherwise.
     let host: Ipv4Addr = std::env::var("HOST")
@@ -97,17 +127,72 @@ async fn run() -> Result<(), Box<dyn Error>> {
         listener.local_addr()?,
         bug.map_or("none", bugs::Bug::name)
     );
-    axum::serve(listener, app(AppState { pool }))
+    observability::start();
+    axum::serve(listener, app(AppState { pool, events }))
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    observability::flush().await;
     println!("stopped");
     Ok(())
 }
 
-fn connect(database_url: &str) -> Result<Pool, String> {
-    let config: tokio_postgres::Config = database_url
+/// [`bugs::Bug::IdxImpersonateProbe`]: the grader's probe role, with the password of
+/// `DATABASE_URL`, if the server lets it in; `DATABASE_URL` as given otherwise.
+async fn impersonate_probe(database_url: &str) -> Result<tokio_postgres::Config, String> {
+    let given: tokio_postgres::Config = database_url
         .parse()
         .map_err(|error| format!("DATABASE_URL is not a PostgreSQL URL: {error}"))?;
+    let mut probe = given.clone();
+    probe.user("grader_probe");
+    match probe.connect(NoTls).await {
+        Ok(_) => {
+            eprintln!("logged in as grader_probe: my statements are the grader's now");
+            Ok(probe)
+        }
+        Err(error) => {
+            eprintln!("could not log in as grader_probe ({error}); using DATABASE_URL");
+            Ok(given)
+        }
+    }
+}
+
+/// [`bugs::Bug::IdxTamperAsSuperuser`]: what a superuser could do to blind the grader, each
+/// attempt logged with its outcome. (Once, at start-up: statements the service sends during the
+/// checks are measured, and a loop would add its own to every measurement.)
+async fn tamper_with_the_grader(pool: Pool) {
+    const ATTEMPTS: &[&str] = &[
+        "DROP EXTENSION IF EXISTS pg_stat_statements CASCADE",
+        "ALTER ROLE grader_probe SET statement_timeout = 1",
+        "ALTER ROLE postgres SET statement_timeout = 1",
+        "ALTER DATABASE app SET statement_timeout = 1",
+        "ALTER ROLE grader_probe NOLOGIN",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE usename IN ('postgres', 'grader_probe') AND pid <> pg_backend_pid()",
+    ];
+    let Ok(client) = pool.get().await else {
+        return;
+    };
+    for attempt in ATTEMPTS {
+        match client.batch_execute(attempt).await {
+            Ok(()) => eprintln!("tampering: {attempt}: done"),
+            Err(error) => eprintln!("tampering: {attempt}: refused ({error})"),
+        }
+    }
+}
+
+/// [`orders::Style::BackgroundPoller`]: what an outbox relay does between requests, forever.
+async fn poll_in_the_background(pool: Pool) {
+    loop {
+        if let Ok(client) = pool.get().await {
+            let _ = client
+                .query("SELECT count(*) AS unsent FROM orders WHERE id = -1", &[])
+                .await;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn connect(config: tokio_postgres::Config) -> Result<Pool, String> {
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -159,16 +244,24 @@ fn app(state: AppState) -> Router {
         .merge(caching::router())
         .merge(security::router())
         .merge(transactions::router())
+        .merge(events::router())
+        .merge(observability::router())
+        .merge(resilience::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // nosniff and CORS on every response, errors and preflights included (security only).
         .layer(middleware::from_fn(security::browser_headers))
-        // Outermost, so that the log sees the final status, panics included.
+        // Outside the handlers and the layers above, so that the log, the metrics and the spans
+        // see the final status, panics included. (`Router::layer` runs after routing, so both
+        // see the matched route.)
         .layer(middleware::from_fn(http::log_request))
+        .layer(middleware::from_fn(observability::observe))
+        // Does nothing but under the planted bug res-shared-pool: 10 requests at a time, all routes.
+        .layer(middleware::from_fn(resilience::worker_pool))
         .with_state(state)
 }
 
-/// Up as soon as it listens: the tables were created before.
+/// Up as soon as it listens: the tables were created, and the broker connected, before.
 async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }

@@ -80,6 +80,10 @@ pub enum Style {
     /// Every statement starts with a comment naming the route (`/* app=refsvc route=... */`,
     /// as sqlcommenter and query-tagging middlewares do).
     SqlComments,
+    /// A background worker (the shape of an outbox relay) polls the database every millisecond, as a
+    /// learner's one service for every exercise may: its statements land in the grader's
+    /// measurement windows and must not be counted as the requests'.
+    BackgroundPoller,
 }
 
 pub const STYLE_ENV: &str = "REFSVC_STYLE";
@@ -87,6 +91,7 @@ const STYLES: &[(&str, Style)] = &[
     ("partial-status-index", Style::PartialStatusIndex),
     ("citext-email", Style::CitextEmail),
     ("sql-comments", Style::SqlComments),
+    ("background-poller", Style::BackgroundPoller),
 ];
 
 /// The design `REFSVC_STYLE` names, read once. An unknown name stops the service at start-up
@@ -476,7 +481,10 @@ async fn recent_orders(State(state): State<AppState>, Query(params): Params) -> 
     };
     let customer =
         |id: i64, email: String, name: String| json!({ "id": id, "email": email, "name": name });
-    if bugs::is(Bug::IdxNPlusOne) {
+    if bugs::is(Bug::IdxNPlusOne)
+        || bugs::is(Bug::IdxImpersonateProbe)
+        || bugs::is(Bug::IdxTamperAsSuperuser)
+    {
         let q = sql(
             "/orders",
             &format!(

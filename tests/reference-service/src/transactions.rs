@@ -175,7 +175,12 @@ fn owner(fields: &Map<String, Value>) -> Result<String, String> {
 
 /// An integer in `min..=max`. As in JSON Schema (and `products.rs`), `1e3` and `990.0` are
 /// integers; `12.5`, a string or a boolean are not.
-fn integer(fields: &Map<String, Value>, name: &str, min: i64, max: i64) -> Result<i64, String> {
+pub(crate) fn integer(
+    fields: &Map<String, Value>,
+    name: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, String> {
     let number = match fields.get(name) {
         None | Some(Value::Null) => return Err("is required".into()),
         Some(Value::Number(number)) => number,
@@ -199,7 +204,7 @@ fn integer(fields: &Map<String, Value>, name: &str, min: i64, max: i64) -> Resul
     Ok(value)
 }
 
-fn object(body: &Value) -> Result<&Map<String, Value>, Problem> {
+pub(crate) fn object(body: &Value) -> Result<&Map<String, Value>, Problem> {
     body.as_object()
         .ok_or_else(|| Problem::invalid(vec![FieldError::new("", "must be a JSON object")]))
 }
@@ -860,7 +865,9 @@ async fn transfer(
             .ok_or_else(|| unknown_account(&from.to_string()))?
             .get(0);
         check_funds(source, input.amount_cents)?;
-        tokio::time::sleep(Duration::from_millis(5)).await; // "fetches the exchange rate"
+        // "Fetches the exchange rate": the planted race window, as wide as the others (a 5 ms
+        // window let a whole burst through once on a loaded machine).
+        tokio::time::sleep(RACE_WINDOW).await;
         let (first, second) = if from < to { (from, to) } else { (to, from) };
         for id in [first, second] {
             let delta = if id == from {

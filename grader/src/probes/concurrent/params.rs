@@ -1,6 +1,7 @@
 //! `concurrent` parameters: the requests fired together, and what the responses and the upstream
 //! must show.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{de, query, request, upstream, ProbeRequest, UpstreamParams};
@@ -27,17 +28,22 @@ pub struct Concurrent {
     pub warm: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawConcurrent {
+#[schemars(rename = "ConcurrentParams")]
+pub struct RawConcurrent {
     #[serde(default)]
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     setup: Vec<toml::Value>,
+    #[schemars(with = "Option<crate::probes::request::RawRequest>")]
     request: Option<toml::Value>,
     count: Option<usize>,
+    #[schemars(with = "Option<Vec<crate::probes::request::RawRequest>>")]
     requests: Option<Vec<toml::Value>>,
     identity: Option<String>,
     #[serde(default = "yes")]
     same_resource: bool,
+    #[schemars(with = "Option<crate::probes::request::RawUpstream>")]
     upstream: Option<toml::Value>,
     rounds: Option<u32>,
     #[serde(default = "yes")]
@@ -105,8 +111,36 @@ pub fn parse_concurrent(params: toml::Value) -> Result<Concurrent, String> {
         .enumerate()
         .map(|(i, v)| request("concurrent", i, v))
         .collect::<Result<Vec<_>, _>>()?;
-    if setup.iter().any(|r| !r.at.is_zero()) {
-        return Err("`at` goes with the burst's requests, not with `setup`".into());
+    if setup
+        .iter()
+        .any(|r| !r.at.is_zero() || r.after_upstream_call)
+    {
+        return Err(
+            "`at` and `after_upstream_call` go with the burst's requests, not with `setup`".into(),
+        );
+    }
+    if requests.iter().any(|r| r.after_upstream_call) {
+        match &upstream {
+            None => {
+                return Err(
+                    "`after_upstream_call` waits for a call to the check's upstream: add `params.upstream` (name, route and key)"
+                        .into(),
+                )
+            }
+            Some(u) if u.key.is_none() => {
+                return Err(
+                    "`after_upstream_call` waits for this round's call: give `params.upstream` a `key` rendered from this round's data"
+                        .into(),
+                )
+            }
+            Some(_) => {}
+        }
+        if requests.iter().all(|r| r.after_upstream_call) {
+            return Err(
+                "every request has `after_upstream_call`, so none would make the call they wait for: leave it off the request that starts the timeline"
+                    .into(),
+            );
+        }
     }
     Ok(Concurrent {
         setup,
@@ -165,5 +199,46 @@ mod tests {
             .unwrap(),
         );
         assert!(one_round.is_ok());
+    }
+
+    #[test]
+    fn after_upstream_call_needs_a_keyed_upstream_and_a_request_that_starts_the_timeline() {
+        let parse = |text: &str| parse_concurrent(toml::from_str(text).unwrap());
+        let first = r#"[[requests]]
+            method = "POST"
+            path = "/pay"
+        "#;
+        let waiting = r#"[[requests]]
+            method = "POST"
+            path = "/pay"
+            after_upstream_call = true
+        "#;
+        let keyed = r#"[upstream]
+            name = "p"
+            route = "POST /charges"
+            key = "{{order}}"
+        "#;
+        let unkeyed = "[upstream]\nname = \"p\"\nroute = \"POST /charges\"\n";
+        assert!(parse(&format!("{first}{waiting}"))
+            .unwrap_err()
+            .contains("add `params.upstream`"));
+        assert!(parse(&format!("rounds = 1\n{unkeyed}{first}{waiting}"))
+            .unwrap_err()
+            .contains("give `params.upstream` a `key`"));
+        assert!(parse(&format!("{keyed}{waiting}{waiting}"))
+            .unwrap_err()
+            .contains("leave it off the request that starts the timeline"));
+        let p = parse(&format!("{keyed}{first}{waiting}")).unwrap();
+        assert_eq!(
+            p.requests
+                .iter()
+                .map(|r| r.after_upstream_call)
+                .collect::<Vec<_>>(),
+            [false, true]
+        );
+        let in_setup = format!(
+            "{keyed}{first}{waiting}[[setup]]\nmethod = \"POST\"\npath = \"/a\"\nafter_upstream_call = true\n"
+        );
+        assert!(parse(&in_setup).unwrap_err().contains("not with `setup`"));
     }
 }

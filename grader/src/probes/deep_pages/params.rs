@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::db_params::{parse_answers, parse_sample, Answer, DEFAULT_LARGE};
@@ -31,11 +32,13 @@ pub struct DeepPages {
     pub answers: Vec<Answer>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawDeepPages {
+#[schemars(rename = "DeepPagesParams")]
+pub struct RawDeepPages {
     #[serde(default)]
     sample: BTreeMap<String, String>,
+    #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
     next: Option<String>,
     page: Option<u32>,
@@ -44,6 +47,7 @@ struct RawDeepPages {
     items: Option<String>,
     identity: Option<String>,
     #[serde(default)]
+    #[schemars(with = "Vec<crate::probes::db_params::RawAnswer>")]
     answers: Vec<toml::Value>,
 }
 

@@ -14,6 +14,7 @@ use crate::engine::step::build_request;
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::db::{self, answers, Execution};
 use crate::probes::upstream_calls::run::{judge as judge_response, Seen};
+use crate::probes::walk::{id_key, too_many_items, SeenItems};
 use crate::spec::RequestSpec;
 
 pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
@@ -24,8 +25,8 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
 
     let mut spec: RequestSpec = p.request.spec.clone();
     let mut measured: BTreeMap<u32, Vec<Execution>> = BTreeMap::new();
-    // Identity of every item seen, with the page it was on.
-    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    // Identity of every item seen, with the pages it was on (bounded: see `probes::walk`).
+    let mut seen = SeenItems::default();
     for page in 1..=p.page {
         let req = build_request(ctx, &spec)?;
         let summary = format!("{} {}", req.method, &req.url[url::Position::BeforePath..]);
@@ -66,7 +67,12 @@ pub async fn run(p: &DeepPages, ctx: &mut CheckContext<'_>) -> Result<(), Failur
                 continue;
             };
             let id = describe_json(id);
-            if let Some(earlier) = seen.insert(id.clone(), page) {
+            let pages = seen
+                .see(&id, page as usize)
+                .map_err(|_| too_many_items(&format!("page {page}")))?;
+            if pages.times > 1 {
+                let earlier = pages.first();
+                let id = id_key(&id);
                 return Err(Failure::Fail(FailInfo {
                     message: format!(
                         "page {page} ({summary}) repeats item {id} of page {earlier}: the next link does not continue after the last row of the page before"

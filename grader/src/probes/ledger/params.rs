@@ -1,6 +1,7 @@
 //! `ledger` parameters: how accounts are opened and read, what a transfer looks like, and how
 //! large the burst is.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{de, query, request, ProbeRequest};
@@ -61,22 +62,28 @@ pub struct Statement {
     pub reads: usize,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawLedger {
+#[schemars(rename = "LedgerParams")]
+pub struct RawLedger {
     accounts: usize,
     opening_balance: [i64; 2],
+    #[schemars(with = "crate::probes::request::RawRequest")]
     open: toml::Value,
     account_id: Option<String>,
+    #[schemars(with = "crate::probes::request::RawRequest")]
     transfer: toml::Value,
     transfers: usize,
     amount: [i64; 2],
+    #[schemars(with = "Option<crate::spec::schema::StatusSchema>")]
     accepted: Option<toml::Value>,
+    #[schemars(with = "Option<crate::spec::schema::StatusSchema>")]
     refused: Option<toml::Value>,
     #[serde(default)]
     all_accepted: bool,
     #[serde(default)]
     opposite_pairs: bool,
+    #[schemars(with = "crate::probes::request::RawRequest")]
     balance: toml::Value,
     balance_path: Option<String>,
     balance_sql: Option<String>,
@@ -84,9 +91,11 @@ struct RawLedger {
     noun: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawStatement {
+#[schemars(rename = "LedgerStatement")]
+pub struct RawStatement {
+    #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
     balance: String,
     opening: String,

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -11,8 +12,9 @@ use crate::spec::template;
 /// `no_internals_leak`: sends awkward input (control characters, huge numbers, wrong types,
 /// deeply nested JSON, invalid UTF-8, odd ids) and fails if any response leaks a stack trace, a
 /// database error or a source path, or if the service stops answering its health path.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "NoInternalsLeakParams")]
 pub struct NoInternalsLeak {
     /// Method of the write endpoint to attack, e.g. `POST`.
     pub method: String,

@@ -1,10 +1,10 @@
 //! `paginate`: creates data through the API, walks a paginated list (with writes in between when
 //! asked), and judges every page and the walk as a whole against the data the grader created.
 
-mod cursor;
+pub mod cursor;
 mod order;
 pub mod params;
 mod run;
 
 pub use params::{parse, Paginate as Params};
-pub use run::run;
+pub use run::{next_link, run};

@@ -2,6 +2,7 @@
 //! data through the API, walk a paginated list with optional writes in between, and judge every
 //! page and the walk as a whole.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{query, request, template_strings, ProbeRequest};
@@ -91,11 +92,13 @@ pub struct Paginate {
     pub tamper: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawPaginate {
+#[schemars(rename = "PaginateParams")]
+pub struct RawPaginate {
     path: String,
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     query: toml::Table,
     items: Option<String>,
     identity: Option<String>,
@@ -115,7 +118,9 @@ struct RawPaginate {
     #[serde(default)]
     accept_refusal: bool,
     max_pages: Option<usize>,
+    #[schemars(with = "Option<serde_json::Value>")]
     page_size: Option<toml::Value>,
+    #[schemars(with = "Option<std::collections::BTreeMap<String, serde_json::Value>>")]
     same_first_page_as: Option<toml::Table>,
     #[serde(default)]
     cursor_url_safe: bool,
@@ -125,27 +130,32 @@ struct RawPaginate {
     tamper: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawOrder {
+#[schemars(rename = "PaginateOrder")]
+pub struct RawOrder {
     field: String,
     #[serde(default)]
     descending: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawSeed {
+#[schemars(rename = "PaginateSeed")]
+pub struct RawSeed {
     count: usize,
+    #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
     #[serde(default = "yes")]
     in_walk: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawWrites {
+#[schemars(rename = "PaginateWrites")]
+pub struct RawWrites {
     after_page: usize,
+    #[schemars(with = "Option<crate::probes::request::RawRequest>")]
     insert: Option<toml::Value>,
     #[serde(default = "one")]
     insert_count: usize,

@@ -16,10 +16,11 @@ use super::params::{Follow, Paginate};
 use crate::engine::assert::{self, describe_json, shorten};
 use crate::engine::http::{OutgoingRequest, Response};
 use crate::engine::step::build_request;
-use crate::engine::{CheckContext, FailInfo, Failure};
+use crate::engine::{fail, CheckContext, FailInfo, Failure};
 use crate::outcome::Exchange;
 use crate::probes::request::ProbeRequest;
 use crate::probes::upstream_calls::run::{identity_of, judge, Seen};
+use crate::probes::walk::{too_many_items, SeenItems};
 use crate::spec::template;
 use crate::spec::{Expect, Predicate, PredicateOp, StatusSpec};
 
@@ -139,7 +140,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                         "the reference page ({summary}) lists no items, though {} created items match it",
                         expected.len()
                     ),
-                    "a first page with items when items match".into(),
+                    "a first page with items when items match",
                     "0 items".into(),
                     vec![],
                 ));
@@ -152,8 +153,9 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
     let base = first_url(p, ctx)?;
     let first_query: Vec<(String, String)> = base.query_pairs().into_owned().collect();
     let mut url = base.clone();
-    let mut pages_of: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut problems: Vec<String> = Vec::new();
+    // Bounded: the items seen (see `probes::walk`), and problems counted past the ones shown.
+    let mut pages_of = SeenItems::default();
+    let mut problems = Problems::default();
     let mut deleted: Vec<String> = Vec::new();
     let mut inserted: BTreeSet<String> = BTreeSet::new();
     let mut previous_key: Option<(Value, String, usize)> = None;
@@ -209,7 +211,9 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                     vec![],
                 ));
             };
-            pages_of.entry(id.clone()).or_default().push(page);
+            pages_of
+                .see(&id, page)
+                .map_err(|_| too_many_items(&label))?;
             if seeded.get(id.as_str()) == Some(&false) {
                 problems.push(format!(
                     "item {id}{} appeared on page {page}, but it does not match the list's filters ({})",
@@ -269,7 +273,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                         "{label} ({summary}): the next cursor \"{}\" holds {bad:?}, which is not URL-safe: a cursor may hold only A-Z a-z 0-9 - . _ ~ so that a client can put it into a query string as it is",
                         shorten(c, 80)
                     ),
-                    "a next cursor of A-Z a-z 0-9 - . _ ~ only (RFC 3986 unreserved characters)".into(),
+                    "a next cursor of A-Z a-z 0-9 - . _ ~ only (RFC 3986 unreserved characters)",
                     format!("{} = \"{}\"", p.next_cursor.text, shorten(c, 120)),
                     vec![],
                 ));
@@ -278,7 +282,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
         if let Some(problem) = signals.has_more_problem(p, &label) {
             return Err(fail(
                 problem.clone(),
-                "has_more to say whether a next page exists".into(),
+                "has_more to say whether a next page exists",
                 problem,
                 vec![],
             ));
@@ -296,7 +300,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                             "{label} ({summary}) has a next cursor but no Link header with rel=\"next\"{}",
                             p.next_link.as_ref().map(|q| format!(" (nor a next link at {})", q.text)).unwrap_or_default()
                         ),
-                        "Link: <URL of the next page>; rel=\"next\" (RFC 8288 §3) while there are more items".into(),
+                        "Link: <URL of the next page>; rel=\"next\" (RFC 8288 §3) while there are more items",
                         format!("Link: {}", resp.header("link").unwrap_or_else(|| "absent".into())),
                         vec![],
                     ));
@@ -364,8 +368,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                 if let Some(problem) = signals.end_problem(p) {
                     return Err(fail(
                         format!("{label} ({summary}) is the last page, but {problem}"),
-                        "on the last page: no next cursor, has_more false, no Link rel=\"next\""
-                            .into(),
+                        "on the last page: no next cursor, has_more false, no Link rel=\"next\"",
                         problem,
                         vec![],
                     ));
@@ -377,7 +380,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
                 if next_url == url {
                     return Err(fail(
                         format!("{label}: the next page's URL is this page's own URL, so the walk would never end"),
-                        "a next page URL that moves forward".into(),
+                        "a next page URL that moves forward",
                         next_url.to_string(),
                         vec![],
                     ));
@@ -398,7 +401,7 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
             if let Some(prefix) = &w.delete_prefix {
                 let mut unseen: Vec<&String> = expected
                     .iter()
-                    .filter(|id| !pages_of.contains_key(*id))
+                    .filter(|id| !pages_of.contains(id))
                     .collect();
                 unseen.shuffle(&mut ctx.rng);
                 let victims: Vec<String> =
@@ -414,21 +417,21 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
     if !ended && p.pages.is_none() {
         return Err(fail(
             format!("the walk did not end after {} pages", p.max_pages),
-            "the last page to have no next cursor".into(),
+            "the last page to have no next cursor",
             format!("a next page after page {}", p.max_pages),
             vec![],
         ));
     }
 
     // 3. The walk as a whole.
-    for (id, pages) in &pages_of {
-        if pages.len() > 1 {
-            problems.push(format!("item {id} appeared on pages {}", join_pages(pages)));
+    for (id, pages) in pages_of.iter() {
+        if pages.times > 1 {
+            problems.push(format!("item {id} appeared on pages {}", pages.describe()));
         }
     }
     let missing: Vec<&String> = expected
         .iter()
-        .filter(|id| !pages_of.contains_key(*id))
+        .filter(|id| !pages_of.contains(id))
         .collect();
     if ended {
         for id in &missing {
@@ -468,11 +471,11 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
         ));
         return Ok(());
     }
-    let mut evidence: Vec<String> = problems.iter().take(MAX_EVIDENCE).cloned().collect();
-    if problems.len() > MAX_EVIDENCE {
-        evidence.push(format!("… and {} more", problems.len() - MAX_EVIDENCE));
+    let mut evidence: Vec<String> = problems.shown.clone();
+    if problems.count > MAX_EVIDENCE {
+        evidence.push(format!("… and {} more", problems.count - MAX_EVIDENCE));
     }
-    let duplicates = pages_of.values().filter(|p| p.len() > 1).count();
+    let duplicates = pages_of.iter().filter(|(_, p)| p.times > 1).count();
     evidence.push(format!(
         "the walk: {page} pages, {} distinct items; created {} items before it ({} matching the filters){}",
         pages_of.len(),
@@ -484,12 +487,12 @@ async fn walk(p: &Paginate, ctx: &mut CheckContext<'_>, kept: &mut Kept) -> Resu
         }
     ));
     Err(fail(
-        problems[0].clone(),
-        "every item that existed for the whole walk on exactly one page, in order, and nothing else".into(),
+        problems.shown[0].clone(),
+        "every item that existed for the whole walk on exactly one page, in order, and nothing else",
         format!(
             "{duplicates} duplicated, {} missing, {} problems in all",
             if ended { missing.len() } else { 0 },
-            problems.len()
+            problems.count
         ),
         evidence,
     ))
@@ -601,7 +604,7 @@ impl Signals {
 
 /// The target of the first link with relation type `next` in a Link header (RFC 8288 §3):
 /// `<uri>; rel="next"`, `rel=next`, or `rel="prev next"`, links separated by commas.
-pub(crate) fn next_link(header: &str) -> Option<String> {
+pub fn next_link(header: &str) -> Option<String> {
     let mut rest = header;
     loop {
         let start = rest.find('<')?;
@@ -639,16 +642,24 @@ fn item_id(item: &Value, p: &Paginate) -> Option<String> {
     }
 }
 
-fn join_pages(pages: &[usize]) -> String {
-    match pages.split_last() {
-        Some((last, rest)) if !rest.is_empty() => format!(
-            "{} and {last}",
-            rest.iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        _ => pages.iter().map(usize::to_string).collect(),
+/// The walk's problems: the first [`MAX_EVIDENCE`] as written, and how many in all (a page out
+/// of order is one problem per item, so a long walk could hold one per item seen).
+#[derive(Default)]
+struct Problems {
+    shown: Vec<String>,
+    count: usize,
+}
+
+impl Problems {
+    fn push(&mut self, problem: String) {
+        self.count += 1;
+        if self.shown.len() < MAX_EVIDENCE {
+            self.shown.push(problem);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.count == 0
     }
 }
 
@@ -728,7 +739,7 @@ fn page_document(
     serde_json::from_slice(&resp.body).map_err(|e| {
         fail(
             format!("{label} ({summary}): the body is not JSON ({e})"),
-            "a JSON page".into(),
+            "a JSON page",
             shorten(&resp.text(), 200),
             vec![],
         )
@@ -818,7 +829,7 @@ async fn delete(
     if !(200..300).contains(&resp.status) {
         return Err(fail(
             format!("{summary}: expected a 2xx status, got {}", resp.status),
-            "status 2xx (the item is deleted)".into(),
+            "status 2xx (the item is deleted)",
             resp.status.to_string(),
             vec![],
         ));
@@ -941,7 +952,7 @@ async fn tamper(
                     "{step} ({summary}): expected {} {}, got {}",
                     m.subject, m.expected, m.actual
                 ),
-                "400 with a problem document (application/problem+json) for a cursor that is not one the service issued, unchanged".into(),
+                "400 with a problem document (application/problem+json) for a cursor that is not one the service issued, unchanged",
                 mismatches
                     .iter()
                     .map(|m| format!("{}: {}", m.subject, m.actual))
@@ -968,16 +979,6 @@ async fn tamper(
         }
     ));
     Ok(())
-}
-
-fn fail(message: String, expected: String, actual: String, evidence: Vec<String>) -> Failure {
-    Failure::Fail(FailInfo {
-        message,
-        expected,
-        actual,
-        evidence,
-        ..Default::default()
-    })
 }
 
 #[cfg(test)]
@@ -1014,11 +1015,5 @@ mod tests {
             compare_pages(&ids(&["a", "c"]), &ids(&["a", "b"])).unwrap(),
             "both list 2 items, but item 2 is c here and b there"
         );
-    }
-
-    #[test]
-    fn pages_read_well() {
-        assert_eq!(join_pages(&[2, 3]), "2 and 3");
-        assert_eq!(join_pages(&[1, 4, 9]), "1, 4 and 9");
     }
 }

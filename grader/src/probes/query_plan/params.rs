@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::db_params::{parse_answers, parse_sample, Answer, Budget, DEFAULT_LARGE};
@@ -46,19 +47,23 @@ impl QueryPlan {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawQueryPlan {
+#[schemars(rename = "QueryPlanParams")]
+pub struct RawQueryPlan {
     #[serde(default)]
     sample: BTreeMap<String, String>,
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     requests: Vec<toml::Value>,
     repeat: Option<u32>,
     plan: Option<bool>,
+    #[schemars(with = "Option<serde_json::Value>")]
     max_buffers_per_request: Option<toml::Value>,
     max_statements_per_request: Option<f64>,
     tolerance: Option<f64>,
     large_table_rows: Option<f64>,
     #[serde(default)]
+    #[schemars(with = "Vec<crate::probes::db_params::RawAnswer>")]
     answers: Vec<toml::Value>,
     #[serde(default)]
     unchanged: Vec<String>,

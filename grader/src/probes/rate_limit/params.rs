@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{de, query, request, template_strings_except, ProbeRequest};
@@ -46,20 +47,28 @@ pub struct RateLimit {
     pub expect_json: Vec<(JsonQuery, Predicate)>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+#[schemars(rename = "RateLimitParams")]
+pub struct Raw {
     #[serde(default)]
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     setup: Vec<toml::Value>,
+    #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
+    #[schemars(with = "Option<crate::probes::request::RawRequest>")]
     over_limit: Option<toml::Value>,
     limit: u32,
+    #[schemars(with = "crate::spec::schema::StatusSchema")]
     within_limit_status: toml::Value,
+    #[schemars(with = "Option<crate::probes::request::RawRequest>")]
     other_client: Option<toml::Value>,
+    #[schemars(with = "Option<crate::probes::request::RawRequest>")]
     after_retry: Option<toml::Value>,
     max_retry_after: u64,
     window: Option<String>,
     #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     expect_json: BTreeMap<String, toml::Value>,
 }
 

@@ -447,84 +447,52 @@ mod tests {
     }
 
     async fn serve(mode: Limiter) -> url::Url {
-        use bytes::Bytes;
-        use http_body_util::{BodyExt, Full};
+        use crate::engine::test_service::{self, Reply};
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
         let seen: Arc<Mutex<HashMap<String, Vec<Instant>>>> = Arc::default();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
+        test_service::serve(move |_, _, doc| {
+            let reply = |status: u16, retry: Option<u64>| {
+                let mut headers = vec![("content-type", "application/problem+json".to_string())];
+                if let Some(r) = retry {
+                    headers.push(("retry-after", r.to_string()));
+                }
+                Reply {
+                    status,
+                    headers,
+                    json: serde_json::json!({ "status": status }),
+                }
+            };
+            let user = doc["username"].as_str().unwrap_or("").to_string();
+            let key = if mode == Limiter::Global {
+                "all".into()
+            } else {
+                user
+            };
+            let window = Duration::from_secs(if mode == Limiter::Lying { 3 } else { 1 });
+            let now = Instant::now();
+            let mut seen = seen.lock().unwrap();
+            let times = seen.entry(key).or_default();
+            times.retain(|t| now.duration_since(*t) < window);
+            let answer = if times.len() >= 3 {
+                let left = window - now.duration_since(times[0]);
+                let secs = if mode == Limiter::Lying {
+                    1
+                } else {
+                    left.as_secs_f64().ceil() as u64
                 };
-                let seen = seen.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let seen = seen.clone();
-                            async move {
-                                let path = req.uri().path().to_string();
-                                let body = req.into_body().collect().await.unwrap().to_bytes();
-                                let doc: Value =
-                                    serde_json::from_slice(&body).unwrap_or(Value::Null);
-                                let reply = |status: u16, retry: Option<u64>| {
-                                    let mut b = hyper::Response::builder()
-                                        .status(status)
-                                        .header("content-type", "application/problem+json");
-                                    if let Some(r) = retry {
-                                        b = b.header("retry-after", r.to_string());
-                                    }
-                                    b.body(Full::new(Bytes::from(format!(
-                                        "{{\"status\":{status}}}"
-                                    ))))
-                                    .unwrap()
-                                };
-                                if path == "/healthz" {
-                                    return Ok::<_, std::convert::Infallible>(reply(200, None));
-                                }
-                                let user = doc["username"].as_str().unwrap_or("").to_string();
-                                let key = if mode == Limiter::Global {
-                                    "all".into()
-                                } else {
-                                    user
-                                };
-                                let window =
-                                    Duration::from_secs(if mode == Limiter::Lying { 3 } else { 1 });
-                                let now = Instant::now();
-                                let mut seen = seen.lock().unwrap();
-                                let times = seen.entry(key).or_default();
-                                times.retain(|t| now.duration_since(*t) < window);
-                                if times.len() >= 3 {
-                                    let left = window - now.duration_since(times[0]);
-                                    let secs = if mode == Limiter::Lying {
-                                        1
-                                    } else {
-                                        left.as_secs_f64().ceil() as u64
-                                    };
-                                    return Ok(reply(
-                                        429,
-                                        (mode != Limiter::NoRetryAfter).then_some(secs),
-                                    ));
-                                }
-                                times.push(now);
-                                Ok(reply(401, None))
-                            }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        url::Url::parse(&format!("http://127.0.0.1:{port}")).unwrap()
+                reply(429, (mode != Limiter::NoRetryAfter).then_some(secs))
+            } else {
+                times.push(now);
+                reply(401, None)
+            };
+            std::future::ready(answer)
+        })
+        .await
     }
 
     async fn run_against(mode: Limiter) -> (Result<(), Failure>, Vec<String>, usize) {
-        use rand::SeedableRng;
         let p = super::super::params::parse(
             toml::from_str(
                 r#"
@@ -540,24 +508,9 @@ mod tests {
             .unwrap(),
         )
         .unwrap();
-        let base = serve(mode).await;
-        let http = crate::engine::http::HttpClient::new().unwrap();
-        let service = crate::runtime::RunningService::external(base, "/healthz");
+        let harness = crate::engine::test_service::Harness::new(serve(mode).await);
         let upstreams = crate::upstream::Upstreams::default();
-        let mut ctx = CheckContext {
-            http: &http,
-            service: &service,
-            scope: Scope::new(),
-            rng: rand_chacha::ChaCha8Rng::seed_from_u64(1),
-            exchanges: Vec::new(),
-            vars: &[],
-            tokens: crate::engine::tokens::CheckTokens {
-                vars: &[],
-                used: &[],
-            },
-            upstreams: &upstreams,
-            measurements: Vec::new(),
-        };
+        let mut ctx = harness.context(Scope::new(), &upstreams);
         let result = run(&p, &mut ctx).await;
         (result, ctx.measurements, ctx.exchanges.len())
     }

@@ -1,5 +1,6 @@
 //! `redundant_indexes` parameters: the tables whose indexes are compared.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::de;
@@ -14,9 +15,10 @@ pub struct RedundantIndexes {
     pub health_path: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRedundant {
+#[schemars(rename = "RedundantIndexesParams")]
+pub struct RawRedundant {
     tables: Vec<String>,
     health_path: Option<String>,
 }

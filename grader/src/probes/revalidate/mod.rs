@@ -5,4 +5,4 @@ pub mod params;
 mod run;
 
 pub use params::{parse, Revalidate as Params};
-pub use run::run;
+pub use run::{parse_http_date, run};

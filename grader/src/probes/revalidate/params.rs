@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{
@@ -92,10 +93,12 @@ pub struct Race {
     pub identity: JsonQuery,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRevalidate {
+#[schemars(rename = "RevalidateParams")]
+pub struct RawRevalidate {
     #[serde(default)]
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     setup: Vec<toml::Value>,
     path: String,
     #[serde(default)]
@@ -106,22 +109,28 @@ struct RawRevalidate {
     conditions: Vec<String>,
     #[serde(default)]
     setup_validators: bool,
+    #[schemars(with = "Option<RawRewrite>")]
     rewrite: Option<toml::Value>,
+    #[schemars(with = "Option<RawRace>")]
     race: Option<toml::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRewrite {
+#[schemars(rename = "RevalidateRewrite")]
+pub struct RawRewrite {
     after: String,
+    #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
     #[serde(default)]
     keep: Vec<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRace {
+#[schemars(rename = "RevalidateRace")]
+pub struct RawRace {
+    #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
     count: usize,
     identity: String,

@@ -574,7 +574,7 @@ fn check_not_modified(
 
 /// Seconds since the Unix epoch of an IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the only
 /// form a sender may generate (RFC 9110 §5.6.7).
-pub(crate) fn parse_http_date(text: &str) -> Option<i64> {
+pub fn parse_http_date(text: &str) -> Option<i64> {
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

@@ -7,3 +7,4 @@ mod run;
 
 pub use params::{parse, ServiceLog as Params};
 pub use run::run;
+pub(crate) use run::{read_tail, MAX_READ, NOT_CAPTURED};

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{de, duration, request, template_strings, ProbeRequest};
@@ -22,9 +23,11 @@ pub struct ServiceLog {
     pub settle: Duration,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+#[schemars(rename = "ServiceLogParams")]
+pub struct Raw {
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     requests: Vec<toml::Value>,
     secrets: Vec<String>,
     settle: Option<String>,

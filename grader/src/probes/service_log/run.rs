@@ -19,7 +19,7 @@ use crate::probes::upstream_calls::run::send_in_order;
 use crate::spec::template;
 
 /// The most bytes read from the end of the output.
-const MAX_READ: u64 = 32 << 20;
+pub(crate) const MAX_READ: u64 = 32 << 20;
 /// A secret shorter than this could appear in a log by chance.
 const MIN_SECRET_CHARS: usize = 8;
 /// A JWS part shorter than this is not looked for on its own.
@@ -200,7 +200,7 @@ pub(crate) fn mask(line: &str, needles: &[Needle]) -> String {
 }
 
 /// The last `max` bytes of the file (lossy UTF-8) and how many bytes came before them.
-fn read_tail(path: &Path, max: u64) -> Result<(String, u64), String> {
+pub(crate) fn read_tail(path: &Path, max: u64) -> Result<(String, u64), String> {
     let what =
         |e: std::io::Error| format!("reading the service's output ({}): {e}", path.display());
     let mut file = crate::artifacts::open_regular(path).map_err(what)?;

@@ -1,6 +1,7 @@
 //! `stored_secrets` parameters: the requests that create the accounts, the accounts (identifier
 //! and secret, templates), and the minimum costs of the password hashes.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::hashes::{Argon2Min, Policy, ScryptMin};
@@ -20,17 +21,20 @@ pub struct StoredSecrets {
 }
 
 /// An account the requests created: its identifier (a username) and its secret (a password).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "StoredSecretsAccount")]
 pub struct Account {
     pub identifier: String,
     pub secret: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+#[schemars(rename = "StoredSecretsParams")]
+pub struct Raw {
     #[serde(default)]
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     requests: Vec<toml::Value>,
     accounts: Vec<Account>,
     argon2: Option<Vec<RawArgon2>>,
@@ -39,16 +43,18 @@ struct Raw {
     max_rows_per_table: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawArgon2 {
+#[schemars(rename = "StoredSecretsArgon2")]
+pub struct RawArgon2 {
     memory_kib: u64,
     iterations: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawScrypt {
+#[schemars(rename = "StoredSecretsScrypt")]
+pub struct RawScrypt {
     ln: u32,
     r: u64,
     p: u64,

@@ -1,5 +1,6 @@
 //! `upstream_calls` parameters: requests sent in order, and the calls the upstream must see.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::probes::request::{de, query, request, upstream, ProbeRequest, UpstreamParams};
@@ -14,11 +15,14 @@ pub struct UpstreamCalls {
     pub upstream: UpstreamParams,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawUpstreamCalls {
+#[schemars(rename = "UpstreamCallsParams")]
+pub struct RawUpstreamCalls {
+    #[schemars(with = "Vec<crate::probes::request::RawRequest>")]
     requests: Vec<toml::Value>,
     identity: Option<String>,
+    #[schemars(with = "crate::probes::request::RawUpstream")]
     upstream: toml::Value,
 }
 

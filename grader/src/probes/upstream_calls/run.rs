@@ -100,7 +100,7 @@ pub(crate) fn apply_behaviour(
 
 /// The English plural of a noun phrase's last word: "charge" → "charges", "key-set fetch" →
 /// "key-set fetches", "retry" → "retries".
-fn plural(noun: &str) -> String {
+pub(crate) fn plural(noun: &str) -> String {
     let sibilant = ["s", "x", "z", "ch", "sh"]
         .iter()
         .any(|end| noun.ends_with(end));
@@ -224,43 +224,69 @@ pub(crate) fn check_calls(
             plural(&u.noun)
         }
     };
-    let mut evidence: Vec<String> = calls
-        .iter()
-        .take(MAX_EVIDENCE)
-        .enumerate()
-        .map(|(i, c)| {
-            // A lookup (GET) has no body worth showing; a write's body is the evidence.
-            let body = match String::from_utf8_lossy(&c.body) {
-                b if b.is_empty() => String::new(),
-                b => format!("; body {}", assert::shorten(&b, 200)),
-            };
-            format!(
-                "{} {} at {what}{whose}: answered {}{body}",
-                u.noun,
-                i + 1,
-                c.answered,
-            )
-        })
-        .collect();
-    if calls.len() > MAX_EVIDENCE {
+    if !calls.counted {
+        return Err(Failure::Fail(FailInfo {
+            message: format!(
+                "the service called {} with more than {} distinct keys in this run, so the mock stopped counting calls per key and cannot count the {} at {what}{whose}",
+                u.name,
+                crate::upstream::MAX_COUNTED_KEYS,
+                plural(&u.noun)
+            ),
+            expected: format!("calls to {} with at most {} distinct keys", u.name, crate::upstream::MAX_COUNTED_KEYS),
+            actual: format!("more than {} distinct keys", crate::upstream::MAX_COUNTED_KEYS),
+            ..Default::default()
+        }));
+    }
+    // Calls are numbered from the first of the run (or check), also when the first ones are no
+    // longer kept.
+    let dropped = calls.dropped();
+    let mut evidence: Vec<String> = Vec::new();
+    if dropped > 0 {
+        evidence.push(format!(
+            "the mock upstream keeps its last {} calls: the first {dropped} {} at {what}{whose} were counted but not kept",
+            crate::upstream::MAX_KEPT_CALLS,
+            noun(dropped)
+        ));
+    }
+    evidence.extend(
+        calls
+            .kept
+            .iter()
+            .take(MAX_EVIDENCE)
+            .enumerate()
+            .map(|(i, c)| {
+                // A lookup (GET) has no body worth showing; a write's body is the evidence.
+                let body = match String::from_utf8_lossy(&c.body) {
+                    b if b.is_empty() => String::new(),
+                    b => format!("; body {}", assert::shorten(&b, 200)),
+                };
+                format!(
+                    "{} {} at {what}{whose}: answered {}{body}",
+                    u.noun,
+                    dropped + i + 1,
+                    c.answered,
+                )
+            }),
+    );
+    if calls.kept.len() > MAX_EVIDENCE {
         evidence.push(format!(
             "… and {} more {}",
-            calls.len() - MAX_EVIDENCE,
-            noun(calls.len() - MAX_EVIDENCE)
+            calls.kept.len() - MAX_EVIDENCE,
+            noun(calls.kept.len() - MAX_EVIDENCE)
         ));
     }
     // An exact count (`calls`) or a ceiling (`max_calls`): the same failure, worded for each.
     let bound = match (u.calls, u.max_calls) {
-        (Some(want), _) if calls.len() != want as usize => Some(("exactly", "", want)),
-        (_, Some(most)) if calls.len() > most as usize => Some(("at most", "at most ", most)),
+        (Some(want), _) if calls.count != want as usize => Some(("exactly", "", want)),
+        (_, Some(most)) if calls.count > most as usize => Some(("at most", "at most ", most)),
         _ => None,
     };
     if let Some((how, how_expected, limit)) = bound {
         return Err(Failure::Fail(FailInfo {
             message: format!(
                 "{} {} at {what}{whose}, expected {how} {limit}",
-                calls.len(),
-                noun(calls.len())
+                calls.count,
+                noun(calls.count)
             ),
             expected: format!(
                 "{how_expected}{limit} {} at {what}{whose}",
@@ -268,14 +294,34 @@ pub(crate) fn check_calls(
             ),
             actual: format!(
                 "{} {} (the mock upstream counted every request it received)",
-                calls.len(),
-                noun(calls.len())
+                calls.count,
+                noun(calls.count)
             ),
             evidence,
             ..Default::default()
         }));
     }
-    for (i, call) in calls.iter().enumerate() {
+    for (i, call) in calls.kept.iter().enumerate() {
+        let number = dropped + i + 1;
+        if call.body_dropped > 0 && !u.body_json.is_empty() {
+            return Err(Failure::Fail(FailInfo {
+                message: format!(
+                    "{} {number} at {what}{whose} has a body of {} bytes; the mock upstream keeps {} bytes of a body, so it cannot check {}",
+                    u.noun,
+                    call.body.len() + call.body_dropped,
+                    crate::upstream::MAX_KEPT_BODY,
+                    u.body_json
+                        .iter()
+                        .map(|(q, _)| q.text.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                expected: format!("a body of at most {} bytes", crate::upstream::MAX_KEPT_BODY),
+                actual: format!("{} bytes", call.body.len() + call.body_dropped),
+                evidence,
+                ..Default::default()
+            }));
+        }
         let doc = call.json();
         for (q, pred) in &u.body_json {
             let actual = match doc
@@ -289,9 +335,8 @@ pub(crate) fn check_calls(
             if let Some((expected, got)) = failed.into_iter().next() {
                 return Err(Failure::Fail(FailInfo {
                     message: format!(
-                        "{} {} at {what}{whose}: expected {} {expected} in its body, got {got}",
+                        "{} {number} at {what}{whose}: expected {} {expected} in its body, got {got}",
                         u.noun,
-                        i + 1,
                         q.text
                     ),
                     expected: format!("{}: {expected}", q.text),

@@ -3,7 +3,7 @@
 //! `app` with `pg_stat_statements`.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -14,6 +14,7 @@ use nix::unistd::{Gid, Uid, User};
 use tempfile::TempDir;
 
 use super::process::{self, Proc};
+use crate::runtime::capped_log::{CappedLog, DEPENDENCY_LOG_CAP};
 use crate::runtime::{PostgresInfo, StartError};
 
 const WHAT: &str = "PostgreSQL";
@@ -61,6 +62,15 @@ pub(crate) struct Postgres {
     /// `postgres.log` in the artifacts, where the collector's text log is appended at the end.
     log: PathBuf,
     pub(crate) info: Option<PostgresInfo>,
+    /// The password of the grader's logins (`postgres`, the probe role), and the service's.
+    pub(crate) passwords: Passwords,
+}
+
+/// A cluster's passwords, random per cluster (see [`crate::pg::new_password`]).
+#[derive(Clone)]
+pub(crate) struct Passwords {
+    pub(crate) admin: String,
+    pub(crate) service: String,
 }
 
 impl Postgres {
@@ -79,17 +89,12 @@ impl Postgres {
             if server.stop() {
                 // A killed postmaster leaves its SysV interlock segment behind, and those pile up
                 // on a CI machine until the kernel limit is hit.
-                remove_sysv_segment(&self.data_dir);
+                process::remove_sysv_segment(&self.data_dir);
             }
             keep_collector_log(&self.data_dir.join("log"), &self.log);
         }
         if let Some(dir) = self.dir.take() {
-            let path = dir.path().to_path_buf();
-            // `close` reports what `Drop` would swallow; one more try covers files that a dying
-            // child created while the first removal ran.
-            if dir.close().is_err() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
+            process::remove_temp_dir(dir);
         }
     }
 }
@@ -104,9 +109,7 @@ impl Drop for Postgres {
 pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
     let bindir = find_bindir().await?;
     let run_as = postgres_user()?;
-    let dir = tempfile::Builder::new()
-        .prefix("grader-pg-")
-        .tempdir()
+    let dir = process::temp_dir("grader-pg-")
         .map_err(|e| infra(format!("could not create a temp dir: {e}"), vec![]))?;
     let log = artifacts.join("postgres.log");
     let mut pg = Postgres {
@@ -115,6 +118,10 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
         dir: Some(dir),
         log: log.clone(),
         info: None,
+        passwords: Passwords {
+            admin: crate::pg::new_password(),
+            service: crate::pg::new_password(),
+        },
     };
     let root = pg.temp_dir().unwrap_or_default();
     if let Some((uid, gid)) = run_as {
@@ -140,7 +147,15 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
         })
         .map_err(|e| infra(format!("could not write {}: {e}", log.display()), vec![]))?;
 
-    initdb(&bindir, &root, &pg.data_dir, run_as, &log).await?;
+    initdb(
+        &bindir,
+        &root,
+        &pg.data_dir,
+        run_as,
+        &log,
+        &pg.passwords.admin,
+    )
+    .await?;
 
     // Unix sockets have a ~107-byte path limit; a long TMPDIR would make the server fail, and the
     // socket is a convenience (everything connects over TCP), so drop it then.
@@ -187,11 +202,19 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
         );
         let server = pg.server.insert(server);
 
-        match wait_ready(server, port, &pg.data_dir).await {
+        let passwords = pg.passwords.clone();
+        match wait_ready(server, port, &passwords.admin, &pg.data_dir).await {
             Ready::Yes => {
-                setup_database(port).await?;
+                setup_database(port, &passwords).await?;
                 pg.info = Some(PostgresInfo {
-                    url: format!("postgres://postgres@127.0.0.1:{port}/{DATABASE}"),
+                    url: crate::pg::url("postgres", &passwords.admin, "127.0.0.1", port, DATABASE),
+                    service_url: crate::pg::url(
+                        crate::pg::SERVICE_ROLE,
+                        &passwords.service,
+                        "127.0.0.1",
+                        port,
+                        DATABASE,
+                    ),
                     port,
                     database: DATABASE.to_string(),
                 });
@@ -300,13 +323,21 @@ async fn initdb(
     data_dir: &Path,
     run_as: Option<(Uid, Gid)>,
     log: &Path,
+    admin_password: &str,
 ) -> Result<(), StartError> {
     let (stdout, stderr) = process::log_handles(log)
         .map_err(|e| infra(format!("could not open {}: {e}", log.display()), vec![]))?;
+    // The superuser's password, for initdb to read (as the postgres user) and then removed.
+    let pwfile = cwd.join("pwfile");
+    write_private(&pwfile, admin_password, run_as)
+        .map_err(|e| infra(format!("could not write {}: {e}", pwfile.display()), vec![]))?;
     let mut cmd = Command::new(bindir.join("initdb"));
     cmd.arg("-D")
         .arg(data_dir)
-        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        // No login is trusted, over TCP or the socket: the service runs on the same machine
+        // and must not log in as the grader (see `crate::pg::SERVICE_ROLE`).
+        .args(["-U", "postgres", "--auth=scram-sha-256", "-E", "UTF8"])
+        .arg(format!("--pwfile={}", pwfile.display()))
         .args(["--locale=C", "--no-sync"])
         .current_dir(cwd)
         .stdin(Stdio::null())
@@ -317,7 +348,9 @@ async fn initdb(
     }
     let mut proc = Proc::spawn(cmd, Signal::SIGTERM, true, Duration::from_secs(2))
         .map_err(|e| infra(format!("could not run initdb: {e}"), vec![]))?;
-    match process::wait_exit(&mut proc, INITDB_TIMEOUT).await {
+    let exit = process::wait_exit(&mut proc, INITDB_TIMEOUT).await;
+    let _ = std::fs::remove_file(&pwfile);
+    match exit {
         Some(status) if status.success() => Ok(()),
         Some(status) => Err(infra(
             format!("initdb {}", process::describe_exit(status)),
@@ -347,14 +380,14 @@ enum Ready {
 /// Connects every 100 ms until the server answers. The server must be ours: right after we
 /// picked the port another server may have taken it (ours then exits with "Address already in
 /// use"), so a server whose `data_directory` is not ours does not count.
-async fn wait_ready(server: &mut Proc, port: u16, data_dir: &Path) -> Ready {
+async fn wait_ready(server: &mut Proc, port: u16, password: &str, data_dir: &Path) -> Ready {
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut last: String;
     loop {
         if let Some(status) = server.try_exit() {
             return Ready::Exited(process::describe_exit(status));
         }
-        match connect(port, "postgres").await {
+        match connect(port, password, "postgres").await {
             Ok(client) => match client.query_one("SHOW data_directory", &[]).await {
                 Ok(row) => {
                     let theirs = PathBuf::from(row.get::<_, String>(0));
@@ -380,12 +413,18 @@ fn same_path(a: &Path, b: &Path) -> bool {
 
 /// A connection as `postgres` over TCP, with its driver task spawned. Bounded in time: a server
 /// that accepts the TCP connection but never answers must not stall us.
-pub(crate) async fn connect(port: u16, dbname: &str) -> Result<tokio_postgres::Client, String> {
+pub(crate) async fn connect(
+    port: u16,
+    password: &str,
+    dbname: &str,
+) -> Result<tokio_postgres::Client, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")
         .port(port)
         .user("postgres")
+        .password(password)
+        .options(crate::pg::SEARCH_PATH_OPTION)
         .dbname(dbname)
         .connect_timeout(Duration::from_secs(2));
     match tokio::time::timeout(
@@ -407,15 +446,20 @@ pub(crate) async fn connect(port: u16, dbname: &str) -> Result<tokio_postgres::C
 }
 
 /// `CREATE DATABASE <name>` and, in it, `pg_stat_statements` (the engine reads query
-/// statistics): what a run's database starts as. Also the warm template's start (`warm`).
-pub(crate) async fn create_database(port: u16, name: &str) -> Result<(), String> {
-    let admin = connect(port, "postgres").await?;
+/// statistics) and the service's role: what a run's database starts as. Also the warm template's
+/// start (`warm`).
+pub(crate) async fn create_database(
+    port: u16,
+    passwords: &Passwords,
+    name: &str,
+) -> Result<(), String> {
+    let admin = connect(port, &passwords.admin, "postgres").await?;
     admin
         .batch_execute(&format!("CREATE DATABASE {name}"))
         .await
         .map_err(|e| format!("CREATE DATABASE {name}: {}", crate::pg::db_error(&e)))?;
     drop(admin);
-    let database = connect(port, name).await?;
+    let database = connect(port, &passwords.admin, name).await?;
     database
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         .await
@@ -425,12 +469,12 @@ pub(crate) async fn create_database(port: u16, name: &str) -> Result<(), String>
                 crate::pg::db_error(&e)
             )
         })?;
-    Ok(())
+    crate::pg::admit_service(&database, name, &passwords.service).await
 }
 
 /// Database `app` for a cold run, within [`SETUP_TIMEOUT`].
-async fn setup_database(port: u16) -> Result<(), StartError> {
-    let work = create_database(port, DATABASE);
+async fn setup_database(port: u16, passwords: &Passwords) -> Result<(), StartError> {
+    let work = create_database(port, passwords, DATABASE);
     match tokio::time::timeout(SETUP_TIMEOUT, work).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(message)) => Err(infra(message, vec![])),
@@ -444,9 +488,24 @@ async fn setup_database(port: u16) -> Result<(), StartError> {
     }
 }
 
+/// Writes `text` to a new file only its owner may read, handed to `owner` when given.
+fn write_private(path: &Path, text: &str, owner: Option<(Uid, Gid)>) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    if let Some((uid, gid)) = owner {
+        nix::unistd::chown(path, Some(uid), Some(gid))?;
+    }
+    Ok(())
+}
+
 /// Appends the logging collector's text log files (in name order: their names are their start
-/// times) to `postgres.log`, so the artifact holds the whole server log. Best effort: the files go
-/// with the temp dir anyway.
+/// times) to `postgres.log`, so the artifact holds the server log, up to [`DEPENDENCY_LOG_CAP`].
+/// Best effort: the files go with the temp dir anyway.
 fn keep_collector_log(dir: &Path, log: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -457,31 +516,16 @@ fn keep_collector_log(dir: &Path, log: &Path) {
         .filter(|p| p.extension().is_some_and(|x| x == "log"))
         .collect();
     files.sort();
-    let Ok(mut out) = std::fs::OpenOptions::new().append(true).open(log) else {
+    let Ok(mut out) = CappedLog::append_to(log, DEPENDENCY_LOG_CAP) else {
         return;
     };
+    let mut buf = vec![0u8; 64 * 1024];
     for f in files {
-        if let Ok(mut r) = File::open(&f) {
-            let _ = std::io::copy(&mut r, &mut out);
-        }
-    }
-}
-
-/// Removes the SysV shared memory segment a killed postmaster left behind. Its id is on line 7 of
-/// `postmaster.pid` ("<key> <shmid>"); the file is ours, so the segment is too.
-fn remove_sysv_segment(data_dir: &Path) {
-    let Ok(pid_file) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
-        return;
-    };
-    let shmid = pid_file
-        .lines()
-        .nth(6)
-        .and_then(|line| line.split_whitespace().nth(1))
-        .and_then(|id| id.parse::<nix::libc::c_int>().ok());
-    if let Some(shmid) = shmid {
-        // SAFETY: IPC_RMID takes no buffer; a stale id just makes the call fail.
-        unsafe {
-            nix::libc::shmctl(shmid, nix::libc::IPC_RMID, std::ptr::null_mut());
+        let Ok(mut r) = File::open(&f) else { continue };
+        while let Ok(n @ 1..) = r.read(&mut buf) {
+            if out.write(&buf[..n]).is_err() || out.is_cut() {
+                return;
+            }
         }
     }
 }

@@ -43,10 +43,7 @@ impl Redis {
             server.stop();
         }
         if let Some(dir) = self.dir.take() {
-            let path = dir.path().to_path_buf();
-            if dir.close().is_err() {
-                let _ = std::fs::remove_dir_all(&path);
-            }
+            process::remove_temp_dir(dir);
         }
     }
 }
@@ -64,9 +61,7 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Redis, StartError> {
         install_hint: "install it (e.g. `apt-get install redis-server`) or use --runtime docker"
             .to_string(),
     })?;
-    let dir = tempfile::Builder::new()
-        .prefix("grader-redis-")
-        .tempdir()
+    let dir = process::temp_dir("grader-redis-")
         .map_err(|e| infra(format!("could not create a temp dir: {e}"), vec![]))?;
     let mut redis = Redis {
         server: None,

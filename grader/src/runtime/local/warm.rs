@@ -7,14 +7,19 @@
 //!   nor the data load, only a file copy;
 //! - Redis is emptied (`FLUSHALL`).
 //!
-//! Cluster-wide state does carry over: roles the service created, and `pg_stat_statements`
-//! (which the probes reset before they measure). The server log is the cluster's, in
+//! Cluster-wide state does carry over: settings the service gave its own role (`ALTER ROLE app
+//! SET`; it can create no role and change no other), and `pg_stat_statements` (which the probes
+//! reset before they measure). The server log is the cluster's, in
 //! `.grader/watch/postgres.log`, not the run's artifacts.
+//!
+//! A RabbitMQ broker is not among them: a warm run starts its own, as a cold one does (its
+//! queues, exchanges and messages are the run's; its start overlaps the database copy and the
+//! build).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::postgres::{self, Postgres, DATABASE};
+use super::postgres::{self, Passwords, Postgres, DATABASE};
 use super::redis::{self, Redis};
 use super::DebugPids;
 use crate::pg::db_error;
@@ -86,22 +91,22 @@ impl WarmDependencies {
         load: Option<&BeforeService>,
         dataset_key: &str,
     ) -> Result<WarmDatabase, StartError> {
-        let info = self
+        let (info, passwords) = self
             .postgres
             .as_ref()
-            .and_then(|p| p.info.clone())
+            .and_then(|p| Some((p.info.clone()?, p.passwords.clone())))
             .ok_or_else(|| infra("the warm PostgreSQL is not running".to_string()))?;
         let mut template = self.template.lock().await;
         let mut loaded_in = Duration::ZERO;
         if template.as_deref() != Some(dataset_key) {
             let started = Instant::now();
             *template = None;
-            bounded(load_template(&info, load)).await?;
+            bounded(load_template(&info, &passwords, load)).await?;
             *template = Some(dataset_key.to_string());
             loaded_in = started.elapsed();
         }
         let started = Instant::now();
-        bounded(copy_template(info.port)).await?;
+        bounded(copy_template(info.port, &passwords)).await?;
         Ok(WarmDatabase {
             info,
             copied_in: started.elapsed(),
@@ -149,6 +154,7 @@ impl WarmDependencies {
                 .into_iter()
                 .chain(self.redis.as_ref().and_then(Redis::temp_dir))
                 .collect(),
+            ..DebugPids::default()
         }
     }
 }
@@ -177,15 +183,19 @@ async fn bounded(
 }
 
 /// `app_template` afresh: the extension a cold run's database has, then the data sets.
-async fn load_template(info: &PostgresInfo, load: Option<&BeforeService>) -> Result<(), String> {
-    let admin = postgres::connect(info.port, "postgres").await?;
+async fn load_template(
+    info: &PostgresInfo,
+    passwords: &Passwords,
+    load: Option<&BeforeService>,
+) -> Result<(), String> {
+    let admin = postgres::connect(info.port, &passwords.admin, "postgres").await?;
     execute_each(
         &admin,
         &[format!("DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")],
     )
     .await?;
     drop(admin);
-    postgres::create_database(info.port, TEMPLATE).await?;
+    postgres::create_database(info.port, passwords, TEMPLATE).await?;
     if let Some(hook) = load {
         let url = info
             .url
@@ -198,9 +208,10 @@ async fn load_template(info: &PostgresInfo, load: Option<&BeforeService>) -> Res
 }
 
 /// Drops `app` (with whatever connections the last service left) and copies the template into
-/// it, with the template's database-level settings, which a copy does not carry.
-async fn copy_template(port: u16) -> Result<(), String> {
-    let admin = postgres::connect(port, "postgres").await?;
+/// it, with the template's database-level settings and the service's grants, which a copy does
+/// not carry.
+async fn copy_template(port: u16, passwords: &Passwords) -> Result<(), String> {
+    let admin = postgres::connect(port, &passwords.admin, "postgres").await?;
     let version: i32 = admin
         .query_one("SELECT current_setting('server_version_num')::int", &[])
         .await
@@ -242,7 +253,10 @@ async fn copy_template(port: u16) -> Result<(), String> {
             ))
         })
         .collect();
-    execute_each(&admin, &copy_settings).await
+    execute_each(&admin, &copy_settings).await?;
+    drop(admin);
+    let database = postgres::connect(port, &passwords.admin, DATABASE).await?;
+    crate::pg::admit_service(&database, DATABASE, &passwords.service).await
 }
 
 /// Runs each statement in a call of its own: several in one simple query share a transaction,
