@@ -338,6 +338,7 @@ impl Manifest {
             redis_env: self.redis_env.clone(),
             broker_env: None,
             rabbitmq_env_override: self.rabbitmq_env.clone(),
+            database_link: false,
             artifacts_dir: artifacts_dir.to_path_buf(),
             before_service: None,
         })
@@ -547,6 +548,10 @@ pub struct ServicePlan {
     pub broker_env: Option<String>,
     /// `[rabbitmq] env` of the manifest, if any (see [`ServicePlan::broker_env_name`]).
     pub rabbitmq_env_override: Option<String>,
+    /// The service reaches PostgreSQL through a [`crate::runtime::FaultLink`] the grader can
+    /// stall or cut (a check of the run makes the database fail). Set by the run; `false` from
+    /// the manifest, so other runs talk to the database directly.
+    pub database_link: bool,
     /// Directory for this run's artifacts: `service.log`, `build.log`, `postgres.log`.
     pub artifacts_dir: PathBuf,
     /// Runs once PostgreSQL is up and before the service starts (exercise schemas and data sets

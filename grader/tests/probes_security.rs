@@ -61,6 +61,7 @@ async fn start() -> (tempfile::TempDir, RunningService) {
         redis_env: None,
         broker_env: None,
         rabbitmq_env_override: None,
+        database_link: false,
         artifacts_dir: root.path().join("artifacts"),
         before_service: None,
     };

@@ -207,6 +207,7 @@ async fn broker_container_link_and_restart_keep_the_port() {
         redis_env: None,
         broker_env: Some("AMQP_URL".into()),
         rabbitmq_env_override: None,
+        database_link: false,
         artifacts_dir: dir.path().join("artifacts"),
         before_service: None,
     };

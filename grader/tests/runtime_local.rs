@@ -90,6 +90,7 @@ fn plan(dirs: &Dirs, command: &str) -> ServicePlan {
         redis_env: None,
         broker_env: None,
         rabbitmq_env_override: None,
+        database_link: false,
         artifacts_dir: dirs.artifacts.clone(),
         before_service: None,
     }

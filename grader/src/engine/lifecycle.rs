@@ -1,21 +1,22 @@
-//! Crashes the grader causes on purpose: SIGKILL the service, start it again, and cut it off the
-//! broker. A check that does any of these leaves the run as it found it: the link is restored on
-//! every path out of the check (see [`Cut`]), and a service that does not come back fails this
-//! check with its log, after which the scheduler skips the rest (the service is dead).
+//! Crashes the grader causes on purpose: SIGKILL the service, start it again, cut it off the
+//! broker, and make its database hang or drop its connections. A check that does any of these
+//! leaves the run as it found it: a link is restored on every path out of the check (see [`Cut`]
+//! and [`DatabaseFault`]), and a service that does not come back fails this check with its log,
+//! after which the scheduler skips the rest (the service is dead).
 
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
 use super::{CheckContext, FailInfo, Failure, LOG_TAIL_LINES};
-use crate::runtime::{BrokerLink, ServiceState, StartError};
+use crate::runtime::{FaultLink, ServiceState, StartError};
 
 /// How long a SIGKILLed service may take to be gone.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
 /// The service cut off the broker until this is dropped.
 pub struct Cut {
-    link: BrokerLink,
+    link: FaultLink,
 }
 
 impl Cut {
@@ -42,6 +43,50 @@ pub fn cut_broker(ctx: &CheckContext<'_>) -> Result<Cut, Failure> {
     Ok(Cut {
         link: info.link.clone(),
     })
+}
+
+/// How the grader makes the service's database fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseFailure {
+    /// Every connection stays open and nothing answers: a frozen server, packets dropped.
+    Hang,
+    /// Every connection is reset and new ones are refused: a restart, a failover.
+    Drop,
+}
+
+/// The service's database failing until this is dropped.
+pub struct DatabaseFault {
+    link: FaultLink,
+}
+
+impl Drop for DatabaseFault {
+    fn drop(&mut self) {
+        self.link.restore();
+    }
+}
+
+/// Why a database fault cannot be made with `--runtime external`.
+const NO_DATABASE_LINK: &str = "this check makes your database hang and drop connections through a link the grader runs between your service and PostgreSQL; with --runtime external the grader runs neither, so it does not run this check";
+
+/// Makes the service's database fail as `how` says (for the service alone: the grader's own
+/// connections go to the server directly) until the returned guard is dropped.
+pub fn fail_database(
+    ctx: &CheckContext<'_>,
+    how: DatabaseFailure,
+) -> Result<DatabaseFault, Failure> {
+    if ctx.service.kind == "external" {
+        return Err(Failure::Skip(NO_DATABASE_LINK.into()));
+    }
+    let Some(link) = ctx.service.postgres.as_ref().and_then(|p| p.link.clone()) else {
+        return Err(Failure::Error(
+            "this check makes the database fail, but the service was given no link to it: the run starts one when a check of its exercises says `database` in a timeline phase, and your grader.toml must keep [postgres]".into(),
+        ));
+    };
+    match how {
+        DatabaseFailure::Hang => link.stall(),
+        DatabaseFailure::Drop => link.cut(),
+    }
+    Ok(DatabaseFault { link })
 }
 
 /// SIGKILLs the service and waits until it is gone. With `--runtime external` the grader cannot,

@@ -29,6 +29,7 @@ pub mod request;
 pub mod request_log;
 pub mod revalidate;
 pub mod service_log;
+pub mod shutdown;
 pub mod stored_secrets;
 pub mod timeline;
 pub mod trace_context;
@@ -62,6 +63,7 @@ pub enum ProbeCall {
     OtlpSpans(Box<otlp_spans::Params>),
     RequestLog(Box<request_log::Params>),
     Timeline(Box<timeline::Params>),
+    Shutdown(Box<shutdown::Params>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -86,6 +88,7 @@ pub const PROBE_NAMES: &[&str] = &[
     "otlp_spans",
     "request_log",
     "timeline",
+    "shutdown",
 ];
 
 /// Every probe's name with the JSON Schema of its `params` table: the raw struct its `params.rs`
@@ -159,6 +162,7 @@ pub fn params_schemas(
             gen.subschema_for::<request_log::params::Raw>(),
         ),
         ("timeline", gen.subschema_for::<timeline::params::Raw>()),
+        ("shutdown", gen.subschema_for::<shutdown::params::Raw>()),
     ]
 }
 
@@ -196,6 +200,7 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
         "otlp_spans" => ProbeCall::OtlpSpans(Box::new(otlp_spans::parse(params)?)),
         "request_log" => ProbeCall::RequestLog(Box::new(request_log::parse(params)?)),
         "timeline" => ProbeCall::Timeline(Box::new(timeline::parse(params)?)),
+        "shutdown" => ProbeCall::Shutdown(Box::new(shutdown::parse(params)?)),
         other => {
             return Err(
                 match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
@@ -233,6 +238,7 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::OtlpSpans(p) => otlp_spans::run(p, ctx).await,
         ProbeCall::RequestLog(p) => request_log::run(p, ctx).await,
         ProbeCall::Timeline(p) => timeline::run(p, ctx).await,
+        ProbeCall::Shutdown(p) => shutdown::run(p, ctx).await,
     }
 }
 
@@ -259,6 +265,7 @@ impl ProbeCall {
             ProbeCall::OtlpSpans(_) => "otlp_spans",
             ProbeCall::RequestLog(_) => "request_log",
             ProbeCall::Timeline(_) => "timeline",
+            ProbeCall::Shutdown(_) => "shutdown",
         }
     }
 
@@ -293,6 +300,7 @@ impl ProbeCall {
             ProbeCall::OtlpSpans(p) => p.template_strings(),
             ProbeCall::RequestLog(p) => p.template_strings(),
             ProbeCall::Timeline(p) => p.template_strings(),
+            ProbeCall::Shutdown(p) => p.template_strings(),
         }
     }
 
@@ -308,6 +316,14 @@ impl ProbeCall {
             ProbeCall::ServiceLog(p) => request::captured_names(&p.requests),
             ProbeCall::Metrics(p) => request::captured_names(&p.setup),
             ProbeCall::RequestLog(p) => request::captured_names(&p.setup),
+            ProbeCall::Timeline(p) => {
+                return p
+                    .phases
+                    .iter()
+                    .flat_map(|phase| request::captured_names(&phase.requests[..1]))
+                    .map(String::from)
+                    .collect()
+            }
             _ => return Vec::new(),
         };
         names.map(String::from).collect()
@@ -361,6 +377,15 @@ impl ProbeCall {
         }
     }
 
+    /// Whether the probe makes the service's database fail: the run then gives the service its
+    /// PostgreSQL through a link the grader can stall and cut.
+    pub fn fails_database(&self) -> bool {
+        match self {
+            ProbeCall::Timeline(p) => p.phases.iter().any(|phase| phase.database.is_some()),
+            _ => false,
+        }
+    }
+
     /// Whether the probe reads or writes the run's broker: its exercise must declare `[broker]`.
     pub fn uses_broker(&self) -> bool {
         matches!(
@@ -378,6 +403,7 @@ impl ProbeCall {
         match self {
             ProbeCall::PublishedEvents(p) => p.restarts_service(),
             ProbeCall::ConsumedPayments(p) => p.restarts_service(),
+            ProbeCall::Shutdown(_) => true,
             _ => false,
         }
     }

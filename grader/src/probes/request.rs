@@ -157,6 +157,21 @@ pub fn duration(what: &str, text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{what} \"{text}\" is not a duration: {e}"))
 }
 
+/// `count` copies of one request for a burst, named `request #1`, `request #2`, ... (one alone
+/// keeps its name); each is rendered with its own `{{burst_index}}` when sent.
+pub fn copies(one: &ProbeRequest, count: u32) -> Vec<ProbeRequest> {
+    (1..=count)
+        .map(|n| ProbeRequest {
+            name: if count == 1 {
+                one.name.clone()
+            } else {
+                format!("{} #{n}", one.name.replace("request 1", "request"))
+            },
+            ..one.clone()
+        })
+        .collect()
+}
+
 pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest, String> {
     let r: RawRequest = de(&format!("params of `{probe}`, request {}", index + 1), v)?;
     let body = match (r.json, r.body) {

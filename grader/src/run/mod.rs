@@ -379,6 +379,12 @@ async fn execute_with(
         if let Some(broker) = plan.exercises.iter().find_map(|e| e.broker.as_ref()) {
             sp.broker_env = Some(sp.broker_env_name(&broker.env));
         }
+        // A check that makes the database fail needs the service to reach it through a link
+        // the grader controls; other runs talk to PostgreSQL directly.
+        sp.database_link =
+            plan.exercises.iter().flat_map(|e| &e.checks).any(
+                |c| matches!(&c.body, crate::exercise::CheckBody::Probe(p) if p.fails_database()),
+            );
     }
     // Exercises with a `[dataset]`: the grader loads it before the service starts.
     let data_stats = service_plan

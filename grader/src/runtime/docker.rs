@@ -5,7 +5,7 @@
 //!   never container IPs. The service reaches PostgreSQL and Redis by the names `postgres` and
 //!   `redis` (extra hosts on the run's network) and the grader's mock upstreams through the host
 //!   gateway (`host.docker.internal`, see [`container_url`]). The broker only through the
-//!   grader's link ([`BrokerLink`]), which listens where the mocks do and forwards to the broker's
+//!   grader's link ([`FaultLink`]), which listens where the mocks do and forwards to the broker's
 //!   port mapped on 127.0.0.1, so the grader can cut it.
 //! - **The service keeps its host port across a restart**: it is mapped to a port the grader
 //!   picks, not an ephemeral one Docker would pick again at the next start.
@@ -354,6 +354,8 @@ pub struct DockerEnvironment {
     redis: Option<ContainerAsync<GenericImage>>,
     broker: Option<ContainerAsync<GenericImage>>,
     link: Option<LinkServer>,
+    /// The service's way to PostgreSQL when the run makes the database fail.
+    database_link: Option<LinkServer>,
     broker_info: Option<BrokerInfo>,
     service: Option<ContainerAsync<GenericImage>>,
     /// What the service was started with, for a restart's health wait.
@@ -416,6 +418,7 @@ impl DockerEnvironment {
             redis: None,
             broker: None,
             link: None,
+            database_link: None,
             broker_info: None,
             service: None,
             plan: None,
@@ -624,10 +627,26 @@ impl DockerEnvironment {
             }
         };
         let mut postgres_info = None;
-        if let Some((container, info, ip, postgres_took, data_took)) = database {
+        if let Some((container, mut info, ip, postgres_took, data_took)) = database {
             self.follow_logs(&container, &plan.artifacts_dir.join("postgres.log"));
             self.postgres = Some(container);
             extra_hosts.push(format!("postgres:{ip}"));
+            if plan.database_link {
+                // Like the broker's link: where the service reaches the grader's mocks.
+                let reach = upstream_options().await;
+                let server =
+                    super::link::link_database(&mut info, reach.bind, &reach.advertise_host)
+                        .await
+                        .map_err(|message| infra("the link to PostgreSQL", message))?;
+                append_line(
+                    &plan.artifacts_dir.join("postgres.log"),
+                    &format!(
+                        "grader: {}",
+                        super::link::database_link_note(&server, &reach.advertise_host)
+                    ),
+                );
+                self.database_link = Some(server);
+            }
             if let Some(var) = &plan.postgres_env {
                 service_env.push((var.clone(), info.service_url.clone()));
             }
@@ -813,6 +832,7 @@ impl DockerEnvironment {
             ),
             port,
             database: "app".into(),
+            link: None,
         };
         if let Err(e) = prepare_database(&info, &service_password).await {
             return Err((e, Some(container)));
@@ -1390,7 +1410,10 @@ impl DockerEnvironment {
             let _ = service.stop_with_timeout(Some(STOP_GRACE_SECS)).await;
             let _ = service.rm().await;
         }
-        if let Some(link) = self.link.take() {
+        for link in [self.link.take(), self.database_link.take()]
+            .into_iter()
+            .flatten()
+        {
             link.close();
         }
         for container in [self.broker.take(), self.redis.take(), self.postgres.take()]
@@ -1433,7 +1456,10 @@ impl DockerEnvironment {
 impl Drop for DockerEnvironment {
     fn drop(&mut self) {
         self.abort_tasks();
-        if let Some(link) = self.link.take() {
+        for link in [self.link.take(), self.database_link.take()]
+            .into_iter()
+            .flatten()
+        {
             link.close();
         }
         if !self.torn_down && self.docker.is_some() {

@@ -1,18 +1,24 @@
-//! The fault link between the service and the broker: an in-process TCP proxy the grader can cut.
+//! A fault link between the service and one of its dependencies (the broker, the database): an
+//! in-process TCP proxy the grader can cut or stall.
 //!
-//! The service is handed the link's address, never the broker's, so the grader can make the
-//! broker unreachable for the service alone (its own connections go to the broker directly) and
-//! reachable again, without stopping the broker and losing what it holds.
+//! The service is handed the link's address, never the dependency's, so the grader can make the
+//! dependency fail for the service alone (its own connections go to it directly) and come back,
+//! without stopping it and losing what it holds.
 //!
-//! - **Cut**: every open connection is closed at once with a reset, and every new one is accepted
-//!   and reset at once. The listener stays bound, so restoring can never fail on a port somebody
-//!   else took in between (closing and binding again would give a true "connection refused", at
-//!   that risk); to a client both are the same failed connection attempt.
-//! - **No byte crosses after a cut**: a forwarding write and the cut take the same lock, and the
-//!   write is a non-blocking `try_write` done under it, so once [`BrokerLink::cut`] has returned
-//!   nothing more is written either way.
+//! - **Cut** (a restart, a failover, a dropped network): every open connection is closed at once
+//!   with a reset, and every new one is accepted and reset at once. The listener stays bound, so
+//!   restoring can never fail on a port somebody else took in between (closing and binding again
+//!   would give a true "connection refused", at that risk); to a client both are the same failed
+//!   connection attempt.
+//! - **Stall** (a frozen server, packets dropped): connections stay open and new ones are
+//!   accepted, but no byte is forwarded either way until the link is restored; then what waited
+//!   flows on, as after `SIGCONT`. A client sees exactly what a hung server shows: nothing, for
+//!   as long as it is willing to wait.
+//! - **No byte crosses after a cut or a stall**: a forwarding write and the fault take the same
+//!   lock, and the write is a non-blocking `try_write` done under it, so once [`FaultLink::cut`]
+//!   or [`FaultLink::stall`] has returned nothing more is written either way.
 //! - **Bounded**: a fixed buffer per direction per connection, at most [`MAX_CONNECTIONS`] at a
-//!   time, and a connect timeout towards the broker.
+//!   time, and a connect timeout towards the dependency.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -25,13 +31,15 @@ use tokio::sync::{watch, Semaphore};
 const BUFFER: usize = 16 * 1024;
 /// A service needs a few connections; a leak of thousands is reset rather than forwarded.
 pub(crate) const MAX_CONNECTIONS: usize = 256;
-/// The broker is on loopback (or a mapped port on it): a connect that takes this long is broken.
+/// The dependency is on loopback (or a mapped port on it): a connect that takes this long is
+/// broken.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A handle on the link between the service and the broker. Cheap to clone; every clone controls
-/// the same link. After the run's teardown the link is closed and these calls change nothing.
+/// A handle on the link between the service and a dependency. Cheap to clone; every clone
+/// controls the same link. After the run's teardown the link is closed and these calls change
+/// nothing.
 #[derive(Clone)]
-pub struct BrokerLink {
+pub struct FaultLink {
     shared: Arc<Shared>,
 }
 
@@ -39,6 +47,8 @@ struct Shared {
     state: Mutex<State>,
     /// Bumped on every cut and on close: each connection watches it and ends when it moves.
     generation: watch::Sender<u64>,
+    /// Bumped when a stall ends: forwarders waiting on it write again.
+    resumed: watch::Sender<u64>,
     listen: SocketAddr,
     target: SocketAddr,
 }
@@ -46,22 +56,25 @@ struct Shared {
 #[derive(Default)]
 struct State {
     cut: bool,
+    stalled: bool,
     closed: bool,
 }
 
-impl std::fmt::Debug for BrokerLink {
+impl std::fmt::Debug for FaultLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BrokerLink")
+        let state = self.shared.lock();
+        f.debug_struct("FaultLink")
             .field("listen", &self.shared.listen)
             .field("target", &self.shared.target)
-            .field("cut", &self.is_cut())
+            .field("cut", &state.cut)
+            .field("stalled", &state.stalled)
             .finish()
     }
 }
 
-impl BrokerLink {
-    /// Makes the broker unreachable through the link: open connections are reset, new ones are
-    /// reset as soon as they are accepted, and no byte is forwarded once this returns.
+impl FaultLink {
+    /// Makes the dependency unreachable through the link: open connections are reset, new ones
+    /// are reset as soon as they are accepted, and no byte is forwarded once this returns.
     pub fn cut(&self) {
         let mut state = self.shared.lock();
         state.cut = true;
@@ -69,19 +82,75 @@ impl BrokerLink {
         self.shared.generation.send_modify(|g| *g += 1);
     }
 
-    /// Forwards again: new connections reach the broker (connections cut stay closed).
+    /// Makes the dependency hang: connections stay open (new ones are accepted) and no byte is
+    /// forwarded either way once this returns, until [`FaultLink::restore`].
+    pub fn stall(&self) {
+        self.shared.lock().stalled = true;
+    }
+
+    /// Forwards again: new connections reach the dependency (connections cut stay closed), and
+    /// what stalled connections held flows on.
     pub fn restore(&self) {
-        self.shared.lock().cut = false;
+        let mut state = self.shared.lock();
+        state.cut = false;
+        state.stalled = false;
+        self.shared.resumed.send_modify(|g| *g += 1);
     }
 
     pub fn is_cut(&self) -> bool {
         self.shared.lock().cut
     }
 
+    pub fn is_stalled(&self) -> bool {
+        self.shared.lock().stalled
+    }
+
     /// Where the link listens (what the service's URL names).
     pub fn listen_addr(&self) -> SocketAddr {
         self.shared.listen
     }
+}
+
+/// Puts a link in front of the run's PostgreSQL: the link listens on `bind`, forwards to the
+/// grader-side port, and `info.service_url` now names it as `host` (how the service reaches
+/// `bind`). Err is a sentence: the grader's failure, not the service's.
+pub(crate) async fn link_database(
+    info: &mut crate::runtime::PostgresInfo,
+    bind: std::net::IpAddr,
+    host: &str,
+) -> Result<LinkServer, String> {
+    let target = SocketAddr::from(([127, 0, 0, 1], info.port));
+    let server = LinkServer::start(bind, target)
+        .await
+        .map_err(|e| format!("could not listen on {bind}: {e}"))?;
+    let listen = server.link().listen_addr();
+    info.service_url = through(&info.service_url, host, listen.port())?;
+    info.link = Some(server.link());
+    Ok(server)
+}
+
+/// What a run's `postgres.log` says about the link, so a reader of the log knows the service's
+/// URL names the grader, not the server.
+pub(crate) fn database_link_note(server: &LinkServer, host: &str) -> String {
+    let link = server.link();
+    format!(
+        "the service reaches PostgreSQL through the grader's link on {} (as {host}), which forwards to {}",
+        link.listen_addr(),
+        link.shared.target
+    )
+}
+
+/// `url` with its host and port replaced by `host` and `port` (a database URL pointed at its
+/// link); user, password, path and query stay.
+pub(crate) fn through(url: &str, host: &str, port: u16) -> Result<String, String> {
+    let mut parsed = url::Url::parse(url).map_err(|e| format!("cannot parse {url}: {e}"))?;
+    parsed
+        .set_host(Some(host))
+        .map_err(|e| format!("cannot set host {host}: {e}"))?;
+    parsed
+        .set_port(Some(port))
+        .map_err(|()| format!("cannot set a port on {url}"))?;
+    Ok(parsed.to_string())
 }
 
 impl Shared {
@@ -93,7 +162,7 @@ impl Shared {
 
 /// The link's listener task; the run owns it and [`LinkServer::close`]s it at teardown.
 pub(crate) struct LinkServer {
-    link: BrokerLink,
+    link: FaultLink,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -107,20 +176,22 @@ impl LinkServer {
         let listener = TcpListener::bind((bind, 0)).await?;
         let listen = listener.local_addr()?;
         let (generation, _) = watch::channel(0);
+        let (resumed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::default()),
             generation,
+            resumed,
             listen,
             target,
         });
         let accept = tokio::spawn(accept_loop(listener, shared.clone()));
         Ok(LinkServer {
-            link: BrokerLink { shared },
+            link: FaultLink { shared },
             accept,
         })
     }
 
-    pub(crate) fn link(&self) -> BrokerLink {
+    pub(crate) fn link(&self) -> FaultLink {
         self.link.clone()
     }
 
@@ -171,7 +242,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// Connects to the broker and copies both ways until either side closes, an error, or a cut.
+/// Connects to the dependency and copies both ways until either side closes, an error, or a cut.
 async fn forward(client: TcpStream, shared: &Shared, mut generation: watch::Receiver<u64>) {
     // A cut between accept and subscribe bumped the generation before we saw it; the flag says.
     if shared.lock().cut {
@@ -206,7 +277,8 @@ async fn forward(client: TcpStream, shared: &Shared, mut generation: watch::Rece
 }
 
 /// Copies `from` → `to` through one fixed buffer. Returns at EOF, on an error, or when the link
-/// is cut (checked under the lock, right before each write).
+/// is cut (checked under the lock, right before each write); while the link is stalled it holds
+/// what it read and waits.
 async fn copy(from: &TcpStream, to: &TcpStream, shared: &Shared) {
     let mut buf = vec![0u8; BUFFER];
     loop {
@@ -224,16 +296,26 @@ async fn copy(from: &TcpStream, to: &TcpStream, shared: &Shared) {
             if to.writable().await.is_err() {
                 return;
             }
-            let state = shared.lock();
-            if state.cut {
-                return;
+            // Subscribed before the flag is read, so a restore in between is not missed.
+            let mut resumed = shared.resumed.subscribe();
+            // The write happens under the lock (`None`: stalled, nothing written).
+            let written = {
+                let state = shared.lock();
+                if state.cut {
+                    return;
+                }
+                (!state.stalled).then(|| to.try_write(&buf[sent..n]))
+            };
+            match written {
+                None => {
+                    if resumed.changed().await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(k)) => sent += k,
+                Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Some(Err(_)) => return,
             }
-            match to.try_write(&buf[sent..n]) {
-                Ok(k) => sent += k,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
-            }
-            drop(state);
         }
     }
 }
@@ -249,7 +331,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// An echo server standing in for the broker.
+    /// An echo server standing in for the dependency.
     async fn echo_server() -> SocketAddr {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -286,17 +368,22 @@ mod tests {
         )
     }
 
-    #[tokio::test]
-    async fn forwards_cuts_and_restores() {
+    /// A link to an echo server, and a connection through it that has echoed `first`.
+    async fn linked(first: &[u8]) -> (LinkServer, FaultLink, SocketAddr, TcpStream) {
         let target = echo_server().await;
         let server = LinkServer::start([127, 0, 0, 1].into(), target)
             .await
             .unwrap();
         let link = server.link();
         let addr = link.listen_addr();
-
         let mut open = TcpStream::connect(addr).await.unwrap();
-        assert_eq!(echo(&mut open, b"hello").await.unwrap(), b"hello");
+        assert_eq!(echo(&mut open, first).await.unwrap(), first);
+        (server, link, addr, open)
+    }
+
+    #[tokio::test]
+    async fn forwards_cuts_and_restores() {
+        let (server, link, addr, mut open) = linked(b"hello").await;
 
         link.cut();
         assert!(link.is_cut());
@@ -319,6 +406,48 @@ mod tests {
         assert!(
             TcpStream::connect(addr).await.is_err(),
             "still listening after close"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stall_holds_every_byte_until_restored() {
+        let (_server, link, addr, mut open) = linked(b"before").await;
+
+        link.stall();
+        assert!(link.is_stalled() && !link.is_cut());
+        open.write_all(b"held").await.unwrap();
+        // A new connection is accepted, as by a frozen server's kernel, and answers nothing.
+        let mut fresh = TcpStream::connect(addr).await.unwrap();
+        fresh.write_all(b"new").await.unwrap();
+        let mut buf = [0u8; 8];
+        for stream in [&mut open, &mut fresh] {
+            let read =
+                tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await;
+            assert!(read.is_err(), "a byte crossed a stalled link: {read:?}");
+        }
+
+        // What waited flows on, on both connections, and they keep working.
+        link.restore();
+        let mut got = [0u8; 4];
+        tokio::time::timeout(Duration::from_secs(5), open.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"held");
+        let mut got = [0u8; 3];
+        tokio::time::timeout(Duration::from_secs(5), fresh.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got, b"new");
+        assert_eq!(echo(&mut open, b"after").await.unwrap(), b"after");
+
+        // A cut ends a stall's connections too.
+        link.stall();
+        link.cut();
+        assert!(
+            closed(&mut open).await,
+            "a stalled connection survived a cut"
         );
     }
 

@@ -70,6 +70,8 @@ pub struct LocalEnvironment {
     /// Always the run's own, warm or cold.
     broker: Option<RabbitMq>,
     link: Option<LinkServer>,
+    /// The service's way to PostgreSQL when the run makes the database fail.
+    database_link: Option<LinkServer>,
     /// What the service is given, from this run's servers or the warm ones.
     postgres_info: Option<PostgresInfo>,
     redis_info: Option<RedisInfo>,
@@ -138,6 +140,7 @@ impl LocalEnvironment {
             postgres: None,
             broker: None,
             link: None,
+            database_link: None,
             postgres_info: None,
             redis_info: None,
             broker_info: None,
@@ -299,6 +302,22 @@ impl LocalEnvironment {
         redis_ok?;
         timings.broker = broker_took?;
         timings.build = built?;
+        if plan.database_link {
+            if let Some(info) = self.postgres_info.as_mut() {
+                let server = super::link::link_database(info, [127, 0, 0, 1].into(), "127.0.0.1")
+                    .await
+                    .map_err(|message| StartError::Infrastructure {
+                        what: "the link to PostgreSQL".to_string(),
+                        message,
+                        log_tail: vec![],
+                    })?;
+                process::note(
+                    &plan.artifacts_dir.join("postgres.log"),
+                    &super::link::database_link_note(&server, "127.0.0.1"),
+                );
+                self.database_link = Some(server);
+            }
+        }
 
         progress.phase_started(
             Phase::ServiceStart,
@@ -436,15 +455,24 @@ impl LocalEnvironment {
     }
 
     /// Sends `signal` to the service's process group and waits up to `wait` for it to exit.
+    /// Sends `signal` to the service's process group and waits up to `wait` until every process
+    /// of the group is gone (not only the `sh` we started, which dies of a SIGTERM at once while
+    /// the service it runs may still be finishing its requests): `Running` while any is left.
     pub async fn signal_service(&self, signal: Signal, wait: Duration) -> ServiceState {
-        if let Some(service) = &self.service {
-            lock(service).signal(signal);
-        }
+        let Some(service) = &self.service else {
+            return self.service_state();
+        };
+        lock(service).signal(signal);
         let deadline = Instant::now() + wait;
-        while self.service_exit().is_none() && Instant::now() < deadline {
+        loop {
+            if lock(service).group_gone() {
+                return self.service_state();
+            }
+            if Instant::now() >= deadline {
+                return ServiceState::Running;
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        self.service_state()
     }
 
     /// Kills what is left of the service (its whole process group), then starts it again with
@@ -574,7 +602,10 @@ impl Drop for LocalEnvironment {
         if let Some(drain) = lock_drain(&self.service_drain).as_ref() {
             drain.settle();
         }
-        if let Some(link) = self.link.take() {
+        for link in [self.link.take(), self.database_link.take()]
+            .into_iter()
+            .flatten()
+        {
             link.close();
         }
         if let Some(mut broker) = self.broker.take() {

@@ -1,7 +1,7 @@
 //! Runtimes own every process and container of a run, and nothing else does.
 //!
 //! A runtime takes a [`ServicePlan`] (derived from the learner's `grader.toml`), provides the
-//! dependencies (PostgreSQL, Redis, a RabbitMQ broker behind a [`BrokerLink`]), builds and starts
+//! dependencies (PostgreSQL, Redis, a RabbitMQ broker behind a [`FaultLink`]), builds and starts
 //! the learner's service, waits for its health path, and hands back a [`RunningService`]. Teardown happens in [`RunningService::shutdown`], and
 //! as a last resort in `Drop` (panics) — so no process or temp dir outlives the run.
 //!
@@ -14,7 +14,7 @@ pub mod docker;
 mod link;
 pub mod local;
 
-pub use link::BrokerLink;
+pub use link::FaultLink;
 
 pub use crate::manifest::{BeforeService, BeforeServiceFn, ServicePlan};
 
@@ -50,6 +50,9 @@ pub struct PostgresInfo {
     pub service_url: String,
     pub port: u16,
     pub database: String,
+    /// When the run makes the database fail ([`crate::manifest::ServicePlan::database_link`]):
+    /// the link `service_url` goes through, which the grader stalls or cuts.
+    pub link: Option<FaultLink>,
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +70,7 @@ pub struct BrokerInfo {
     /// What the service got: the same broker through [`BrokerInfo::link`], so the grader can
     /// make it unreachable for the service alone.
     pub service_url: String,
-    pub link: BrokerLink,
+    pub link: FaultLink,
 }
 
 /// The broker's user; its password is random per run.

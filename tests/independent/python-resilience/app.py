@@ -5,12 +5,30 @@ It asks a carrier's API for every quote, and survives the carrier: a 1 s timeout
 a 4 s deadline per request, at most 3 attempts with jittered exponential backoff, Retry-After,
 a circuit breaker, a bulkhead of 10 carrier calls, and a stale-quote fallback.
 
-Standard library only (Debian's /usr/bin/python3, 3.11). Two server designs:
+Task 7: bookings (POST /bookings, GET /bookings/{id}) kept in PostgreSQL at DATABASE_URL, and
+GET /readyz. The database may hang (connections accepted or kept open, nothing answers) or refuse:
+every database step (a pool slot, connecting, each query) is bounded by one 1.5 s deadline per
+request, driven by us on a non-blocking driver; a connection given up on is closed (or, for a
+connect still under way, put back when it ends), never reused with a query in flight; idle
+connections are checked (socket not readable) before reuse, and a broken one is replaced, so the
+service comes back by itself. /healthz, /estimates and /breaker never touch the database.
+
+Task 8: on SIGTERM (or SIGINT) the service stops taking new work at once (the listening socket is
+closed, so new connections are refused), lets every request that had arrived finish as it would
+have without the signal (nothing is cancelled: quotes keep their attempts and waits, bookings
+their database deadline; idle keep-alive connections are closed, busy ones answer with
+Connection: close, pipelined requests already received are answered too), then closes the
+database pool, stops its one background thread (the stale-quote sweeper) and exits with status 0,
+4.2 s after the signal at the latest. The start command execs python, so the signal reaches it.
+
+Debian's /usr/bin/python3 (3.11): standard library, plus the packaged PostgreSQL drivers. Two
+server designs:
   - default: asyncio, one event loop; the HTTP server and the carrier client are written on
     asyncio streams (the standard library has no asyncio HTTP client), and the 1 s timeout is
-    asyncio.wait_for around the whole attempt;
+    asyncio.wait_for around the whole attempt; the database is psycopg 3's AsyncConnection;
   - INDEP_STYLE=threads: http.server.ThreadingHTTPServer, a thread per request, blocking
-    http.client calls with a socket timeout and a watchdog that bounds the whole attempt.
+    http.client calls with a socket timeout and a watchdog that bounds the whole attempt; the
+    database is psycopg2 in its asynchronous mode (conn.poll() and poll(2) against the deadline).
 
 The retry policy is written once, as a generator that yields "attempt" and "sleep" actions
 (quote_plan); each design drives it with its own I/O, so the numbers and the planted bugs live in
@@ -29,6 +47,7 @@ import math
 import os
 import random
 import re
+import select
 import signal
 import socket
 import ssl
@@ -36,6 +55,7 @@ import sys
 import threading
 import time
 import urllib.parse
+import uuid
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -52,6 +72,20 @@ KNOWN_BUGS = {
     "half-open-lets-all-through",
     "bulkhead-queues",
     "stale-served-when-healthy",
+    # task 7 (bookings in PostgreSQL)
+    "readyz-no-db-check",
+    "healthz-queries-db",
+    "db-no-timeouts",
+    "single-connection",
+    "pool-slot-leak",
+    "all-routes-gated",
+    # task 8 (stopping gracefully)
+    "sigterm-default",
+    "client-closed-first",
+    "serves-while-draining",
+    "sweeper-not-stopped",
+    "sigterm-ignored",
+    "drain-waits-for-idle",
 }
 KNOWN_STYLES = {"504-on-timeout", "threads", "breaker-lock-free"}
 
@@ -82,6 +116,34 @@ BULKHEAD_SIZE = 10
 # res-6.1
 STALE_MAX_AGE = 300.0
 STALE_MAX_ENTRIES = 50_000  # random data on every run: keep memory bounded
+MAX_BODY = 1 << 20
+
+# res-7.4, res-7.6: /readyz and the booking routes answer within 2 s whatever the database does.
+# Everything the database part of a request does (waiting for a pooled connection, connecting,
+# every query, one retry on a fresh connection) fits in this budget, counted from the request's
+# arrival; the rest of the 2 s is for writing the answer. The bug drops every client-side bound
+# and keeps only the server-side statement_timeout, which cannot help when the network hangs.
+DB_BUDGET = None if BUG == "db-no-timeouts" else 1.5
+# A backstop for an attempt to connect that the request gave up on (it finishes in the
+# background, keeping its pool slot, and is then put back or closed): psycopg's connect_timeout,
+# whole seconds.
+DB_CONNECT_TIMEOUT = 2
+# Server-side: a query stuck behind a lock (or abandoned by us) ends by itself.
+DB_STATEMENT_TIMEOUT_MS = 1500
+# At most this many connections to PostgreSQL, idle or busy.
+DB_POOL_SIZE = 5
+# Start-up: the table is created before the port opens; the database gets this long to appear.
+DB_STARTUP_WAIT = 20.0
+
+# res-8.3: after SIGTERM the process is gone within 5 s. Every request in flight ends within its
+# own bound (4 s for a quote, 1.5 s for the database) anyway; this is the backstop after which
+# whatever is still open is dropped and the process exits. The bug has none: it waits for every
+# connection, idle keep-alive ones included, however long they stay.
+DRAIN_LIMIT = None if BUG == "drain-waits-for-idle" else 4.2
+# How often the drain looks at the connections still open (and closes idle ones).
+DRAIN_POLL = 0.02
+# The stale-quote sweeper (a background thread) drops quotes older than 5 minutes this often.
+SWEEP_EVERY = 30.0
 
 # res-3.1: these statuses are failed attempts, worth another try.
 RETRYABLE_STATUSES = {429, 502, 503, 504}
@@ -93,7 +155,9 @@ POSTCODE_RE = re.compile(r"[A-Za-z0-9]{1,10}")
 
 
 def log(msg):
-    print(f"{time.strftime('%H:%M:%S')} {msg}", file=sys.stderr, flush=True)
+    # One write per line: print() writes the newline separately, and threads interleave.
+    sys.stderr.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+    sys.stderr.flush()
 
 
 def backoff_delay(retry_number):
@@ -356,6 +420,46 @@ class StaleStore:
                 return None
             return price
 
+    def sweep(self, now):
+        """Drops the quotes older than 5 minutes (the oldest come first: put moves to the end)."""
+        with self.lock:
+            dropped = 0
+            while self.entries:
+                key, (_, at) = next(iter(self.entries.items()))
+                if now - at <= STALE_MAX_AGE:
+                    break
+                del self.entries[key]
+                dropped += 1
+            return dropped
+
+
+class Sweeper:
+    """A background thread that drops expired stale quotes every SWEEP_EVERY seconds.
+
+    A non-daemon thread, on purpose: it is stopped and joined at shutdown (res-8.3), and a
+    shutdown that forgets it (INDEP_BUG=sweeper-not-stopped) keeps the process alive for ever,
+    the way a forgotten worker thread does in many real services."""
+
+    def __init__(self, stale):
+        self.stale = stale
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="stale-sweeper")
+
+    def _run(self):
+        while not self.stop_event.wait(SWEEP_EVERY):
+            dropped = self.stale.sweep(time.monotonic())
+            if dropped:
+                log(f"stale quotes: dropped {dropped} older than {STALE_MAX_AGE:g} s")
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        if BUG == "sweeper-not-stopped":
+            return  # the bug: nobody tells the thread, and the interpreter waits for it at exit
+        self.stop_event.set()
+        self.thread.join(1.0)
+
 
 # --------------------------------------------------------------------------------------------
 # The retry policy (res-2.x, res-3.x), independent of the I/O design.
@@ -451,16 +555,68 @@ class Service:
         self.carrier_path = parts.path.rstrip("/") + "/rates"
         self.breaker = TimestampBreaker() if "breaker-lock-free" in STYLES else StateBreaker()
         self.stale = StaleStore()
+        # INDEP_BUG=client-closed-first: the carrier calls in flight, so that shutdown can
+        # "close the client" under them (asyncio: stream writers; threads: http.client conns).
+        self.client_closed = False
+        self.carrier_calls = set()
+        self.carrier_lock = threading.Lock()
+
+    def track_call(self, call, add):
+        if BUG != "client-closed-first":
+            return
+        with self.carrier_lock:
+            if add:
+                self.carrier_calls.add(call)
+            else:
+                self.carrier_calls.discard(call)
+
+    def close_client(self):
+        """INDEP_BUG=client-closed-first: shutdown closes the carrier client before the drain.
+        The calls in flight are cut (their answer never read), and every later attempt fails
+        before connecting: the quotes in flight end in 503 instead of their price (res-8.2)."""
+        self.client_closed = True
+        with self.carrier_lock:
+            calls = list(self.carrier_calls)
+        for call in calls:
+            try:
+                if isinstance(call, http.client.HTTPConnection):
+                    if call.sock is not None:
+                        call.sock.shutdown(socket.SHUT_RDWR)
+                else:
+                    call.transport.abort()  # an asyncio StreamWriter
+            except (OSError, AttributeError):
+                pass
+        log(f"shutdown: carrier client closed ({len(calls)} call(s) in flight cut)")
 
     # -- routing --------------------------------------------------------------------------
 
-    def route(self, method, target):
-        """Returns an Answer, or ("estimate", weight, postcode) for the carrier-calling path."""
+    def route(self, method, target, body=b""):
+        """Returns an Answer (nothing left to do), ("estimate", weight, postcode) for the
+        carrier-calling path, a DbWork for the database, or ("gated", inner) (a bug)."""
         parts = urllib.parse.urlsplit(target)
         path = parts.path
+        routed = self._route(method, path, parts.query, body)
+        if BUG == "all-routes-gated" and path not in ("/healthz", "/readyz"):
+            # The bug: a "readiness middleware" that asks the database before every route.
+            return ("gated", routed)
+        return routed
+
+    def _route(self, method, path, query, body):
         if path == "/healthz":
-            # res-1.4: nothing here touches the carrier, the breaker or the bulkhead.
-            return self._only_get(method) or Answer(200, {"status": "ok"})
+            # res-1.4, res-7.5: nothing here touches the carrier, the breaker, the bulkhead or
+            # the database: liveness says the process runs, whatever its dependencies do.
+            if (wrong := self._only_get(method)) is not None:
+                return wrong
+            if BUG == "healthz-queries-db":
+                return DbWork("health", [("SELECT 1", None)])
+            return Answer(200, {"status": "ok"})
+        if path == "/readyz":
+            # res-7.4: ready when the database answers a query.
+            if (wrong := self._only_get(method)) is not None:
+                return wrong
+            if BUG == "readyz-no-db-check":
+                return Answer(200, {"status": "ready"})
+            return DbWork("ready", [("SELECT 1", None)])
         if path == "/breaker":
             # res-1.3: reads the state, never calls the carrier.
             if (wrong := self._only_get(method)) is not None:
@@ -470,7 +626,20 @@ class Service:
         if path == "/estimates":
             if (wrong := self._only_get(method)) is not None:
                 return wrong
-            return self.validate(parts.query)
+            return self.validate(query)
+        if path == "/bookings":
+            if method != "POST":
+                return problem(405, f"{method} is not allowed here; use POST", {"Allow": "POST"})
+            return self.validate_booking(body)
+        if path.startswith("/bookings/"):
+            if (wrong := self._only_get(method)) is not None:
+                return wrong
+            ident = urllib.parse.unquote(path[len("/bookings/"):])
+            if not ident or "/" in ident or len(ident) > 200:
+                return problem(404, f"no booking {ident!r}")
+            # Any other string is looked up: whether an id exists is the database's to say, so
+            # during an outage every booking read answers 503, not a guess.
+            return DbWork("fetch", [(SQL_FETCH, (ident,))], ident=ident)
         return problem(404, f"no resource at {path}")
 
     @staticmethod
@@ -498,6 +667,62 @@ class Service:
         if errors:
             return problem(400, "; ".join(errors), errors=errors)
         return ("estimate", weight, postcodes[0])
+
+    @staticmethod
+    def validate_booking(body):
+        # res-7.2: checked before anything reaches the database, so nothing is stored.
+        try:
+            doc = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:  # ValueError: JSON, or a 5000-digit int
+            return problem(400, f"the body is not JSON: {exc}")
+        if not isinstance(doc, dict):
+            return problem(400, "the body must be a JSON object")
+        errors = []
+
+        def integer(name, low, high):
+            value = doc.get(name)
+            # JSON integers only: not true/false, not 1200.0, not "1200".
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                errors.append(f"{name} must be an integer from {low} to {high}")
+                return None
+            return value
+
+        weight = integer("weight_grams", 1, 30000)
+        price = integer("price_cents", 0, 10_000_000)
+        postcode = doc.get("postcode")
+        if not isinstance(postcode, str) or not POSTCODE_RE.fullmatch(postcode):
+            errors.append("postcode must be a string of 1 to 10 ASCII letters and digits")
+        if errors:
+            return problem(422, "; ".join(errors), errors=errors)
+        # The id is chosen here, before the INSERT, so that the INSERT can be retried on a
+        # fresh connection without creating the booking twice (ON CONFLICT DO NOTHING).
+        booking = {"id": str(uuid.uuid4()), "weight_grams": weight, "postcode": postcode,
+                    "price_cents": price}
+        return DbWork("create", [(SQL_INSERT, (booking["id"], weight, postcode, price))],
+                      booking=booking)
+
+    @staticmethod
+    def db_answer(work, row):
+        """The answer to a DbWork whose statements ran; row is the last statement's first row."""
+        if work.kind == "health":
+            return Answer(200, {"status": "ok"})
+        if work.kind == "ready":
+            return Answer(200, {"status": "ready"})
+        if work.kind == "create":
+            booking = work.extra["booking"]
+            return Answer(201, booking, {"Location": f"/bookings/{booking['id']}"})
+        ident = work.extra["ident"]
+        if row is None:
+            return problem(404, f"no booking {ident!r}")
+        weight, postcode, price = row
+        return Answer(200, {"id": ident, "weight_grams": weight, "postcode": postcode,
+                            "price_cents": price})
+
+    @staticmethod
+    def db_unavailable(work, why, started):
+        log(f"database: {work.kind} answered 503 after {(time.monotonic() - started) * 1000:.0f} ms: {why}")
+        return problem(503, f"the database is not answering ({why}); try again shortly",
+                       {"Retry-After": "1"})
 
     # -- before and after the carrier -----------------------------------------------------
 
@@ -574,6 +799,486 @@ class Service:
 
 
 # --------------------------------------------------------------------------------------------
+# Bookings in PostgreSQL (task 7): what is common to both drivers.
+#
+# The rules: /readyz and the booking routes answer within 2 s whatever the database does
+# (res-7.4, res-7.6), nothing else waits on it (res-7.5, res-7.7), and the service recovers by
+# itself (res-7.8). A database that hangs is the hard case: the TCP connection is accepted (or
+# stays open) and then nothing comes back, so a blocking driver call would wait for ever, and
+# libpq's own connect_timeout is per attempt (per address, and rounded to whole seconds). So each
+# design drives its driver in non-blocking mode and bounds every step itself with one deadline
+# per request: waiting for a pool slot, connecting, and every query. A connection whose query was
+# given up on is in an unknown state (a query sent, its answer perhaps still to come): it is
+# closed at once, never put back. An attempt to connect that was given up on keeps its pool slot
+# until it ends (psycopg's connect_timeout bounds it) and is then put back or closed.
+
+SQL_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bookings (
+    id           text        PRIMARY KEY,
+    weight_grams integer     NOT NULL CHECK (weight_grams BETWEEN 1 AND 30000),
+    postcode     text        NOT NULL,
+    price_cents  integer     NOT NULL CHECK (price_cents BETWEEN 0 AND 10000000),
+    created_at   timestamptz NOT NULL DEFAULT now()
+)"""
+SQL_INSERT = ("INSERT INTO bookings (id, weight_grams, postcode, price_cents) "
+              "VALUES (%s, %s, %s, %s) ON CONFLICT (id) DO NOTHING")
+SQL_FETCH = "SELECT weight_grams, postcode, price_cents FROM bookings WHERE id = %s"
+
+
+class DbWork:
+    """What a route needs from the database: statements run in order on one connection."""
+
+    __slots__ = ("kind", "statements", "extra")
+
+    def __init__(self, kind, statements, **extra):
+        self.kind, self.statements, self.extra = kind, statements, extra
+
+
+class DbUnavailable(Exception):
+    """The database did not answer in time, or refused: the route answers 503."""
+
+
+def db_deadline(started):
+    return None if DB_BUDGET is None else started + DB_BUDGET
+
+
+def time_left(deadline):
+    """Seconds left before the deadline (None: no bound, the db-no-timeouts bug)."""
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def socket_looks_dead(fd):
+    """An idle connection's socket has nothing to say: readable means the server (or the link)
+    closed it, or sent something we did not ask for. Either way it is not reused."""
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(p.poll(0))
+    except (OSError, ValueError):
+        return True
+
+
+def connect_options(dsn_options):
+    """libpq `options`: keep the URL's own, add a server-side statement_timeout."""
+    mine = f"-c statement_timeout={DB_STATEMENT_TIMEOUT_MS}"
+    return f"{dsn_options} {mine}".strip() if dsn_options else mine
+
+
+class GaveUpConnecting(Exception):
+    def __init__(self, task):
+        super().__init__("gave up connecting")
+        self.task = task
+
+
+class AsyncPool:
+    """A small pool over psycopg 3's AsyncConnection (asyncio design).
+
+    asyncio.wait_for bounds each step; psycopg's async connections never block the event loop
+    (the socket is non-blocking and psycopg waits with loop.add_reader), so /healthz, /breaker and
+    /estimates go on while a query hangs."""
+
+    def __init__(self, dsn):
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.pg = psycopg
+        self.dsn = dsn
+        self.options = connect_options(conninfo_to_dict(dsn).get("options"))
+        self.idle = []
+        self.slots_used = 0
+        self.waiters = collections.deque()
+        self.settling = set()  # background tasks: connections given up on, to be put back
+        self.schema_ready = False
+        self.single = None  # INDEP_BUG=single-connection
+        self.single_lock = asyncio.Lock()
+
+    def _connect_coro(self):
+        kwargs = {"autocommit": True, "prepare_threshold": None, "options": self.options,
+                  "application_name": "python-resilience"}
+        if BUG != "db-no-timeouts":
+            kwargs["connect_timeout"] = DB_CONNECT_TIMEOUT
+        return self.pg.AsyncConnection.connect(self.dsn, **kwargs)
+
+    # -- pool slots: at most DB_POOL_SIZE connections, idle or busy -----------------------------
+
+    async def _take_slot(self, deadline):
+        while self.waiters and self.waiters[0].done():
+            self.waiters.popleft()
+        if self.slots_used < DB_POOL_SIZE and not self.waiters:
+            self.slots_used += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, time_left(deadline))
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DbUnavailable(f"all {DB_POOL_SIZE} database connections are busy") from None
+
+    def _give_slot(self):
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes to the first waiter
+                return
+        self.slots_used -= 1
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _alive(self, conn):
+        try:
+            return (not conn.closed and conn.info.transaction_status == self.pg.pq.TransactionStatus.IDLE
+                    and not socket_looks_dead(conn.pgconn.socket))
+        except Exception:
+            return False
+
+    async def _close(self, conn):
+        try:
+            await conn.close()  # PQfinish on a non-blocking socket: does not wait for the server
+        except Exception as exc:
+            log(f"database: closing a connection: {exc!r}")
+
+    def _checkin(self, conn):
+        if self._alive(conn):
+            self.idle.append(conn)
+            return True
+        return False
+
+    async def _checkout(self, deadline, fresh):
+        while self.idle and not fresh:
+            conn = self.idle.pop()
+            if self._alive(conn):
+                return conn, True
+            await self._close(conn)  # the outage broke it: replaced below
+        task = asyncio.ensure_future(self._connect_coro())
+        done, _ = await asyncio.wait({task}, timeout=time_left(deadline))
+        if not done:
+            raise GaveUpConnecting(task)
+        try:
+            return task.result(), False
+        except self.pg.Error as exc:
+            raise DbUnavailable(f"cannot connect: {str(exc).strip()[:200]}") from None
+
+    async def _settle(self, task):
+        """A connection we stopped waiting for: put it back if it came, then free its slot."""
+        try:
+            conn = await task
+        except Exception:
+            conn = None
+        try:
+            if conn is not None and not self._checkin(conn):
+                await self._close(conn)
+        finally:
+            self._give_slot()
+
+    async def _execute(self, conn, statements, deadline):
+        async def run():
+            row = None
+            for sql, params in statements:
+                cur = await conn.execute(sql, params)
+                row = await cur.fetchone() if cur.description else None
+            return row
+
+        try:
+            return await asyncio.wait_for(run(), time_left(deadline))
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DbTimeout() from None
+
+    # -- the one entry point --------------------------------------------------------------------
+
+    async def run(self, work, deadline):
+        """Runs the work's statements; returns the last one's first row, or raises
+        DbUnavailable (503) or another psycopg error (500)."""
+        statements = work.statements
+        if not self.schema_ready:
+            statements = [(SQL_SCHEMA, None)] + statements
+        try:
+            if BUG == "single-connection":
+                row = await self._run_single(statements, deadline)
+            elif BUG == "pool-slot-leak":
+                row = await self._run_leaky(statements, deadline)
+            else:
+                row = await self._run_pooled(statements, deadline)
+        except DbTimeout:
+            raise DbUnavailable(f"no answer within {DB_BUDGET} s") from None
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DbUnavailable(f"no connection within {DB_BUDGET} s") from None
+        except (self.pg.OperationalError, self.pg.InterfaceError) as exc:
+            raise DbUnavailable(f"connection lost: {str(exc).strip()[:200]}") from None
+        self.schema_ready = True
+        return row
+
+    async def _run_pooled(self, statements, deadline):
+        await self._take_slot(deadline)
+        keep_slot = False  # True: a connect settling in the background frees the slot
+        try:
+            for attempt in (1, 2):
+                try:
+                    conn, reused = await self._checkout(deadline, fresh=attempt == 2)
+                except GaveUpConnecting as gave_up:
+                    keep_slot = True
+                    settle = asyncio.ensure_future(self._settle(gave_up.task))
+                    self.settling.add(settle)
+                    settle.add_done_callback(self.settling.discard)
+                    raise DbUnavailable(f"no connection within {DB_BUDGET} s") from None
+                try:
+                    row = await self._execute(conn, statements, deadline)
+                except DbTimeout:
+                    # A query is in flight on it and its answer may still come: never reuse it.
+                    await self._close(conn)
+                    raise
+                except (self.pg.OperationalError, self.pg.InterfaceError) as exc:
+                    await self._close(conn)
+                    if reused and attempt == 1 and (deadline is None or time_left(deadline) > 0.05):
+                        # The outage broke it while it sat in the pool: once more on a new one
+                        # (an INSERT too: its id, chosen beforehand, makes it safe to repeat).
+                        log(f"database: a pooled connection was broken ({str(exc).strip()[:80]}); retrying")
+                        continue
+                    raise
+                except self.pg.Error:
+                    if not self._checkin(conn):
+                        await self._close(conn)
+                    raise
+                self._checkin(conn)
+                return row
+        finally:
+            if not keep_slot:
+                self._give_slot()
+
+    async def _run_leaky(self, statements, deadline):
+        # The bug, as it is often written: the slot is given back, and the connection put back,
+        # on the success path only. A request that times out or loses its connection keeps its
+        # slot for ever, and the connection it had is neither closed nor reused.
+        await self._take_slot(deadline)
+        conn = None
+        while self.idle and conn is None:
+            conn = self.idle.pop()
+            if not self._alive(conn):
+                await self._close(conn)
+                conn = None
+        if conn is None:
+            conn = await asyncio.wait_for(self._connect_coro(), time_left(deadline))
+        row = await self._execute(conn, statements, deadline)
+        self._checkin(conn)
+        self._give_slot()
+        return row
+
+    async def _run_single(self, statements, deadline):
+        # The bug: one connection, opened once (at start-up) and shared under a lock; the waits
+        # are bounded, but nothing ever replaces it once the outage broke it.
+        try:
+            await asyncio.wait_for(self.single_lock.acquire(), time_left(deadline))
+        except (asyncio.TimeoutError, TimeoutError):
+            raise DbUnavailable("the database connection is busy") from None
+        try:
+            if self.single is None:
+                self.single = await asyncio.wait_for(self._connect_coro(), time_left(deadline))
+            return await self._execute(self.single, statements, deadline)
+        finally:
+            self.single_lock.release()
+
+    async def close_all(self):
+        for conn in self.idle + ([self.single] if self.single else []):
+            await self._close(conn)
+        self.idle.clear()
+
+
+class DbTimeout(Exception):
+    """A query's answer did not come before the request's deadline."""
+
+
+def pg2_wait(conn, deadline):
+    """Drives a psycopg2 asynchronous connection until its operation completes, or raises
+    DbTimeout at the deadline. psycopg2's "async mode" never blocks: conn.poll() says whether it
+    needs the socket readable or writable, and poll(2) waits for that with what is left."""
+    import psycopg2
+    from psycopg2 import extensions as ext
+
+    while True:
+        state = conn.poll()
+        if state == ext.POLL_OK:
+            return
+        if state == ext.POLL_READ:
+            events = select.POLLIN
+        elif state == ext.POLL_WRITE:
+            events = select.POLLOUT
+        else:
+            raise psycopg2.OperationalError(f"unexpected poll state {state}")
+        left = time_left(deadline)
+        if left is not None and left <= 0:
+            raise DbTimeout()
+        p = select.poll()
+        p.register(conn.fileno(), events)
+        if not p.poll(None if left is None else max(1, math.ceil(left * 1000))):
+            raise DbTimeout()
+
+
+class ThreadPool:
+    """A small pool over psycopg2 connections in asynchronous mode (threads design).
+
+    A plain blocking psycopg2 call cannot be bounded from outside (libpq waits in poll() with no
+    timeout; statement_timeout is the server's, and a hung link never brings its answer), so the
+    connections are opened with async_=1 and every step is driven by pg2_wait against the
+    request's deadline. Giving up on a connection (connecting, or a query) closes it at once: we
+    hold its handle from the first moment, and closing a non-blocking socket does not wait."""
+
+    def __init__(self, dsn):
+        import psycopg2
+        from psycopg2 import extensions
+
+        self.pg = psycopg2
+        self.dsn = dsn
+        self.options = connect_options(extensions.parse_dsn(dsn).get("options"))
+        self.lock = threading.Lock()
+        self.idle = []
+        self.slots = threading.Semaphore(DB_POOL_SIZE)
+        self.schema_ready = False
+        self.single = None  # INDEP_BUG=single-connection
+        self.single_lock = threading.Lock()
+
+    def _connect(self, deadline):
+        kwargs = {"async_": 1, "options": self.options, "application_name": "python-resilience"}
+        conn = self.pg.connect(self.dsn, **kwargs)  # PQconnectStart: returns at once
+        try:
+            pg2_wait(conn, deadline)
+        except BaseException:
+            conn.close()  # given up on (or refused): closed now, never lost
+            raise
+        return conn
+
+    def _alive(self, conn):
+        try:
+            return not conn.closed and not conn.isexecuting() and not socket_looks_dead(conn.fileno())
+        except Exception:
+            return False
+
+    @staticmethod
+    def _close(conn):
+        try:
+            conn.close()
+        except Exception as exc:
+            log(f"database: closing a connection: {exc!r}")
+
+    def _checkin(self, conn):
+        if self._alive(conn):
+            with self.lock:
+                self.idle.append(conn)
+            return True
+        self._close(conn)
+        return False
+
+    def _checkout(self, deadline, fresh):
+        while not fresh:
+            with self.lock:
+                conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                break
+            if self._alive(conn):
+                return conn, True
+            self._close(conn)  # the outage broke it: replaced below
+        return self._connect(deadline), False
+
+    def _execute(self, conn, statements, deadline):
+        row = None
+        for sql, params in statements:
+            cur = conn.cursor()
+            cur.execute(sql, params)  # async mode: sends (part of) the query, returns at once
+            pg2_wait(conn, deadline)
+            row = cur.fetchone() if cur.description else None
+        return row
+
+    def run(self, work, deadline):
+        statements = work.statements
+        if not self.schema_ready:
+            statements = [(SQL_SCHEMA, None)] + statements
+        try:
+            if BUG == "single-connection":
+                row = self._run_single(statements, deadline)
+            elif BUG == "pool-slot-leak":
+                row = self._run_leaky(statements, deadline)
+            else:
+                row = self._run_pooled(statements, deadline)
+        except DbTimeout:
+            raise DbUnavailable(f"no answer within {DB_BUDGET} s") from None
+        except (self.pg.OperationalError, self.pg.InterfaceError) as exc:
+            raise DbUnavailable(f"connection lost: {str(exc).strip()[:200]}") from None
+        self.schema_ready = True
+        return row
+
+    def _take_slot(self, deadline):
+        left = time_left(deadline)
+        if not self.slots.acquire(timeout=left):
+            raise DbUnavailable(f"all {DB_POOL_SIZE} database connections are busy")
+
+    def _run_pooled(self, statements, deadline):
+        self._take_slot(deadline)
+        try:
+            for attempt in (1, 2):
+                try:
+                    conn, reused = self._checkout(deadline, fresh=attempt == 2)
+                except DbTimeout:
+                    raise DbUnavailable(f"no connection within {DB_BUDGET} s") from None
+                except self.pg.Error as exc:
+                    raise DbUnavailable(f"cannot connect: {str(exc).strip()[:200]}") from None
+                try:
+                    row = self._execute(conn, statements, deadline)
+                except DbTimeout:
+                    # A query is in flight on it and its answer may still come: never reuse it.
+                    self._close(conn)
+                    raise
+                except (self.pg.OperationalError, self.pg.InterfaceError) as exc:
+                    self._close(conn)
+                    if reused and attempt == 1 and (deadline is None or time_left(deadline) > 0.05):
+                        log(f"database: a pooled connection was broken ({str(exc).strip()[:80]}); retrying")
+                        continue
+                    raise
+                except self.pg.Error:
+                    self._checkin(conn)
+                    raise
+                self._checkin(conn)
+                return row
+        finally:
+            self.slots.release()
+
+    def _run_leaky(self, statements, deadline):
+        # The bug (see AsyncPool._run_leaky): slot and connection given back on success only.
+        self._take_slot(deadline)
+        conn = None
+        while conn is None:
+            with self.lock:
+                conn = self.idle.pop() if self.idle else None
+            if conn is None:
+                break
+            if not self._alive(conn):
+                self._close(conn)
+                conn = None
+        if conn is None:
+            conn = self.pg.connect(self.dsn, async_=1, options=self.options)
+            pg2_wait(conn, deadline)  # on a timeout: neither closed nor given back
+        row = self._execute(conn, statements, deadline)
+        self._checkin(conn)
+        self.slots.release()
+        return row
+
+    def _run_single(self, statements, deadline):
+        # The bug (see AsyncPool._run_single): one connection, never replaced.
+        left = time_left(deadline)
+        if not self.single_lock.acquire(timeout=-1 if left is None else left):
+            raise DbUnavailable("the database connection is busy")
+        try:
+            if self.single is None:
+                self.single = self._connect(deadline)
+            return self._execute(self.single, statements, deadline)
+        finally:
+            self.single_lock.release()
+
+    def close_all(self):
+        with self.lock:
+            conns, self.idle = self.idle, []
+        for conn in conns + ([self.single] if self.single else []):
+            self._close(conn)
+
+
+# --------------------------------------------------------------------------------------------
 # Design 1 (default): asyncio
 
 
@@ -618,8 +1323,11 @@ async def async_attempt(svc, body, timeout):
 
 
 async def _async_call(svc, body):
+    if svc.client_closed:
+        raise AsyncCarrierError("the carrier client is closed")  # INDEP_BUG=client-closed-first
     ctx = ssl.create_default_context() if svc.carrier_tls else None
     reader, writer = await asyncio.open_connection(svc.carrier_host, svc.carrier_port, ssl=ctx)
+    svc.track_call(writer, True)
     try:
         writer.write(
             (f"POST {svc.carrier_path} HTTP/1.1\r\nHost: {svc.carrier_netloc}\r\n"
@@ -646,6 +1354,7 @@ async def _async_call(svc, body):
             data = await reader.read(1 << 20)
         return status, headers, data
     finally:
+        svc.track_call(writer, False)
         writer.close()
 
 
@@ -698,13 +1407,54 @@ async def async_estimate(svc, bulkhead, weight, postcode, started):
     return svc.after(weight, postcode, adm, result, started)
 
 
-async def async_main(svc, port):
-    bulkhead = AsyncBulkhead()
+async def async_db(svc, pool, work, started):
+    try:
+        row = await pool.run(work, db_deadline(started))
+    except DbUnavailable as exc:
+        return svc.db_unavailable(work, str(exc), started)
+    return svc.db_answer(work, row)
 
-    async def dispatch(method, target, started):
-        routed = svc.route(method, target)
+
+async def async_schema(pool):
+    """Creates the table before the port opens; a database that is not up yet gets a while."""
+    until = time.monotonic() + DB_STARTUP_WAIT
+    work = DbWork("schema", [])
+    while True:
+        try:
+            await pool.run(work, time.monotonic() + 3.0)
+            log("database: table bookings ready")
+            return
+        except Exception as exc:
+            if time.monotonic() > until:
+                log(f"database: no table yet ({exc}); starting anyway, it is created on first use")
+                return
+            log(f"database: waiting for it at start-up: {exc}")
+            await asyncio.sleep(0.5)
+
+
+async def async_main(svc, port, dsn):
+    bulkhead = AsyncBulkhead()
+    pool = AsyncPool(dsn)
+    await async_schema(pool)
+
+    async def dispatch(method, target, body, started):
+        routed = svc.route(method, target, body)
+        if isinstance(routed, tuple) and routed[0] == "gated":
+            # INDEP_BUG=all-routes-gated: the database is asked before anything else.
+            gate = DbWork("ready", [("SELECT 1", None)])
+            try:
+                await pool.run(gate, db_deadline(started))
+            except DbUnavailable as exc:
+                return svc.db_unavailable(gate, str(exc), started)
+            routed = routed[1]
         if isinstance(routed, Answer):
             return routed
+        if isinstance(routed, DbWork):
+            try:
+                return await async_db(svc, pool, routed, started)
+            except Exception as exc:  # a bug of ours, or a database error that is not an outage
+                log(f"database: {routed.kind} failed: {exc!r}")
+                return problem(500, "internal error")
         _, weight, postcode = routed
         try:
             return await async_estimate(svc, bulkhead, weight, postcode, started)
@@ -712,7 +1462,12 @@ async def async_main(svc, port):
             log(f"estimate failed: {exc!r}")
             return problem(500, "internal error")
 
+    live = set()  # AsyncConn: every client connection still open (the drain waits for them)
+    draining = asyncio.Event()
+
     async def connection(reader, writer):
+        conn_state = AsyncConn(reader, writer)
+        live.add(conn_state)
         try:
             while True:
                 try:
@@ -723,33 +1478,124 @@ async def async_main(svc, port):
                 if not line:
                     break
                 started = time.monotonic()  # res-2.2 counts from the request's arrival
+                conn_state.busy = True  # from here on the drain waits for this request
                 fields = line.decode("latin-1").split()
                 if len(fields) != 3 or not fields[2].startswith("HTTP/1."):
                     await _write(writer, "HTTP/1.1", problem(400, "malformed request line"), False, False)
                     break
                 method, target, version = fields
                 headers = await _read_headers(reader)
-                if "content-length" in headers:
-                    await reader.readexactly(int(headers["content-length"]))  # no body is used
+                body = b""
+                if headers.get("transfer-encoding", "").lower().endswith("chunked"):
+                    body = await _read_chunked(reader)
+                elif "content-length" in headers:
+                    length = int(headers["content-length"])
+                    if length > MAX_BODY:
+                        await _write(writer, version, problem(413, f"bodies are limited to {MAX_BODY} bytes"), False, False)
+                        break
+                    body = await reader.readexactly(length)
                 conn = headers.get("connection", "").lower()
                 keep_alive = conn != "close" if version == "HTTP/1.1" else conn == "keep-alive"
-                answer = await dispatch(method, target, started)
+                answer = await dispatch(method, target, body, started)
+                if draining.is_set() and CLOSES_IDLE and not conn_state.has_input():
+                    # res-8.1: shutting down, and no other request is waiting on this connection:
+                    # this answer is its last one.
+                    keep_alive = False
                 await _write(writer, version, answer, keep_alive, method == "HEAD")
+                conn_state.busy = False
                 if not keep_alive:
                     break
         except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, AsyncCarrierError):
             pass
         finally:
+            conn_state.busy = False
+            live.discard(conn_state)
             writer.close()
 
     server = await asyncio.start_server(connection, host=None, port=port, backlog=256)
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+    def on_signal(name):
+        if draining.is_set():
+            return  # a second signal changes nothing
+        log(f"{name}: draining ({sum(c.busy for c in live)} request(s) in flight, {len(live)} connection(s) open)")
+        draining.set()
+        if BUG != "serves-while-draining":
+            # res-8.1: stop taking new work at once, from the signal's own callback: new
+            # connections are refused from now on. (Python 3.11's Server.close leaves the
+            # connections already accepted alone; the drain below deals with them.)
+            server.close()
+
+    if BUG == "sigterm-ignored":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the bug: as a container's PID 1 would
+    elif BUG != "sigterm-default":  # the bug: only Ctrl-C is handled; SIGTERM kills on the spot
+        loop.add_signal_handler(signal.SIGTERM, on_signal, "SIGTERM")
+    loop.add_signal_handler(signal.SIGINT, on_signal, "SIGINT")
     log(f"asyncio service on port {port}; carrier {svc.carrier_netloc}; bug={BUG or '-'} styles={sorted(STYLES)}")
-    async with server:
-        await stop.wait()
+
+    await draining.wait()
+    signalled = time.monotonic()
+    if BUG == "client-closed-first":
+        svc.close_client()
+    # res-8.2: nothing is cancelled: every request in flight runs to its answer (each has its own
+    # bound: 4 s for a quote, 1.5 s for the database). Idle keep-alive connections are closed.
+    while True:
+        await asyncio.sleep(DRAIN_POLL)
+        if CLOSES_IDLE:
+            for c in list(live):
+                if c.idle():
+                    c.writer.close()  # the handler's readline sees the end of the stream
+        if BUG == "serves-while-draining":
+            done = not any(c.busy for c in live)  # the bug: new requests were served meanwhile
+        else:
+            done = not live
+        if done:
+            break
+        if DRAIN_LIMIT is not None and time.monotonic() - signalled >= DRAIN_LIMIT:
+            log(f"drain: {len(live)} connection(s) still open {DRAIN_LIMIT:g} s after the signal; exiting anyway")
+            break
+    server.close()
+    # res-8.3: nothing left running: connects to the database still settling in the background
+    # are cancelled, the pool's connections closed. asyncio.run then cancels whatever task is left
+    # (only after DRAIN_LIMIT) and closes the loop; main() stops the sweeper thread.
+    for task in list(pool.settling):
+        task.cancel()
+    await pool.close_all()
+    log(f"drained in {(time.monotonic() - signalled) * 1000:.0f} ms; exiting")
+
+
+# The drain closes idle keep-alive connections; two bugs do not (one of them serves new requests
+# on them while it waits).
+CLOSES_IDLE = BUG not in ("serves-while-draining", "drain-waits-for-idle")
+
+
+def socket_has_input(fd):
+    """Something to read on a socket (a request's bytes, or the peer's end of stream)?"""
+    try:
+        p = select.poll()
+        p.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(p.poll(0))
+    except (OSError, ValueError):
+        return False
+
+
+class AsyncConn:
+    """One client connection of the asyncio server, as the drain sees it."""
+
+    __slots__ = ("reader", "writer", "busy")
+
+    def __init__(self, reader, writer):
+        self.reader, self.writer, self.busy = reader, writer, False
+
+    def has_input(self):
+        # A request that has arrived is in the StreamReader's buffer, or still in the kernel's.
+        if len(getattr(self.reader, "_buffer", b"")):
+            return True
+        sock = self.writer.get_extra_info("socket")
+        return sock is not None and socket_has_input(sock.fileno())
+
+    def idle(self):
+        return not self.busy and not self.has_input()
 
 
 async def _write(writer, version, answer, keep_alive, head_only):
@@ -794,6 +1640,8 @@ def thread_attempt(svc, body, timeout):
     A socket timeout bounds each read, not the attempt: a carrier that trickles a byte every
     0.9 s would never trip it. A watchdog timer therefore shuts the socket down when the attempt's
     second is up, which makes whatever read is blocked fail at once."""
+    if svc.client_closed:
+        return RESET  # INDEP_BUG=client-closed-first: fails before connecting
     cls = http.client.HTTPSConnection if svc.carrier_tls else http.client.HTTPConnection
     conn = cls(svc.carrier_host, svc.carrier_port, timeout=timeout)
     fired = threading.Event()
@@ -810,6 +1658,7 @@ def thread_attempt(svc, body, timeout):
     timer = threading.Timer(timeout, watchdog)
     timer.daemon = True
     timer.start()
+    svc.track_call(conn, True)
     try:
         conn.request("POST", svc.carrier_path, body=body,
                      headers={"Content-Type": "application/json", "Accept": "application/json",
@@ -827,6 +1676,7 @@ def thread_attempt(svc, body, timeout):
         log(f"carrier call: unexpected {exc!r}")
         return TIMED_OUT if fired.is_set() else RESET
     finally:
+        svc.track_call(conn, False)
         timer.cancel()
         conn.close()
 
@@ -854,8 +1704,61 @@ def thread_estimate(svc, bulkhead, weight, postcode, started):
     return svc.after(weight, postcode, adm, result, started)
 
 
-def thread_main(svc, port):
+def thread_db(svc, pool, work, started):
+    try:
+        row = pool.run(work, db_deadline(started))
+    except DbUnavailable as exc:
+        return svc.db_unavailable(work, str(exc), started)
+    return svc.db_answer(work, row)
+
+
+def thread_schema(pool):
+    until = time.monotonic() + DB_STARTUP_WAIT
+    work = DbWork("schema", [])
+    while True:
+        try:
+            pool.run(work, time.monotonic() + 3.0)
+            log("database: table bookings ready")
+            return
+        except Exception as exc:
+            if time.monotonic() > until:
+                log(f"database: no table yet ({exc}); starting anyway, it is created on first use")
+                return
+            log(f"database: waiting for it at start-up: {exc}")
+            time.sleep(0.5)
+
+
+def thread_main(svc, port, dsn):
     bulkhead = ThreadBulkhead()
+    pool = ThreadPool(dsn)
+    thread_schema(pool)
+
+    def dispatch(method, target, body, started):
+        routed = svc.route(method, target, body)
+        if isinstance(routed, tuple) and routed[0] == "gated":
+            # INDEP_BUG=all-routes-gated: the database is asked before anything else.
+            gate = DbWork("ready", [("SELECT 1", None)])
+            try:
+                pool.run(gate, db_deadline(started))
+            except DbUnavailable as exc:
+                return svc.db_unavailable(gate, str(exc), started)
+            routed = routed[1]
+        if isinstance(routed, Answer):
+            return routed
+        if isinstance(routed, DbWork):
+            try:
+                return thread_db(svc, pool, routed, started)
+            except Exception as exc:  # a bug of ours, or a database error that is not an outage
+                log(f"database: {routed.kind} failed: {exc!r}")
+                return problem(500, "internal error")
+        _, weight, postcode = routed
+        try:
+            return thread_estimate(svc, bulkhead, weight, postcode, started)
+        except Exception as exc:  # a bug of ours still answers a problem document
+            log(f"estimate failed: {exc!r}")
+            return problem(500, "internal error")
+
+    draining = threading.Event()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -863,7 +1766,30 @@ def thread_main(svc, port):
 
         def handle_one_request(self):
             self._started = time.monotonic()
-            super().handle_one_request()
+            self._pipelined = False
+            try:
+                super().handle_one_request()
+            finally:
+                state = self.server.live.get(self.request)
+                if state is not None:
+                    # Still busy when the next request is already here (pipelined, while
+                    # draining): the drain must not take the connection for an idle one.
+                    state.busy = self._pipelined
+
+        def parse_request(self):
+            if not self.raw_requestline.endswith(b"\n"):
+                # The stream ended in the middle of the request line (the client went away, or
+                # the drain shut an idle connection whose request had not arrived): there is no
+                # request to answer, and http.server would otherwise parse the half line.
+                self.close_connection = True
+                return False
+            # The request line has arrived: res-2.2's clock starts now (not while the keep-alive
+            # connection sat idle), and the drain waits for this request from now on.
+            self._started = time.monotonic()
+            state = self.server.live.get(self.request)
+            if state is not None:
+                state.busy = True
+            return super().parse_request()
 
         def __getattr__(self, name):
             # Every method, even a made-up one, reaches the dispatcher (and gets a 405).
@@ -871,27 +1797,57 @@ def thread_main(svc, port):
                 return self._dispatch
             raise AttributeError(name)
 
-        def _dispatch(self):
+        def _read_body(self):
+            if self.headers.get("Transfer-Encoding", "").lower().endswith("chunked"):
+                data = bytearray()
+                while True:
+                    size = int(self.rfile.readline(100).split(b";")[0].strip() or b"x", 16)
+                    if size == 0:
+                        while self.rfile.readline(8192) not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return bytes(data)
+                    if len(data) + size > MAX_BODY:
+                        raise ValueError("body too large")
+                    data += self.rfile.read(size)
+                    self.rfile.readline(100)
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
-            routed = svc.route(self.command, self.path)
-            if isinstance(routed, Answer):
-                answer = routed
-            else:
-                _, weight, postcode = routed
-                try:
-                    answer = thread_estimate(svc, bulkhead, weight, postcode, self._started)
-                except Exception as exc:  # a bug of ours still answers a problem document
-                    log(f"estimate failed: {exc!r}")
-                    answer = problem(500, "internal error")
+            if length > MAX_BODY:
+                raise ValueError("body too large")
+            return self.rfile.read(length) if length else b""
+
+        def _dispatch(self):
+            try:
+                body = self._read_body()
+            except ValueError as exc:
+                self.send_error(400 if "too large" not in str(exc) else 413, str(exc))
+                return
+            answer = dispatch(self.command, self.path, body, self._started)
             body, headers = answer.encode()
             self.send_response(answer.status)
             for k, v in headers.items():
                 self.send_header(k, v)
+            if draining.is_set() and CLOSES_IDLE:
+                if self._request_waiting():
+                    self._pipelined = True  # it arrived before we closed: it is answered too
+                else:
+                    # res-8.1: shutting down: this answer is the connection's last.
+                    self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _request_waiting(self):
+            """Has another request (or part of one) arrived on this connection? Looks in the
+            handler's read buffer (pipelined requests are read ahead into it) and then the
+            kernel's, without blocking: peek on a non-blocking socket returns what is buffered."""
+            try:
+                self.connection.settimeout(0)
+                try:
+                    return bool(self.rfile.peek(1))
+                finally:
+                    self.connection.settimeout(self.timeout)
+            except (OSError, ValueError):
+                return False
 
         def send_error(self, code, message=None, explain=None):
             # Malformed requests get a problem document too (res-0.3).
@@ -911,16 +1867,123 @@ def thread_main(svc, port):
         daemon_threads = True
         request_queue_size = 256
 
+        def __init__(self, *args, **kwargs):
+            self.live = {}  # client socket -> ThreadConn, every connection still open
+            self.live_lock = threading.Lock()
+            super().__init__(*args, **kwargs)
+
+        def process_request(self, request, client_address):
+            # Registered in the accepting thread, before the handler's thread starts, so that
+            # the drain cannot miss a connection that was just accepted.
+            with self.live_lock:
+                self.live[request] = ThreadConn(request)
+            super().process_request(request, client_address)
+
+        def shutdown_request(self, request):
+            with self.live_lock:
+                self.live.pop(request, None)
+            super().shutdown_request(request)
+
+        def handle_error(self, request, client_address):
+            exc = sys.exc_info()[1]
+            if isinstance(exc, ConnectionError):
+                # The client went away before its answer was written (or the drain's backstop
+                # shut its connection): one line, not a traceback.
+                log(f"connection from {client_address[0]}:{client_address[1]}: {exc!r}")
+                return
+            super().handle_error(request, client_address)
+
+        def in_flight(self):
+            with self.live_lock:
+                return [c for c in self.live.values() if c.busy]
+
     server = Server(("0.0.0.0", port), Handler)
 
-    def stop(signum, frame):
-        threading.Thread(target=server.shutdown, daemon=True).start()
+    def wait_then_shutdown():
+        # INDEP_BUG=serves-while-draining: the listening socket stays open (and new requests
+        # are served) until nothing is in flight; only then does the accept loop stop.
+        until = time.monotonic() + (DRAIN_LIMIT or 1e9)
+        while server.in_flight() and time.monotonic() < until:
+            time.sleep(DRAIN_POLL)
+        server.shutdown()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    def on_signal(signum, frame):
+        if draining.is_set():
+            return  # a second signal changes nothing
+        draining.set()
+        # No lock here: this runs in the main thread, which may hold live_lock (process_request)
+        # at the very moment the signal comes. list() of a dict's values is atomic under the GIL.
+        conns = list(server.live.values())
+        try:
+            log(f"{signal.Signals(signum).name}: draining ({sum(c.busy for c in conns)} request(s) in flight, "
+                f"{len(conns)} connection(s) open)")
+        except RuntimeError:
+            pass  # the main thread was writing to stderr when the signal came (reentrant write)
+        if BUG == "serves-while-draining":
+            threading.Thread(target=wait_then_shutdown, daemon=True).start()
+            return
+        # res-8.1: new connections are refused from now on. This runs in the main thread, between
+        # two polls of serve_forever: shutdown() (not close()) takes the socket out of LISTEN
+        # while its descriptor stays valid, so the poll that follows sees it ready, its accept
+        # fails (socketserver ignores that) and the loop ends once server.shutdown() has asked.
+        threading.Thread(target=server.shutdown, daemon=True).start()
+        try:
+            server.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    if BUG == "sigterm-ignored":
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the bug: as a container's PID 1 would
+    elif BUG != "sigterm-default":  # the bug: only Ctrl-C is handled; SIGTERM kills on the spot
+        signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     log(f"threaded service on port {port}; carrier {svc.carrier_netloc}; bug={BUG or '-'} styles={sorted(STYLES)}")
-    server.serve_forever()
+    server.serve_forever(poll_interval=0.1)
     server.server_close()
+    signalled = time.monotonic()
+    if BUG == "client-closed-first":
+        svc.close_client()
+    # res-8.2: the requests in flight run to their answers in their own threads (each has its own
+    # bound: 4 s for a quote, 1.5 s for the database). Idle keep-alive connections are shut down:
+    # the handler's readline sees the end of the stream and its thread ends.
+    while True:
+        with server.live_lock:
+            conns = list(server.live.values())
+        if CLOSES_IDLE:
+            for c in conns:
+                if c.idle():
+                    try:
+                        c.sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+        if BUG == "serves-while-draining":
+            done = not any(c.busy for c in conns)
+        else:
+            done = not conns
+        if done:
+            break
+        if DRAIN_LIMIT is not None and time.monotonic() - signalled >= DRAIN_LIMIT:
+            log(f"drain: {len(conns)} connection(s) still open {DRAIN_LIMIT:g} s after the signal; exiting anyway")
+            break
+        time.sleep(DRAIN_POLL)
+    # res-8.3: nothing left running: the pool's connections are closed; handler threads cut by
+    # DRAIN_LIMIT and attempt watchdogs are daemon threads; main() stops the sweeper thread.
+    pool.close_all()
+    log(f"drained in {(time.monotonic() - signalled) * 1000:.0f} ms; exiting")
+
+
+class ThreadConn:
+    """One client connection of the threaded server, as the drain sees it."""
+
+    __slots__ = ("sock", "busy")
+
+    def __init__(self, sock):
+        self.sock, self.busy = sock, False
+
+    def idle(self):
+        # Not serving a request (nor about to serve one read ahead into its handler's buffer:
+        # the handler keeps busy set then), and no request waiting in the kernel.
+        return not self.busy and not socket_has_input(self.sock.fileno())
 
 
 def main():
@@ -928,11 +1991,21 @@ def main():
     carrier = os.environ.get("CARRIER_URL")
     if not carrier:
         sys.exit("CARRIER_URL is not set")
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        sys.exit("DATABASE_URL is not set (task 7 keeps bookings in PostgreSQL)")
     svc = Service(carrier)
-    if "threads" in STYLES:
-        thread_main(svc, port)
-    else:
-        asyncio.run(async_main(svc, port))
+    sweeper = Sweeper(svc.stale)
+    sweeper.start()
+    try:
+        if "threads" in STYLES:
+            thread_main(svc, port, dsn)
+        else:
+            asyncio.run(async_main(svc, port, dsn))
+    finally:
+        # res-8.3: the one non-daemon thread; stopped on every way out (a failed start too), or
+        # the interpreter would wait for it for ever.
+        sweeper.stop()
 
 
 if __name__ == "__main__":

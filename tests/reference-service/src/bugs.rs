@@ -512,10 +512,33 @@ pub enum Bug {
     ResCachesQuotes,
     /// `GET /breaker` names the states in capitals (`CLOSED`).
     ResBreakerStateCapitals,
+    /// Bookings: any integer `price_cents` is stored, 10000001 included.
+    ResBookingPriceUnchecked,
+    /// Bookings: no connect, pool or query timeout; a hung database hangs the request.
+    ResDbNoTimeout,
+    /// `GET /readyz` answers 200 whatever the database does.
+    ResReadyzStatic,
+    /// `GET /healthz` runs `SELECT 1` (within the budget) and answers 503 when it fails.
+    ResHealthzChecksDb,
+    /// Bookings use one connection opened at start-up, never replaced.
+    ResDbConnectOnce,
+    /// A connection whose query timed out is forgotten with its pool slot: after a hang the pool
+    /// has no connection left to give.
+    ResDbLeakOnTimeout,
+    /// Every route but the health checks asks the database first, and answers 503 without it.
+    ResDbGatesEverything,
+    /// A database that does not answer gives a 500, not a 503.
+    ResDbErrors500,
+    /// SIGTERM exits the process at once: the requests in flight get no answer.
+    ResSigtermAbrupt,
+    /// SIGTERM is logged and ignored: the service keeps serving and never exits.
+    ResSigtermIgnored,
+    /// After a graceful shutdown, 10 s of "clean-up" before the process exits.
+    ResSigtermSlowExit,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 245] = [
+    pub const ALL: [Bug; 256] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -761,6 +784,17 @@ impl Bug {
         Bug::ResValidationCallsCarrier,
         Bug::ResCachesQuotes,
         Bug::ResBreakerStateCapitals,
+        Bug::ResBookingPriceUnchecked,
+        Bug::ResDbNoTimeout,
+        Bug::ResReadyzStatic,
+        Bug::ResHealthzChecksDb,
+        Bug::ResDbConnectOnce,
+        Bug::ResDbLeakOnTimeout,
+        Bug::ResDbGatesEverything,
+        Bug::ResDbErrors500,
+        Bug::ResSigtermAbrupt,
+        Bug::ResSigtermIgnored,
+        Bug::ResSigtermSlowExit,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -1011,6 +1045,17 @@ impl Bug {
             Bug::ResValidationCallsCarrier => "res-validation-calls-carrier",
             Bug::ResCachesQuotes => "res-caches-quotes",
             Bug::ResBreakerStateCapitals => "res-breaker-state-capitals",
+            Bug::ResBookingPriceUnchecked => "res-booking-price-unchecked",
+            Bug::ResDbNoTimeout => "res-db-no-timeout",
+            Bug::ResReadyzStatic => "res-readyz-static",
+            Bug::ResHealthzChecksDb => "res-healthz-checks-db",
+            Bug::ResDbConnectOnce => "res-db-connect-once",
+            Bug::ResDbLeakOnTimeout => "res-db-leak-on-timeout",
+            Bug::ResDbGatesEverything => "res-db-gates-everything",
+            Bug::ResDbErrors500 => "res-db-errors-500",
+            Bug::ResSigtermAbrupt => "res-sigterm-abrupt",
+            Bug::ResSigtermIgnored => "res-sigterm-ignored",
+            Bug::ResSigtermSlowExit => "res-sigterm-slow-exit",
         }
     }
 

@@ -14,6 +14,7 @@
 //! serves `integration-resilience` (`GET /estimates`, with timeouts, retries, a circuit breaker, a
 //! bulkhead and a stale fallback, all in memory).
 
+mod bookings;
 mod bugs;
 mod caching;
 mod events;
@@ -33,6 +34,7 @@ use std::net::Ipv4Addr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::routing::get;
 use axum::{middleware, Json, Router};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -49,6 +51,7 @@ const MIGRATIONS: &[&str] = &[
     caching::SCHEMA,
     security::SCHEMA,
     events::SCHEMA,
+    bookings::SCHEMA,
 ];
 
 /// State shared by all handlers.
@@ -57,6 +60,8 @@ pub struct AppState {
     pub pool: Pool,
     /// `event-driven`: wakes the outbox relay.
     pub events: events::Bus,
+    /// `integration-resilience` task 7: bookings, on a pool with short limits of its own.
+    pub bookings: bookings::Store,
 }
 
 struct Config {
@@ -103,6 +108,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
             .parse()
             .map_err(|error| format!("DATABASE_URL is not a PostgreSQL URL: {error}"))?
     };
+    let bookings = bookings::Store::connect(database.clone()).await?;
     let pool = connect(database)?;
     migrate(&pool).await?;
     if bug == Some(bugs::Bug::IdxTamperAsSuperuser) {
@@ -128,10 +134,22 @@ async fn run() -> Result<(), Box<dyn Error>> {
         bug.map_or("none", bugs::Bug::name)
     );
     observability::start();
-    axum::serve(listener, app(AppState { pool, events }))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    axum::serve(
+        listener,
+        app(AppState {
+            pool,
+            events,
+            bookings,
+        }),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     observability::flush().await;
+    // Planted bug res-sigterm-slow-exit: a clean-up that takes longer than any grace period.
+    if bugs::is(bugs::Bug::ResSigtermSlowExit) {
+        println!("cleaning up for 10 s");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
     println!("stopped");
     Ok(())
 }
@@ -247,6 +265,7 @@ fn app(state: AppState) -> Router {
         .merge(events::router())
         .merge(observability::router())
         .merge(resilience::router())
+        .merge(bookings::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // nosniff and CORS on every response, errors and preflights included (security only).
@@ -258,21 +277,45 @@ fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(observability::observe))
         // Does nothing but under the planted bug res-shared-pool: 10 requests at a time, all routes.
         .layer(middleware::from_fn(resilience::worker_pool))
+        // Does nothing but under the planted bug res-db-gates-everything.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            bookings::database_gate,
+        ))
         .with_state(state)
 }
 
-/// Up as soon as it listens: the tables were created, and the broker connected, before.
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+/// Up as soon as it listens: the tables were created, and the broker connected, before. Never
+/// asks the database, which is readiness's business [res-7.5].
+async fn healthz(State(state): State<AppState>) -> Result<Json<Value>, problem::Problem> {
+    // Planted bug res-healthz-checks-db.
+    if bugs::is(bugs::Bug::ResHealthzChecksDb) {
+        bookings::liveness_asks_the_database(&state).await?;
+    }
+    Ok(Json(json!({ "status": "ok" })))
 }
 
 /// Resolves on SIGTERM (how the grader stops services) or Ctrl-C.
 async fn shutdown_signal() {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("cannot install the SIGTERM handler");
-    tokio::select! {
-        _ = terminate.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                // Planted bug res-sigterm-ignored: a handler that was meant to log, and does only that.
+                if bugs::is(bugs::Bug::ResSigtermIgnored) {
+                    println!("SIGTERM received (ignored)");
+                    continue;
+                }
+                // Planted bug res-sigterm-abrupt: exit on the spot, requests in flight and all.
+                if bugs::is(bugs::Bug::ResSigtermAbrupt) {
+                    println!("SIGTERM received: exiting now");
+                    std::process::exit(0);
+                }
+                break;
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
     }
     println!("shutting down");
 }

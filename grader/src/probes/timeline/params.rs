@@ -5,7 +5,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::probes::request::{de, duration, query, request, ProbeRequest};
+use crate::engine::lifecycle::DatabaseFailure;
+use crate::probes::request::{copies, de, duration, query, request, ProbeRequest};
 use crate::spec::JsonQuery;
 use crate::upstream::{Behaviour, Fault};
 
@@ -39,6 +40,10 @@ pub struct Phase {
     pub wait: Duration,
     /// The route's behaviour from the start of this phase on (`None`: as the previous phase).
     pub behaviour: Option<Behaviour>,
+    /// What happens to the service's database from the start of this phase on (`None`: as the
+    /// previous phase). Whatever the last phase left, the database is restored when the check
+    /// ends.
+    pub database: Option<DatabaseStep>,
     /// `count` copies of one request (each rendered with its `burst_index`), sent one after
     /// another or, with `together`, released at once.
     pub requests: Vec<ProbeRequest>,
@@ -71,6 +76,29 @@ pub struct Phase {
     pub settle: Option<Duration>,
 }
 
+/// A phase's `database`: make it fail (`hang`, `drop`) or bring it back (`restore`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseStep {
+    Fail(DatabaseFailure),
+    Restore,
+}
+
+impl DatabaseStep {
+    const NAMES: &'static str = "\"hang\" (connections stay open, nothing answers), \"drop\" (connections reset, new ones refused) or \"restore\"";
+
+    fn parse(text: &str) -> Result<DatabaseStep, String> {
+        match text {
+            "hang" => Ok(DatabaseStep::Fail(DatabaseFailure::Hang)),
+            "drop" => Ok(DatabaseStep::Fail(DatabaseFailure::Drop)),
+            "restore" => Ok(DatabaseStep::Restore),
+            other => Err(format!(
+                "`database = \"{other}\"`: expected {}",
+                Self::NAMES
+            )),
+        }
+    }
+}
+
 /// How often a settling phase asks again.
 pub const SETTLE_EVERY: Duration = Duration::from_millis(250);
 
@@ -94,6 +122,8 @@ pub struct RawPhase {
     name: String,
     wait: Option<String>,
     behaviour: Option<RawBehaviour>,
+    /// `hang`, `drop` or `restore`: the service's database from this phase on.
+    database: Option<String>,
     #[schemars(with = "crate::probes::request::RawRequest")]
     request: toml::Value,
     count: Option<u32>,
@@ -170,16 +200,7 @@ fn phase(index: usize, v: toml::Value) -> Result<Phase, String> {
         return Err(at(&format!("`count` must be from 1 to {MAX_BURST}")));
     }
     let one = request("timeline", 0, r.request).map_err(|e| at(&e))?;
-    let requests = (1..=count)
-        .map(|n| ProbeRequest {
-            name: if count == 1 {
-                one.name.clone()
-            } else {
-                format!("{} #{n}", one.name.replace("request 1", "request"))
-            },
-            ..one.clone()
-        })
-        .collect();
+    let requests = copies(&one, count);
     let also = r
         .also
         .into_iter()
@@ -261,6 +282,12 @@ fn phase(index: usize, v: toml::Value) -> Result<Phase, String> {
             .map_err(|e| at(&e))?
             .unwrap_or_default(),
         behaviour,
+        database: r
+            .database
+            .as_deref()
+            .map(DatabaseStep::parse)
+            .transpose()
+            .map_err(|e| at(&e))?,
         requests,
         together: r.together,
         also,
@@ -359,5 +386,29 @@ mod tests {
         assert!(retry_after
             .unwrap_err()
             .contains("phase 1: `retry_after` goes with a status fault"));
+        let database = parse_text(&format!(
+            "{HEAD}[[phase]]\nname = \"x\"\ndatabase = \"freeze\"\nrequest = {{ method = \"GET\", path = \"/x\" }}\n"
+        ));
+        assert!(database
+            .unwrap_err()
+            .contains("phase 1: `database = \"freeze\"`: expected \"hang\""));
+    }
+
+    #[test]
+    fn a_phase_may_make_the_database_fail_and_restore_it() {
+        let p = parse_text(&format!(
+            "{HEAD}[[phase]]\nname = \"a\"\ndatabase = \"hang\"\nrequest = {{ method = \"GET\", path = \"/x\" }}\n[[phase]]\nname = \"b\"\ndatabase = \"drop\"\nrequest = {{ method = \"GET\", path = \"/x\" }}\n[[phase]]\nname = \"c\"\ndatabase = \"restore\"\nrequest = {{ method = \"GET\", path = \"/x\" }}\n[[phase]]\nname = \"d\"\nrequest = {{ method = \"GET\", path = \"/x\" }}\n"
+        ))
+        .unwrap();
+        let steps: Vec<Option<DatabaseStep>> = p.phases.iter().map(|p| p.database).collect();
+        assert_eq!(
+            steps,
+            [
+                Some(DatabaseStep::Fail(DatabaseFailure::Hang)),
+                Some(DatabaseStep::Fail(DatabaseFailure::Drop)),
+                Some(DatabaseStep::Restore),
+                None
+            ]
+        );
     }
 }

@@ -16,9 +16,10 @@ use futures_util::future::join_all;
 use serde_json::Value;
 use tokio::sync::Barrier;
 
-use super::params::{Phase, Timeline, BURST_INDEX, SETTLE_EVERY};
+use super::params::{DatabaseStep, Phase, Timeline, BURST_INDEX, SETTLE_EVERY};
 use crate::engine::http::{OutgoingRequest, Response, Sent};
-use crate::engine::step::build_request;
+use crate::engine::lifecycle::{fail_database, DatabaseFailure, DatabaseFault};
+use crate::engine::step::{apply_captures, build_request};
 use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::request::ProbeRequest;
 use crate::probes::upstream_calls::run::judge;
@@ -53,6 +54,9 @@ pub async fn run(p: &Timeline, ctx: &mut CheckContext<'_>) -> Result<(), Failure
         .map_err(Failure::Error)?;
     let mut total_requests = 0;
     let mut total_calls = 0;
+    // Held while the database fails; dropped (the database restored) on every way out.
+    let mut database_fault: Option<DatabaseFault> = None;
+    let mut outage = Outage::default();
     for (i, phase) in p.phases.iter().enumerate() {
         // A later phase's wait was served at the end of the phase before it (inside that phase's
         // window); only the first phase's is served here.
@@ -67,6 +71,20 @@ pub async fn run(p: &Timeline, ctx: &mut CheckContext<'_>) -> Result<(), Failure
                 .map_err(Failure::Error)?;
         }
         upstream.reset_peak(&p.route).map_err(Failure::Error)?;
+        match phase.database {
+            Some(DatabaseStep::Fail(how)) => {
+                // The previous fault is restored first, so a hang after a drop is a hang.
+                drop(database_fault.take());
+                outage.ended();
+                database_fault = Some(fail_database(ctx, how)?);
+                outage.began(how);
+            }
+            Some(DatabaseStep::Restore) => {
+                database_fault = None;
+                outage.ended();
+            }
+            None => {}
+        }
         let named = format!("phase {} ({})", i + 1, phase.name);
         let answered = if let Some(limit) = phase.settle {
             settle(p, phase, ctx, &named, limit).await?
@@ -92,6 +110,11 @@ pub async fn run(p: &Timeline, ctx: &mut CheckContext<'_>) -> Result<(), Failure
             judge_calls(p, phase, &upstream, &named, &calls, started)?;
         }
     }
+    drop(database_fault);
+    outage.ended();
+    if let Some(line) = outage.describe() {
+        ctx.measured(line);
+    }
     ctx.measured(format!(
         "{} {}, {total_requests} {}, {total_calls} {} to {} ({}) timed on the grader's clock",
         p.phases.len(),
@@ -102,6 +125,52 @@ pub async fn run(p: &Timeline, ctx: &mut CheckContext<'_>) -> Result<(), Failure
         p.route
     ));
     Ok(())
+}
+
+/// How long the database failed, per kind, on the grader's clock.
+#[derive(Default)]
+struct Outage {
+    current: Option<(DatabaseFailure, Instant)>,
+    hung: Duration,
+    dropped: Duration,
+}
+
+impl Outage {
+    fn began(&mut self, how: DatabaseFailure) {
+        self.current = Some((how, Instant::now()));
+    }
+
+    fn ended(&mut self) {
+        if let Some((how, since)) = self.current.take() {
+            match how {
+                DatabaseFailure::Hang => self.hung += since.elapsed(),
+                DatabaseFailure::Drop => self.dropped += since.elapsed(),
+            }
+        }
+    }
+
+    /// "the database hung for 4.2 s and refused connections for 1.1 s", or None without one.
+    fn describe(&self) -> Option<String> {
+        let seconds = |d: Duration| {
+            if d < Duration::from_secs(1) {
+                format!("{} ms", d.as_millis())
+            } else {
+                format!("{:.1} s", d.as_secs_f64())
+            }
+        };
+        let parts: Vec<String> = [
+            (self.hung, "hung"),
+            (
+                self.dropped,
+                "dropped every connection and refused new ones",
+            ),
+        ]
+        .into_iter()
+        .filter(|(d, _)| !d.is_zero())
+        .map(|(d, what)| format!("{what} for {}", seconds(d)))
+        .collect();
+        (!parts.is_empty()).then(|| format!("your database {}", parts.join(" and ")))
+    }
 }
 
 /// `noun` for one, its plural (the shared English rule of `upstream_calls`) for any other count.
@@ -163,6 +232,9 @@ async fn settle(
         }
         match verdict {
             None => {
+                if let Ok(resp) = &sent.response {
+                    apply_captures(ctx, &r.name, &r.captures, resp)?;
+                }
                 return Ok(vec![Answered {
                     name: r.name.clone(),
                     summary,
@@ -174,7 +246,7 @@ async fn settle(
             Some(info) if out_of_time => {
                 return Err(fail(
                     format!(
-                        "{named}: {} ({summary}) was asked again every {} ms for {} with the upstream healthy, and never answered as expected; the last time: {}",
+                        "{named}: {} ({summary}) was asked again every {} ms for {}, and never answered as expected; the last time: {}",
                         r.name,
                         SETTLE_EVERY.as_millis(),
                         humantime::format_duration(limit),
@@ -208,6 +280,11 @@ async fn in_order(phase: &Phase, ctx: &mut CheckContext<'_>) -> Result<Vec<Answe
         let sent = ctx.http.send(&r.name, req).await;
         let took = started.elapsed();
         ctx.exchanges.push(sent.exchange);
+        // A later phase's request may name what this one created (`{{shipment}}` from its
+        // Location); a response that is not a success is judged with the rest of the phase.
+        if let Some(resp) = sent.response.as_ref().ok().filter(|r| r.status < 300) {
+            apply_captures(ctx, &r.name, &r.captures, resp)?;
+        }
         answered.push(Answered {
             name: r.name.clone(),
             summary,
@@ -371,7 +448,7 @@ fn judge_answers(
             if a.took > within {
                 return Err(fail(
                     format!(
-                        "{named}: {} ({}) was answered after {} ms; it must be answered within {} ms whatever the upstream does",
+                        "{named}: {} ({}) was answered after {} ms; it must be answered within {} ms, whatever the service waits on does",
                         a.name,
                         a.summary,
                         a.took.as_millis(),
@@ -686,6 +763,41 @@ mod tests {
                 assert_eq!(info.evidence.len(), 3, "{:?}", info.evidence);
             }
             other => panic!("expected a failure, got {other:?}"),
+        }
+    }
+
+    /// With `--runtime external` the grader runs neither the service nor its database: a phase
+    /// that makes the database fail skips the check (never passes it), and restores nothing.
+    #[tokio::test]
+    async fn a_database_fault_without_the_grader_s_database_skips_the_check() {
+        let carrier: toml::Value =
+            toml::from_str("[[route]]\nmethod = \"POST\"\npath = \"/rates\"\n").unwrap();
+        let carrier = crate::upstream::spec::parse("carrier", &carrier).unwrap();
+        let upstreams = Upstreams::start(&[carrier], &UpstreamOptions::default())
+            .await
+            .unwrap();
+        let p = super::super::params::parse(
+            toml::from_str(
+                r#"
+                upstream = "carrier"
+                route = "POST /rates"
+                [[phase]]
+                name = "the database hangs"
+                database = "hang"
+                request = { method = "GET", path = "/readyz", status = 503 }
+                "#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let service = test_service::serve(|_, _, _| async { Reply::json(200, json!({})) }).await;
+        let harness = Harness::new(service);
+        let mut ctx = harness.context(Default::default(), &upstreams);
+        match run(&p, &mut ctx).await {
+            Err(Failure::Skip(reason)) => {
+                assert!(reason.contains("--runtime external"), "{reason}")
+            }
+            other => panic!("expected a skip, got {other:?}"),
         }
     }
 }

@@ -217,6 +217,7 @@ pub(crate) async fn start(artifacts: &Path) -> Result<Postgres, StartError> {
                     ),
                     port,
                     database: DATABASE.to_string(),
+                    link: None,
                 });
                 return Ok(pg);
             }
