@@ -55,6 +55,24 @@ impl Response {
         (!values.is_empty()).then(|| values.join(", "))
     }
 
+    /// A response built in a unit test: `headers` as (name, value) pairs.
+    #[cfg(test)]
+    pub fn for_test(status: u16, headers: &[(&str, &str)], body: &str) -> Response {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+                HeaderValue::from_str(v).expect("a header value"),
+            );
+        }
+        Response {
+            status,
+            headers: map,
+            body: body.as_bytes().to_vec(),
+            truncated: false,
+        }
+    }
+
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }

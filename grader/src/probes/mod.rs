@@ -13,12 +13,16 @@
 pub mod broker_topology;
 pub mod concurrent;
 pub mod consumed_payments;
+pub mod contract;
+pub mod contract_diff;
 pub mod db;
 pub mod db_params;
 pub mod deep_pages;
 pub mod ledger;
 pub mod metrics;
 pub mod no_internals_leak;
+pub mod openapi;
+pub mod openapi_document;
 pub mod otlp_spans;
 pub mod paginate;
 pub mod published_events;
@@ -64,6 +68,9 @@ pub enum ProbeCall {
     RequestLog(Box<request_log::Params>),
     Timeline(Box<timeline::Params>),
     Shutdown(Box<shutdown::Params>),
+    OpenapiDocument(Box<openapi_document::Params>),
+    Contract(Box<contract::Params>),
+    ContractDiff(Box<contract_diff::Params>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -89,6 +96,9 @@ pub const PROBE_NAMES: &[&str] = &[
     "request_log",
     "timeline",
     "shutdown",
+    "openapi_document",
+    "contract",
+    "contract_diff",
 ];
 
 /// Every probe's name with the JSON Schema of its `params` table: the raw struct its `params.rs`
@@ -163,6 +173,15 @@ pub fn params_schemas(
         ),
         ("timeline", gen.subschema_for::<timeline::params::Raw>()),
         ("shutdown", gen.subschema_for::<shutdown::params::Raw>()),
+        (
+            "openapi_document",
+            gen.subschema_for::<openapi_document::params::Raw>(),
+        ),
+        ("contract", gen.subschema_for::<contract::params::Raw>()),
+        (
+            "contract_diff",
+            gen.subschema_for::<contract_diff::params::Raw>(),
+        ),
     ]
 }
 
@@ -201,6 +220,11 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
         "request_log" => ProbeCall::RequestLog(Box::new(request_log::parse(params)?)),
         "timeline" => ProbeCall::Timeline(Box::new(timeline::parse(params)?)),
         "shutdown" => ProbeCall::Shutdown(Box::new(shutdown::parse(params)?)),
+        "openapi_document" => {
+            ProbeCall::OpenapiDocument(Box::new(openapi_document::parse(params)?))
+        }
+        "contract" => ProbeCall::Contract(Box::new(contract::parse(params)?)),
+        "contract_diff" => ProbeCall::ContractDiff(Box::new(contract_diff::parse(params)?)),
         other => {
             return Err(
                 match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
@@ -239,6 +263,9 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::RequestLog(p) => request_log::run(p, ctx).await,
         ProbeCall::Timeline(p) => timeline::run(p, ctx).await,
         ProbeCall::Shutdown(p) => shutdown::run(p, ctx).await,
+        ProbeCall::OpenapiDocument(p) => openapi_document::run(p, ctx).await,
+        ProbeCall::Contract(p) => contract::run(p, ctx).await,
+        ProbeCall::ContractDiff(p) => contract_diff::run(p, ctx).await,
     }
 }
 
@@ -266,6 +293,9 @@ impl ProbeCall {
             ProbeCall::RequestLog(_) => "request_log",
             ProbeCall::Timeline(_) => "timeline",
             ProbeCall::Shutdown(_) => "shutdown",
+            ProbeCall::OpenapiDocument(_) => "openapi_document",
+            ProbeCall::Contract(_) => "contract",
+            ProbeCall::ContractDiff(_) => "contract_diff",
         }
     }
 
@@ -301,6 +331,9 @@ impl ProbeCall {
             ProbeCall::RequestLog(p) => p.template_strings(),
             ProbeCall::Timeline(p) => p.template_strings(),
             ProbeCall::Shutdown(p) => p.template_strings(),
+            ProbeCall::OpenapiDocument(p) => p.template_strings(),
+            ProbeCall::Contract(p) => p.template_strings(),
+            ProbeCall::ContractDiff(p) => p.template_strings(),
         }
     }
 
@@ -316,6 +349,7 @@ impl ProbeCall {
             ProbeCall::ServiceLog(p) => request::captured_names(&p.requests),
             ProbeCall::Metrics(p) => request::captured_names(&p.setup),
             ProbeCall::RequestLog(p) => request::captured_names(&p.setup),
+            ProbeCall::Contract(p) => request::captured_names(&p.requests),
             ProbeCall::Timeline(p) => {
                 return p
                     .phases

@@ -90,6 +90,10 @@ pub struct RawRequest {
     #[serde(default)]
     #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
     expect_json: BTreeMap<String, toml::Value>,
+    /// Predicates on response headers, by name: `{ Content-Type = { media_type = "application/problem+json" } }`.
+    #[serde(default)]
+    #[schemars(with = "std::collections::BTreeMap<String, serde_json::Value>")]
+    expect_headers: BTreeMap<String, toml::Value>,
     same_as: Option<usize>,
     at: Option<String>,
     #[serde(default)]
@@ -192,6 +196,9 @@ pub fn request(probe: &str, index: usize, v: toml::Value) -> Result<ProbeRequest
     };
     for (path, pred) in r.expect_json {
         expect.json.push((query(&path)?, predicate::parse(&pred)?));
+    }
+    for (name, pred) in r.expect_headers {
+        expect.headers.push((name, predicate::parse(&pred)?));
     }
     let timed_by_upstream = probe == "timeline" && r.wait.is_none() && !r.waits_for_upstream;
     if probe != "upstream_calls"

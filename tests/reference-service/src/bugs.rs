@@ -535,10 +535,47 @@ pub enum Bug {
     ResSigtermIgnored,
     /// After a graceful shutdown, 10 s of "clean-up" before the process exits.
     ResSigtermSlowExit,
+    // api-contracts
+    /// `/openapi.json` says `"openapi": "3.0.3"` and has a 3.0 `nullable: true` (invalid as 3.1).
+    ConOpenapi30,
+    /// `/openapi.json` gives the price operation the read's `operationId`, `getListing`.
+    ConDuplicateOperationId,
+    /// `/openapi.json` does not document `DELETE /listings/{id}` (the route still works).
+    ConMissingOperation,
+    /// Listings carry `price_cents` as a JSON string (`"12500"`); the document still says integer.
+    ConPriceAsString,
+    /// Validation failures answer 422, but `/openapi.json` documents them as `400` (no 4XX, no default).
+    ConUndocumented422,
+    /// The listings' problem documents are sent as `application/json`, not `application/problem+json`.
+    ConErrorsPlainJson,
+    /// `DELETE /listings/{id}` answers 204 and the listing stays readable and listed.
+    ConDeleteKeepsListing,
+    /// `GET /listings?status=...` returns every listing (the value is still validated).
+    ConStatusFilterIgnored,
+    /// Revision 1.1 makes `tags` required in requests, and a listing without `tags` answers 422.
+    ConTagsRequired,
+    /// Revision 1.1's `Listing` has no `currency`, and listings are sent without it (1.0 unchanged).
+    ConV2DropsCurrency,
+    /// Revision 1.1's request `currency` enum loses `GBP`, and GBP listings answer 422.
+    ConCurrencyEnumNarrowed,
+    /// Up to 11 tags are accepted (12 are refused).
+    ConElevenTags,
+    /// The price operation sends `Deprecation` but no `Sunset`.
+    ConNoSunset,
+    /// The price operation sends `Deprecation: true` (the old draft's form), not `@<seconds>`.
+    ConDeprecationTrue,
+    /// The price operation's `Sunset` is one second before its `Deprecation` date.
+    ConSunsetBeforeDeprecation,
+    /// Revision 1.1 does not mark the price operation `deprecated: true` (the headers are still sent).
+    ConNotMarkedDeprecated,
+    /// `POST /listings` answers 201 without `Location` (the document still marks it required).
+    ConNoLocation,
+    /// `/openapi/1.0.json` serves revision 1.1 (`info.version` `"1.1.0"`).
+    ConSameRevisionTwice,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 256] = [
+    pub const ALL: [Bug; 274] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -795,6 +832,24 @@ impl Bug {
         Bug::ResSigtermAbrupt,
         Bug::ResSigtermIgnored,
         Bug::ResSigtermSlowExit,
+        Bug::ConOpenapi30,
+        Bug::ConDuplicateOperationId,
+        Bug::ConMissingOperation,
+        Bug::ConPriceAsString,
+        Bug::ConUndocumented422,
+        Bug::ConErrorsPlainJson,
+        Bug::ConDeleteKeepsListing,
+        Bug::ConStatusFilterIgnored,
+        Bug::ConTagsRequired,
+        Bug::ConV2DropsCurrency,
+        Bug::ConCurrencyEnumNarrowed,
+        Bug::ConElevenTags,
+        Bug::ConNoSunset,
+        Bug::ConDeprecationTrue,
+        Bug::ConSunsetBeforeDeprecation,
+        Bug::ConNotMarkedDeprecated,
+        Bug::ConNoLocation,
+        Bug::ConSameRevisionTwice,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -1056,6 +1111,24 @@ impl Bug {
             Bug::ResSigtermAbrupt => "res-sigterm-abrupt",
             Bug::ResSigtermIgnored => "res-sigterm-ignored",
             Bug::ResSigtermSlowExit => "res-sigterm-slow-exit",
+            Bug::ConOpenapi30 => "con-openapi-30",
+            Bug::ConDuplicateOperationId => "con-duplicate-operation-id",
+            Bug::ConMissingOperation => "con-missing-operation",
+            Bug::ConPriceAsString => "con-price-as-string",
+            Bug::ConUndocumented422 => "con-undocumented-422",
+            Bug::ConErrorsPlainJson => "con-errors-plain-json",
+            Bug::ConDeleteKeepsListing => "con-delete-keeps-listing",
+            Bug::ConStatusFilterIgnored => "con-status-filter-ignored",
+            Bug::ConTagsRequired => "con-tags-required",
+            Bug::ConV2DropsCurrency => "con-v2-drops-currency",
+            Bug::ConCurrencyEnumNarrowed => "con-currency-enum-narrowed",
+            Bug::ConElevenTags => "con-eleven-tags",
+            Bug::ConNoSunset => "con-no-sunset",
+            Bug::ConDeprecationTrue => "con-deprecation-true",
+            Bug::ConSunsetBeforeDeprecation => "con-sunset-before-deprecation",
+            Bug::ConNotMarkedDeprecated => "con-not-marked-deprecated",
+            Bug::ConNoLocation => "con-no-location",
+            Bug::ConSameRevisionTwice => "con-same-revision-twice",
         }
     }
 

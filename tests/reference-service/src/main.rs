@@ -19,6 +19,7 @@ mod bugs;
 mod caching;
 mod events;
 mod http;
+mod listings;
 mod observability;
 mod orders;
 mod pagination;
@@ -266,6 +267,7 @@ fn app(state: AppState) -> Router {
         .merge(observability::router())
         .merge(resilience::router())
         .merge(bookings::router())
+        .merge(listings::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // nosniff and CORS on every response, errors and preflights included (security only).

@@ -181,8 +181,12 @@ impl ProductInput {
     }
 }
 
-/// Records a failed field check under the field's JSON Pointer.
-fn check<T>(errors: &mut Vec<FieldError>, field: &str, result: Result<T, String>) -> Option<T> {
+/// Records a failed field check under the field's JSON Pointer (shared with `listings`).
+pub(crate) fn check<T>(
+    errors: &mut Vec<FieldError>,
+    field: &str,
+    result: Result<T, String>,
+) -> Option<T> {
     result
         .map_err(|detail| errors.push(FieldError::new(format!("/{field}"), detail)))
         .ok()
