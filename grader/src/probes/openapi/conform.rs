@@ -153,7 +153,7 @@ pub fn judge(doc: &Document, method: &str, path: &str, resp: &Response) -> Judge
                 }
         )),
         Err(e) => out.violations.push(format!(
-            "the schema of {documented} ({media_key}) is not a schema the grader can apply: {e}"
+            "the schema of {documented} ({media_key}) is not a JSON Schema 2020-12 schema the document can resolve: {e}"
         )),
     }
     out.notes.extend(format_notes.into_iter().map(|n| {

@@ -274,23 +274,34 @@ fn is_openapi_31(version: &str) -> bool {
             .is_some_and(|patch| !patch.is_empty() && patch.chars().all(|c| c.is_ascii_digit()))
 }
 
-/// The document's operations, listed by `oas3`, each with the pointer to its raw object.
+/// The document's operations, listed by `oas3`, each with the pointer to its raw object. A path
+/// item may be a `$ref` (to `components/pathItems`, OpenAPI 3.1 §4.8.9), which `oas3`'s model
+/// keeps as a reference with no operations: it is followed here, and the item it names is read
+/// by the same model.
 fn index(value: &Value) -> Result<Vec<Operation>, String> {
-    let spec = oas3::from_json(value.to_string()).map_err(|e| e.to_string())?;
-    let mut operations: Vec<Operation> = spec
-        .operations()
-        .map(|(path, method, op)| {
-            let item = resolve_pointer(value, &format!("/paths/{}", pointer_token(&path)));
+    oas3::from_json(value.to_string()).map_err(|e| e.to_string())?;
+    let mut operations = Vec::new();
+    let Some(paths) = value.get("paths").and_then(Value::as_object) else {
+        return Ok(operations);
+    };
+    for path in paths.keys() {
+        let item_at = resolve_pointer(value, &format!("/paths/{}", pointer_token(path)));
+        let Some(raw) = value.pointer(&item_at) else {
+            continue;
+        };
+        let item: oas3::spec::PathItem =
+            serde_json::from_value(raw.clone()).map_err(|e| format!("{path}: {e}"))?;
+        for (method, op) in item.methods() {
             let method = method.as_str().to_ascii_uppercase();
-            Operation {
-                pointer: format!("{item}/{}", method.to_ascii_lowercase()),
+            operations.push(Operation {
+                pointer: format!("{item_at}/{}", method.to_ascii_lowercase()),
                 method,
-                path,
+                path: path.clone(),
                 operation_id: op.operation_id.clone(),
                 deprecated: op.deprecated.unwrap_or(false),
-            }
-        })
-        .collect();
+            });
+        }
+    }
     operations.sort_by(|a, b| (&a.path, &a.method).cmp(&(&b.path, &b.method)));
     Ok(operations)
 }
@@ -491,6 +502,17 @@ mod tests {
                 .unwrap()
                 .deprecated
         );
+    }
+
+    #[test]
+    fn a_path_item_behind_a_ref_is_followed() {
+        let mut value = listings();
+        value["paths"]["/items/{id}"] = json!({"$ref": "#/components/pathItems/Item"});
+        value["components"] = json!({"pathItems": {"Item": {"delete": {"operationId": "drop", "responses": {"204": {"description": "gone"}}}}}});
+        let d = doc(value);
+        let op = d.operation_for("DELETE", "/items/7").unwrap();
+        assert_eq!(op.operation_id.as_deref(), Some("drop"));
+        assert_eq!(op.pointer, "/components/pathItems/Item/delete");
     }
 
     #[test]
