@@ -30,6 +30,12 @@ pub struct Ledger {
     /// Statuses meaning "applied" (default 201) and "refused, nothing moved" (default none).
     pub accepted: StatusSpec,
     pub refused: Option<StatusSpec>,
+    /// Statuses meaning "an upstream the transfer needs was unavailable, nothing moved" (the
+    /// README's answer when the fraud check does not answer in time). Under a burst of hundreds
+    /// on a loaded machine the grader's own mock may be that slow: such a transfer is judged as
+    /// not applied (the balances must show nothing moved), and a burst where more than half of
+    /// the transfers gave up is not judged at all (an error, never a fail or a pass).
+    pub unavailable: Option<StatusSpec>,
     /// Every transfer must be accepted: the accounts hold enough for any interleaving (checked
     /// when parsing), so a refusal can only be a deadlock or serialization failure surfacing.
     pub all_accepted: bool,
@@ -79,6 +85,8 @@ pub struct RawLedger {
     accepted: Option<toml::Value>,
     #[schemars(with = "Option<crate::spec::schema::StatusSchema>")]
     refused: Option<toml::Value>,
+    #[schemars(with = "Option<crate::spec::schema::StatusSchema>")]
+    unavailable: Option<toml::Value>,
     #[serde(default)]
     all_accepted: bool,
     #[serde(default)]
@@ -155,6 +163,14 @@ pub fn parse_ledger(params: toml::Value) -> Result<Ledger, String> {
     if raw.all_accepted && refused.is_some() {
         return Err("`all_accepted` and `refused` contradict each other".into());
     }
+    let unavailable = raw
+        .unavailable
+        .as_ref()
+        .map(StatusSpec::parse)
+        .transpose()?;
+    if raw.all_accepted && unavailable.is_some() {
+        return Err("`all_accepted` and `unavailable` contradict each other: every transfer must succeed there".into());
+    }
     let statement = raw
         .statement
         .map(|s| -> Result<Statement, String> {
@@ -186,6 +202,7 @@ pub fn parse_ledger(params: toml::Value) -> Result<Ledger, String> {
         amount,
         accepted,
         refused,
+        unavailable,
         all_accepted: raw.all_accepted,
         opposite_pairs: raw.opposite_pairs,
         balance: request("ledger", 2, raw.balance)?,
@@ -225,6 +242,14 @@ mod tests {
 
     fn parse_with(extra: &str) -> Result<Ledger, String> {
         parse_ledger(toml::from_str(&format!("{BASE}\n{extra}")).unwrap())
+    }
+
+    #[test]
+    fn unavailable_statuses_parse_and_contradict_all_accepted() {
+        let p = parse_with("unavailable = [502, 503, 504]").unwrap();
+        assert!(p.unavailable.unwrap().accepts(504));
+        let both = parse_with("unavailable = [503]\nall_accepted = true").unwrap_err();
+        assert!(both.contains("contradict"), "{both}");
     }
 
     #[test]

@@ -281,6 +281,7 @@ fn judge_transfers(
     let mut applied = Vec::new();
     let mut shown: Vec<u16> = Vec::new();
     let mut problems: Vec<String> = Vec::new();
+    let mut gave_up = 0;
     for (i, s) in sent.iter().enumerate() {
         let status = s.response.as_ref().map(|r| r.status).unwrap_or(0);
         if !shown.contains(&status) && shown.len() < 4 {
@@ -299,6 +300,7 @@ fn judge_transfers(
             Err(e) => problems.push(format!("{what}: no response: {e}")),
             Ok(r) if p.accepted.accepts(r.status) => applied.push(i),
             Ok(r) if p.refused.as_ref().is_some_and(|f| f.accepts(r.status)) => {}
+            Ok(r) if p.unavailable.as_ref().is_some_and(|u| u.accepts(r.status)) => gave_up += 1,
             Ok(r) => problems.push(format!(
                 "{what} answered {}: {}",
                 r.status,
@@ -335,6 +337,23 @@ fn judge_transfers(
             evidence: problems.into_iter().take(10).collect(),
             ..Default::default()
         }));
+    }
+    if gave_up > 0 {
+        let statuses = p
+            .unavailable
+            .as_ref()
+            .map(crate::spec::StatusSpec::describe)
+            .unwrap_or_default();
+        if gave_up * 2 > sent.len() {
+            return Err(Failure::Error(format!(
+                "{gave_up} of {} concurrent transfers answered {statuses} (an upstream unavailable, as the README allows when it does not answer in time): the grader's mock could not keep up with this burst on this machine, so the balances were not judged; run the check again",
+                sent.len()
+            )));
+        }
+        ctx.measured(format!(
+            "{gave_up} of {} transfers answered {statuses} (an upstream unavailable) and are judged as not applied",
+            sent.len()
+        ));
     }
     Ok(Outcome { applied })
 }
