@@ -144,11 +144,30 @@ fn legitimate_index_designs_pass() {
         "background-poller",
     ];
     let runs = run_parallel(2, styles.map(String::from).to_vec(), |style| {
-        grade(
-            &reference_dir(),
-            &["--seed", "4242", "--exercise", "database-indexing"],
-            &[("REFSVC_STYLE", style.as_str())],
-        )
+        let grade_once = || {
+            grade(
+                &reference_dir(),
+                &["--seed", "4242", "--exercise", "database-indexing"],
+                &[("REFSVC_STYLE", style.as_str())],
+            )
+        };
+        // Whether a poll of the background worker lands inside a measurement window is up to
+        // the scheduler; a run where none did tested nothing, so it is graded again (at most 3).
+        let mut run = grade_once();
+        for _ in 0..2 {
+            let landed = run.json()["checks"].as_array().is_some_and(|checks| {
+                checks.iter().any(|c| {
+                    c["measurements"]
+                        .to_string()
+                        .contains("background statements left out")
+                })
+            });
+            if style != "background-poller" || landed {
+                break;
+            }
+            run = grade_once();
+        }
+        run
     });
     let mut problems = Vec::new();
     for (style, run) in styles.iter().zip(&runs) {
