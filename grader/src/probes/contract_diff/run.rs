@@ -90,19 +90,6 @@ pub async fn run(p: &ContractDiff, ctx: &mut CheckContext<'_>) -> Result<(), Fai
 
 async fn read(ctx: &mut CheckContext<'_>, r: &Revision) -> Result<openapi::Document, Failure> {
     let doc = openapi::fetch(ctx, &r.path).await?;
-    if doc.version() != Some(r.version.as_str()) {
-        return Err(fail(
-            format!(
-                "{}: info.version is {}, and this revision is {}",
-                r.path,
-                doc.version()
-                    .map_or("absent".into(), |v| format!("\"{v}\"")),
-                r.version
-            ),
-            format!("\"info\": {{\"version\": \"{}\"}}", r.version),
-            format!("info.version {}", doc.version().unwrap_or("absent")),
-            Vec::new(),
-        ));
-    }
+    doc.require_version(&r.version)?;
     Ok(doc)
 }

@@ -112,6 +112,24 @@ impl Document {
             .map(|(_, op)| op)
     }
 
+    /// Fails unless `info.version` is `version`: the revision the exercise reads here.
+    pub fn require_version(&self, version: &str) -> Result<(), Failure> {
+        if self.version() == Some(version) {
+            return Ok(());
+        }
+        Err(fail(
+            format!(
+                "{}: info.version is {}, and this revision is {version}",
+                self.path,
+                self.version()
+                    .map_or("absent".into(), |v| format!("\"{v}\""))
+            ),
+            format!("\"info\": {{\"version\": \"{version}\"}}"),
+            format!("info.version {}", self.version().unwrap_or("absent")),
+            Vec::new(),
+        ))
+    }
+
     /// The operation with this key (see [`operation_key`]).
     pub fn operation_by_key(&self, key: &str) -> Option<&Operation> {
         self.operations.iter().find(|op| op.key() == key)

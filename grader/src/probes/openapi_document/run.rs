@@ -83,19 +83,7 @@ fn judge(p: &OpenapiDocument, doc: &openapi::Document) -> Result<(), Failure> {
         ));
     }
     if let Some(version) = &p.version {
-        if doc.version() != Some(version.as_str()) {
-            return Err(fail(
-                format!(
-                    "{}: info.version is {}, and this revision is {version}",
-                    p.path,
-                    doc.version()
-                        .map_or("absent".into(), |v| format!("\"{v}\""))
-                ),
-                format!("\"info\": {{\"version\": \"{version}\"}}"),
-                format!("info.version {}", doc.version().unwrap_or("absent")),
-                Vec::new(),
-            ));
-        }
+        doc.require_version(version)?;
     }
     let missing: Vec<&String> = p
         .operations
