@@ -102,7 +102,14 @@ fn sigint_and_sigterm_leave_nothing_behind() {
     // Build the reference service first, so the interrupt lands on a running service.
     let warm = grade(
         &reference_dir(),
-        &["--seed", "1", "--only", "unknown-route-404"],
+        &[
+            "--seed",
+            "1",
+            "--exercise",
+            "api-design",
+            "--only",
+            "unknown-route-404",
+        ],
         &[],
     );
     assert_eq!(warm.code, 0, "{}", warm.human_summary());

@@ -12,6 +12,7 @@ mod init;
 mod support;
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -63,6 +64,17 @@ fn every_variant_fails_exactly_its_checks() {
             );
             *run = grade_variant(variant.clone());
         }
+    }
+    // Where the test's time goes (seen with --nocapture): the slowest variants are the first to
+    // move to soak when CI runs long.
+    let mut timings: Vec<(Duration, &str)> = variants
+        .iter()
+        .zip(&runs)
+        .map(|(v, r)| (r.elapsed, v.bug.as_str()))
+        .collect();
+    timings.sort_by(|a, b| b.cmp(a));
+    for (elapsed, bug) in &timings {
+        eprintln!("variant timing: {:>6.1} s  {bug}", elapsed.as_secs_f64());
     }
     let mut problems = Vec::new();
     for (variant, run) in variants.iter().zip(&runs) {
@@ -237,7 +249,8 @@ fn independent_service_passes_in_every_style() {
         ),
         ("python-events", "", ""),
         ("python-events", "uuid,reserve-in-tx,outbox-delete", ""),
-        ("python-observability", "", ""),
+        // python-observability as written: its three CI variants show every check passing
+        // (each fails a different one), so CI grades only its styles here.
         (
             "python-observability",
             "otel-names,colon-routes,count-metrics,text-banner,int-ids,no-status-histogram",
@@ -253,6 +266,11 @@ fn independent_service_passes_in_every_style() {
         (
             "python-contracts",
             "validate-422,absolute-location,charset-param,strict-media-type,integral-floats",
+            "",
+        ),
+        (
+            "node-graphql",
+            "join-customers,no-get,json-400,validation-422,prefer-json,count-introspection,plain-cursor,offset-createdat",
             "",
         ),
         ("java-ledger", "", ""),
@@ -354,28 +372,25 @@ fn soak_variants_add_no_check_ci_misses() {
 fn same_seed_replays_the_same_data() {
     // The seed must reproduce the run: the generated data (visible in the failing variant's
     // messages and exchanges) is identical across two runs with the same seed.
+    // `--exercise api-design`: the reference's other exercises would start a broker and load a
+    // data set this check never reads.
     let env = [("REFSVC_BUG", "duplicate-500")];
-    let a = grade(
-        &reference_dir(),
-        &["--seed", "99", "--only", "duplicate-sku-409"],
-        &env,
-    )
-    .json();
-    let b = grade(
-        &reference_dir(),
-        &["--seed", "99", "--only", "duplicate-sku-409"],
-        &env,
-    )
-    .json();
+    let args = |seed: &'static str| {
+        [
+            "--seed",
+            seed,
+            "--exercise",
+            "api-design",
+            "--only",
+            "duplicate-sku-409",
+        ]
+    };
+    let a = grade(&reference_dir(), &args("99"), &env).json();
+    let b = grade(&reference_dir(), &args("99"), &env).json();
     let body = |r: &Value| r["checks"][0]["detail"]["exchanges"][0]["request"]["body"].clone();
     assert_eq!(body(&a), body(&b));
     assert!(body(&a).as_str().unwrap().contains("SKU-"));
-    let c = grade(
-        &reference_dir(),
-        &["--seed", "100", "--only", "duplicate-sku-409"],
-        &env,
-    )
-    .json();
+    let c = grade(&reference_dir(), &args("100"), &env).json();
     assert_ne!(body(&a), body(&c));
     assert_eq!(
         a["replay"].as_str().unwrap().split(' ').next_back(),
@@ -664,7 +679,7 @@ fn prove_grades_a_variant_on_its_own_service() {
         .arg("prove")
         .arg(reference_dir())
         .arg("--exercise")
-        .arg("observability")
+        .arg("api-contracts")
         .arg("--variants")
         .arg(fixture("prove/independent-variant.toml"))
         .env("NO_COLOR", "1")
@@ -673,7 +688,7 @@ fn prove_grades_a_variant_on_its_own_service() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout
         .lines()
-        .find(|l| l.trim_start().starts_with("no-readyz"))
+        .find(|l| l.trim_start().starts_with("list-keeps-deleted"))
         .unwrap_or_else(|| panic!("no line for the variant:\n{stdout}"));
     assert!(line.ends_with("fails 1 check  ok"), "{stdout}");
     // One variant cannot catch every check: the proof as a whole is refused, and says why.

@@ -307,6 +307,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_table_prefix_is_part_of_an_identifier() {
+        let parse = |prefix: &str| {
+            let v: toml::Value = toml::from_str(&format!("table_prefix = \"{prefix}\"")).unwrap();
+            orders::OrdersParams::parse(v)
+        };
+        assert_eq!(parse("shop_").unwrap().table_prefix, "shop_");
+        assert!(parse("shop; DROP TABLE x; --").is_err());
+        assert!(parse("Shop_").is_err());
+        assert!(parse("1_").is_err());
+    }
+
+    #[test]
     fn checksums_and_plan_logging_are_set_for_the_database() {
         assert_eq!(
             checksum_sql("orders"),

@@ -36,6 +36,10 @@ pub struct OrdersParams {
     /// about 2.7% of all orders.
     #[serde(default = "default_skew")]
     pub skew: f64,
+    /// Put before both table names (`shop_` loads `shop_customers` and `shop_orders`), so that
+    /// two exercises with this generator can share one service's database.
+    #[serde(default)]
+    pub table_prefix: String,
 }
 
 fn default_customers() -> u64 {
@@ -61,6 +65,15 @@ impl OrdersParams {
                 "[dataset.params]: `customers` must be 1 to 10,000,000 and `orders` 1 to 50,000,000"
                     .into(),
             );
+        }
+        let identifier = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if !p.table_prefix.chars().all(identifier)
+            || p.table_prefix.starts_with(|c: char| c.is_ascii_digit())
+        {
+            return Err(format!(
+                "[dataset.params]: `table_prefix` \"{}\" must be lower-case letters, digits and `_`, not starting with a digit",
+                p.table_prefix
+            ));
         }
         if !(1..=36_500).contains(&p.days) || !(1.0..=10.0).contains(&p.skew) {
             return Err(
@@ -151,13 +164,15 @@ pub async fn load(
 ) -> Result<Vec<(String, u64)>, String> {
     let span = p.days * 86_400;
     let start = END - span;
+    let customers = format!("{}customers", p.table_prefix);
+    let orders = format!("{}orders", p.table_prefix);
 
     // Customers.
     let mut id = 0u64;
     let mut crng = rng.clone();
     copy_rows(
         client,
-        "COPY customers (id, email, name, created_at) FROM STDIN",
+        &format!("COPY {customers} (id, email, name, created_at) FROM STDIN"),
         |buf| {
             id += 1;
             let first = FIRST[crng.gen_range(0..FIRST.len())];
@@ -184,7 +199,7 @@ pub async fn load(
     let mut i = 0usize;
     copy_rows(
         client,
-        "COPY orders (id, customer_id, status, created_at, total_cents) FROM STDIN",
+        &format!("COPY {orders} (id, customer_id, status, created_at, total_cents) FROM STDIN"),
         |buf| {
             let created = start + times[i];
             let u: f64 = rng.gen();
@@ -216,10 +231,7 @@ pub async fn load(
         },
     )
     .await?;
-    Ok(vec![
-        ("customers".to_string(), p.customers),
-        ("orders".to_string(), p.orders),
-    ])
+    Ok(vec![(customers, p.customers), (orders, p.orders)])
 }
 
 #[cfg(test)]

@@ -84,6 +84,15 @@ pub async fn run(ctx: &mut CheckContext<'_>, step: &str, sql: &SqlSpec) -> Resul
                     format!("the row: {}", describe_json(&Value::Object(row.clone()))),
                 ));
             }
+            for (variable, column) in &sql.captures {
+                let Some(value) = row.get(column) else {
+                    return Err(Failure::Error(format!(
+                        "{step}: the grader's query has no column {column} to capture as {variable} (an exercise error); SQL: {}",
+                        sql.statement
+                    )));
+                };
+                ctx.scope.insert(variable.clone(), value.clone());
+            }
             ctx.measured(format!(
                 "{step}: your database holds {}",
                 describe_json(&Value::Object(row))

@@ -199,6 +199,10 @@ struct RawSql {
     expect: BTreeMap<String, toml::Value>,
     /// The SQLSTATE class (`23`) or code (`23514`) the statement must fail with.
     refused: Option<String>,
+    /// Variable name → column of the row a `query` found, for later steps: a count before a
+    /// request, compared after it (`pg_stat_statements` calls: nothing ran for a refused query).
+    #[serde(default)]
+    capture: BTreeMap<String, String>,
 }
 
 /// An HTTP request (path, headers and body are templates).
@@ -803,11 +807,7 @@ fn parse_check(
                 let strings = probes::request::template_strings(&[], Some(&u));
                 let mut scope = vars.clone();
                 if let Some(CheckBody::Steps(steps)) = &body {
-                    scope.extend(
-                        steps
-                            .iter()
-                            .flat_map(|s| s.captures.iter().map(|(n, _)| n.clone())),
-                    );
+                    scope.extend(steps.iter().flat_map(Step::captured_names));
                 }
                 check_templates(
                     file,
@@ -930,7 +930,20 @@ fn parse_step(
     let before = diags.0.len();
     let r = match (s.request, s.sql) {
         (Some(r), None) => r,
-        (None, Some(sql)) => return parse_sql_step(file, s.name, sql, index, scope, diags),
+        (None, Some(sql)) => {
+            if let Some((name, _)) = s.capture.first_key_value() {
+                diags.push(
+                    Diagnostic::new(
+                        file,
+                        name.span(),
+                        "an sql step captures with sql.capture (a variable = a column), not capture",
+                    )
+                    .with_help("e.g. sql.capture.calls_before = \"calls\""),
+                );
+                return None;
+            }
+            return parse_sql_step(file, s.name, sql, index, scope, diags);
+        }
         (Some(r), Some(_)) => {
             diags.push(
                 Diagnostic::new(
@@ -1088,7 +1101,7 @@ fn parse_sql_step(
     name: Option<String>,
     raw: RawSql,
     index: usize,
-    scope: &BTreeSet<String>,
+    scope: &mut BTreeSet<String>,
     diags: &mut Diagnostics,
 ) -> Option<Step> {
     let text = raw
@@ -1109,9 +1122,9 @@ fn parse_sql_step(
                     "write sql.statement = \"UPDATE ...\" with sql.refused = \"23\"",
                 );
             }
-            if raw.expect.is_empty() {
+            if raw.expect.is_empty() && raw.capture.is_empty() {
                 error(
-                    "an sql query needs `expect`: a query that is not judged measures nothing"
+                    "an sql query needs `expect` or `capture`: a query that is neither judged nor kept measures nothing"
                         .into(),
                     "e.g. sql.expect.balance_cents = \"{{amount}}\"",
                 );
@@ -1129,9 +1142,10 @@ fn parse_sql_step(
             (query, SqlExpect::Row(columns))
         }
         (None, Some(statement)) => {
-            if !raw.expect.is_empty() {
+            if !raw.expect.is_empty() || !raw.capture.is_empty() {
                 error(
-                    "`expect` goes with `query`; a `statement` is judged by `refused`".into(),
+                    "`expect` and `capture` go with `query`; a `statement` is judged by `refused`"
+                        .into(),
                     "write sql.refused = \"23\" (the SQLSTATE class PostgreSQL must refuse it with)",
                 );
             }
@@ -1156,6 +1170,14 @@ fn parse_sql_step(
             return None;
         }
     };
+    for variable in raw.capture.keys() {
+        if !is_identifier(variable) {
+            error(
+                format!("\"{variable}\" is not a variable name"),
+                "e.g. sql.capture.calls_before = \"calls\"",
+            );
+        }
+    }
     let highest = SQL_PARAM
         .captures_iter(&statement)
         .filter_map(|c| c[1].parse::<usize>().ok())
@@ -1192,11 +1214,13 @@ fn parse_sql_step(
     if diags.0.len() > before {
         return None;
     }
+    scope.extend(raw.capture.keys().cloned());
     Some(Step {
         name: name.unwrap_or_else(|| format!("step {}", index + 1)),
         action: StepAction::Sql(SqlSpec {
             statement,
             params: raw.params,
+            captures: raw.capture.into_iter().collect(),
             expect,
         }),
         captures: Vec::new(),
@@ -1629,6 +1653,33 @@ pub(crate) mod tests {
         );
         one("sql.query = \"SELECT 1 AS x WHERE $1 = ''\"\nsql.params = [\"{{nobody}}\"]\nsql.expect.x = 1\n", "`nobody` is not defined");
         one("request.method = \"GET\"\nrequest.path = \"/x\"\nsql.query = \"SELECT 1 AS x\"\nsql.expect.x = 1\n", "`request` or `sql`, not both");
+    }
+
+    #[test]
+    fn sql_captures_reach_later_steps_and_nothing_else_captures_sql() {
+        // A count captured before a request is compared after it.
+        let captured = "sql.query = \"SELECT count(*) AS calls FROM accounts\"\nsql.capture.before = \"calls\"\n\n[[check.step]]\nsql.query = \"SELECT count(*) AS calls FROM accounts\"\nsql.expect.calls = \"{{before}}\"\n";
+        assert!(
+            sql_errors(captured).is_empty(),
+            "{:?}",
+            sql_errors(captured)
+        );
+        let errors = sql_errors("sql.query = \"SELECT 1 AS x\"\ncapture.x = { json = \"$.x\" }\n");
+        assert!(
+            errors.iter().any(|e| e.contains("sql.capture")),
+            "{errors:?}"
+        );
+        let errors = sql_errors("sql.statement = \"DELETE FROM accounts\"\nsql.refused = \"23\"\nsql.capture.x = \"x\"\n");
+        assert!(
+            errors.iter().any(|e| e.contains("go with `query`")),
+            "{errors:?}"
+        );
+        let errors =
+            sql_errors("sql.query = \"SELECT 1 AS x\"\nsql.capture.\"not a name\" = \"x\"\n");
+        assert!(
+            errors.iter().any(|e| e.contains("is not a variable name")),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn selects(only: &[String], exercise: &str, check: &str) -> bool {
 pub struct Schedule {
     /// Indexes of exercises whose probes read cluster-wide database statistics
     /// (`pg_stat_statements`, buffer counts): requests of any other exercise would land in the
-    /// same counters, and the service has one database for everything, so they run alone. So do
+    /// same counters, and the service has one database for everything, so they run alone (and so
+    /// do those whose SQL steps capture a value to compare later, such as a statement count). So do
     /// exercises whose probes kill and restart the service or cut it off the broker, and those
     /// that scrape the service's own metrics.
     pub alone: Vec<usize>,
@@ -87,7 +88,9 @@ pub fn schedule(exercises: &[&Exercise], selection: &Selection) -> Schedule {
                     || p.times_upstream_calls()
                     || p.restarts_service()
             }
-            CheckBody::Steps(_) => false,
+            // A count captured before a request and compared after it (pg_stat_statements: no
+            // statement ran for a refused query) is exact only with nothing else running.
+            CheckBody::Steps(steps) => steps.iter().any(crate::spec::Step::keeps_sql_values),
         });
         if must_be_alone {
             alone.push(index);
@@ -569,12 +572,25 @@ mod tests {
             [
                 "database-indexing",
                 "event-driven",
+                "graphql",
                 "integration-resilience",
                 "observability"
             ]
         );
         let in_lanes: usize = plan.lanes.iter().map(Vec::len).sum();
-        assert_eq!(in_lanes, ids.len() - 4);
+        assert_eq!(in_lanes, ids.len() - 5);
+
+        // A check whose SQL step keeps a count to compare after a request runs alone even
+        // without a statistics probe; one with plain steps does not.
+        let selected = |only: &str| Selection {
+            seed: 1,
+            only: vec![only.into()],
+            ..Selection::default()
+        };
+        let counting = schedule(&exercises, &selected("graphql/depth-limit"));
+        assert_eq!(counting.alone.len(), 1);
+        let plain = schedule(&exercises, &selected("graphql/media-types"));
+        assert!(plain.alone.is_empty());
 
         // Without the checks that kill the service or cut its broker, event-driven joins a lane.
         let no_crash = Selection {

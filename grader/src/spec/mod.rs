@@ -26,6 +26,26 @@ pub struct Step {
     pub repeat: u32,
 }
 
+impl Step {
+    /// The variables the step sets for later ones: its captures, or its SQL query's.
+    pub fn captured_names(&self) -> Vec<String> {
+        let sql = match &self.action {
+            StepAction::Sql(sql) => sql.captures.iter().map(|(n, _)| n.clone()).collect(),
+            StepAction::Http { .. } => Vec::new(),
+        };
+        self.captures
+            .iter()
+            .map(|(n, _)| n.clone())
+            .chain(sql)
+            .collect()
+    }
+
+    /// An SQL query that keeps values for later steps (a count to compare after a request).
+    pub fn keeps_sql_values(&self) -> bool {
+        matches!(&self.action, StepAction::Sql(sql) if !sql.captures.is_empty())
+    }
+}
+
 /// What a step does: send a request to the service, or read (or try to write) the service's
 /// database as the grader.
 #[derive(Debug, Clone)]
@@ -44,6 +64,8 @@ pub enum StepAction {
 pub struct SqlSpec {
     pub statement: String,
     pub params: Vec<String>,
+    /// `sql.capture`: variable name → column of the row a query found, for later steps.
+    pub captures: Vec<(String, String)>,
     pub expect: SqlExpect,
 }
 

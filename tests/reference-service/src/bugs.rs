@@ -572,10 +572,49 @@ pub enum Bug {
     ConNoLocation,
     /// `/openapi/1.0.json` serves revision 1.1 (`info.version` `"1.1.0"`).
     ConSameRevisionTwice,
+    // graphql
+    /// `Order.customer` is queried one row at a time (`WHERE id = $1` per order), no DataLoader.
+    GqlNPlusOne,
+    /// No depth limit: a query 9 (or 30) fields deep runs (the field limit still holds).
+    GqlNoDepthLimit,
+    /// The depth walk takes a fragment named `__…` for introspection and does not descend into it (its fields still count).
+    GqlDepthSkipsDunderFragments,
+    /// The field limit counts a selection set's distinct field names, not its selections: aliases are free.
+    GqlAliasesNotCounted,
+    /// The limits are checked on the finished response: a refused query has run its resolvers and SQL.
+    GqlLimitsAfterExecution,
+    /// Request errors answer 200 with `"data": null` and the errors, whatever the media type.
+    GqlDataNullOnRequestError,
+    /// Request errors have no `data` but answer 200, `application/graphql-response+json` included.
+    GqlRequestError200,
+    /// Every GraphQL answer is `Content-Type: application/json`, whatever `Accept` asks for.
+    GqlJsonOnly,
+    /// `GET /graphql?query=mutation…` executes the mutation.
+    GqlMutationOverGet,
+    /// A mutation over GET is refused with 405 but without an `Allow` header.
+    Gql405WithoutAllow,
+    /// A loyalty failure is the resolver's error: the whole customer (its siblings too) becomes `null`.
+    GqlUpstreamFailsQuery,
+    /// The loyalty field error's message has the loyalty URL, the upstream's status and its body.
+    GqlUpstreamLeak,
+    /// Field errors' paths leave out the list indexes (`["orders", "edges", "node", …]`).
+    GqlErrorPathWithoutIndex,
+    /// Cursors are offsets: orders placed during a walk shift it (an order is listed twice).
+    GqlOffsetCursor,
+    /// `hasNextPage` is "the page is full": a full last page says `true`.
+    GqlHasNextPageFull,
+    /// No maximum on `first`: `first: 101` answers 101 orders.
+    GqlFirstUnbounded,
+    /// `createCustomer` and `placeOrder` keep their rows in memory: queries do not see them.
+    GqlMutationNotStored,
+    /// `Customer.orders` ignores its `status` argument (the root `orders` still filters).
+    GqlCustomerOrdersIgnoreStatus,
+    /// The loyalty call has no timeout of its own: a stalled loyalty service stalls the query.
+    GqlNoLoyaltyTimeout,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 274] = [
+    pub const ALL: [Bug; 293] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -850,6 +889,25 @@ impl Bug {
         Bug::ConNotMarkedDeprecated,
         Bug::ConNoLocation,
         Bug::ConSameRevisionTwice,
+        Bug::GqlNPlusOne,
+        Bug::GqlNoDepthLimit,
+        Bug::GqlDepthSkipsDunderFragments,
+        Bug::GqlAliasesNotCounted,
+        Bug::GqlLimitsAfterExecution,
+        Bug::GqlDataNullOnRequestError,
+        Bug::GqlRequestError200,
+        Bug::GqlJsonOnly,
+        Bug::GqlMutationOverGet,
+        Bug::Gql405WithoutAllow,
+        Bug::GqlUpstreamFailsQuery,
+        Bug::GqlUpstreamLeak,
+        Bug::GqlErrorPathWithoutIndex,
+        Bug::GqlOffsetCursor,
+        Bug::GqlHasNextPageFull,
+        Bug::GqlFirstUnbounded,
+        Bug::GqlMutationNotStored,
+        Bug::GqlCustomerOrdersIgnoreStatus,
+        Bug::GqlNoLoyaltyTimeout,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -1129,6 +1187,25 @@ impl Bug {
             Bug::ConNotMarkedDeprecated => "con-not-marked-deprecated",
             Bug::ConNoLocation => "con-no-location",
             Bug::ConSameRevisionTwice => "con-same-revision-twice",
+            Bug::GqlNPlusOne => "gql-n-plus-one",
+            Bug::GqlNoDepthLimit => "gql-no-depth-limit",
+            Bug::GqlDepthSkipsDunderFragments => "gql-depth-skips-dunder-fragments",
+            Bug::GqlAliasesNotCounted => "gql-aliases-not-counted",
+            Bug::GqlLimitsAfterExecution => "gql-limits-after-execution",
+            Bug::GqlDataNullOnRequestError => "gql-data-null-on-request-error",
+            Bug::GqlRequestError200 => "gql-request-error-200",
+            Bug::GqlJsonOnly => "gql-json-only",
+            Bug::GqlMutationOverGet => "gql-mutation-over-get",
+            Bug::Gql405WithoutAllow => "gql-405-without-allow",
+            Bug::GqlUpstreamFailsQuery => "gql-upstream-fails-query",
+            Bug::GqlUpstreamLeak => "gql-upstream-leak",
+            Bug::GqlErrorPathWithoutIndex => "gql-error-path-without-index",
+            Bug::GqlOffsetCursor => "gql-offset-cursor",
+            Bug::GqlHasNextPageFull => "gql-has-next-page-full",
+            Bug::GqlFirstUnbounded => "gql-first-unbounded",
+            Bug::GqlMutationNotStored => "gql-mutation-not-stored",
+            Bug::GqlCustomerOrdersIgnoreStatus => "gql-customer-orders-ignore-status",
+            Bug::GqlNoLoyaltyTimeout => "gql-no-loyalty-timeout",
         }
     }
 

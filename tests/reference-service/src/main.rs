@@ -13,11 +13,13 @@
 //! default `shipping`) and the request log becomes one JSON line per request. The same carrier
 //! serves `integration-resilience` (`GET /estimates`, with timeouts, retries, a circuit breaker, a
 //! bulkhead and a stale fallback, all in memory).
+//! `LOYALTY_URL` (graphql, read on first use) is the loyalty service `Customer.loyaltyTier` asks.
 
 mod bookings;
 mod bugs;
 mod caching;
 mod events;
+mod graphql;
 mod http;
 mod listings;
 mod observability;
@@ -268,6 +270,7 @@ fn app(state: AppState) -> Router {
         .merge(resilience::router())
         .merge(bookings::router())
         .merge(listings::router())
+        .merge(graphql::router())
         .fallback(http::unknown_route)
         .layer(CatchPanicLayer::custom(http::panic_response))
         // nosniff and CORS on every response, errors and preflights included (security only).
