@@ -44,6 +44,10 @@ const EPMD_TIMEOUT: Duration = Duration::from_secs(10);
 /// What is left of beam's descendants after beam's death gets this long to exit on its own.
 const DESCENDANTS_GRACE: Duration = Duration::from_secs(2);
 const PORT_ATTEMPTS: usize = 3;
+/// A boot that never lets a login in gets one fresh node: CI saw one of about forty boots, on two
+/// loaded cores, print its banner and then nothing for a minute, while a second node on the same
+/// machine started at once.
+const STUCK_BOOT_RETRIES: usize = 1;
 const LOG_TAIL: usize = 30;
 
 /// What the grader and the link need to reach the broker.
@@ -152,7 +156,8 @@ pub(crate) async fn start(artifacts: &Path) -> Result<(RabbitMq, BrokerAddress),
 
     let epmd_port = start_epmd(&mut broker, &epmd_binary, &root, &log).await?;
     let password = random_token(24);
-    for attempt in 1..=PORT_ATTEMPTS {
+    let mut stuck_boots = 0;
+    for attempt in 1..=PORT_ATTEMPTS + STUCK_BOOT_RETRIES {
         let (port, dist_port) = two_free_ports()
             .map_err(|e| infra(format!("could not find free ports: {e}"), vec![]))?;
         // A fresh directory per attempt: a failed boot leaves a half-made database behind.
@@ -216,7 +221,7 @@ pub(crate) async fn start(artifacts: &Path) -> Result<(RabbitMq, BrokerAddress),
                 process::note(&log, "AMQP login as grader succeeded: ready");
                 return Ok((broker, address));
             }
-            Ready::PortTaken if attempt < PORT_ATTEMPTS => {
+            Ready::PortTaken if attempt < PORT_ATTEMPTS + stuck_boots => {
                 if let Some(mut failed) = broker.server.take() {
                     stop_server(&mut failed);
                 }
@@ -241,6 +246,19 @@ pub(crate) async fn start(artifacts: &Path) -> Result<(RabbitMq, BrokerAddress),
                     ),
                     process::tail_lines_from(&log, offset, LOG_TAIL),
                 ));
+            }
+            Ready::TimedOut(last) if stuck_boots < STUCK_BOOT_RETRIES => {
+                stuck_boots += 1;
+                if let Some(mut stuck) = broker.server.take() {
+                    stop_server(&mut stuck);
+                }
+                process::note(
+                    &log,
+                    &format!(
+                        "no AMQP login within {} (last attempt: {last}); starting a fresh node",
+                        humantime::format_duration(READY_TIMEOUT)
+                    ),
+                );
             }
             Ready::TimedOut(last) => {
                 return Err(infra(
