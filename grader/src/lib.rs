@@ -14,6 +14,7 @@ pub mod engine;
 pub mod exercise;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod grpc;
 pub mod manifest;
 pub mod outcome;
 pub mod pg;
