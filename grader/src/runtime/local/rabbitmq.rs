@@ -44,9 +44,8 @@ const EPMD_TIMEOUT: Duration = Duration::from_secs(10);
 /// What is left of beam's descendants after beam's death gets this long to exit on its own.
 const DESCENDANTS_GRACE: Duration = Duration::from_secs(2);
 const PORT_ATTEMPTS: usize = 3;
-/// A boot that never lets a login in gets one fresh node: CI saw one of about forty boots, on two
-/// loaded cores, print its banner and then nothing for a minute, while a second node on the same
-/// machine started at once.
+/// A boot that never lets a login in gets one fresh node: on CI's two loaded cores a boot printed
+/// its banner and then nothing for a minute, while the other runs' brokers came up as usual.
 const STUCK_BOOT_RETRIES: usize = 1;
 const LOG_TAIL: usize = 30;
 
