@@ -257,22 +257,20 @@ mod tests {
     async fn unary_calls_answer_json_statuses_and_bad_request_details() {
         let (_server, channel) = served(Reflection::V1).await;
         let get_order = method("GetOrder");
-        let spec = |request: &'static serde_json::Value| CallSpec {
-            method: &get_order,
-            request,
-            metadata: &[],
-            deadline: None,
+        let get = |request: serde_json::Value| {
+            let (channel, get_order) = (&channel, &get_order);
+            async move {
+                let spec = CallSpec {
+                    method: get_order,
+                    request: &request,
+                    metadata: &[],
+                    deadline: None,
+                };
+                call::unary(channel, &spec, WAIT).await
+            }
         };
-        static FOUND: std::sync::LazyLock<serde_json::Value> =
-            std::sync::LazyLock::new(|| json!({"id": "7"}));
-        static INVALID: std::sync::LazyLock<serde_json::Value> =
-            std::sync::LazyLock::new(|| json!({"id": 0}));
-        static MISSING: std::sync::LazyLock<serde_json::Value> =
-            std::sync::LazyLock::new(|| json!({"id": 404}));
-        static NOT_AN_ID: std::sync::LazyLock<serde_json::Value> =
-            std::sync::LazyLock::new(|| json!({"id": "seven"}));
 
-        let found = call::unary(&channel, &spec(&FOUND), WAIT).await.unwrap();
+        let found = get(json!({"id": "7"})).await.unwrap();
         assert_eq!(found.code, Code::Ok);
         assert_eq!(
             found.response.unwrap(),
@@ -280,7 +278,7 @@ mod tests {
                    "created_at": "2025-03-01T12:00:00.123456Z"})
         );
 
-        let invalid = call::unary(&channel, &spec(&INVALID), WAIT).await.unwrap();
+        let invalid = get(json!({"id": 0})).await.unwrap();
         assert_eq!(
             invalid.status_line(),
             "INVALID_ARGUMENT \"id must be at least 1\""
@@ -295,13 +293,11 @@ mod tests {
             }
         );
 
-        let missing = call::unary(&channel, &spec(&MISSING), WAIT).await.unwrap();
+        let missing = get(json!({"id": 404})).await.unwrap();
         assert_eq!(missing.status_line(), "NOT_FOUND \"no order 404\"");
         assert_eq!(missing.details, Details::Absent);
 
-        let error = call::unary(&channel, &spec(&NOT_AN_ID), WAIT)
-            .await
-            .unwrap_err();
+        let error = get(json!({"id": "seven"})).await.unwrap_err();
         assert!(matches!(error, CallError::Request(_)), "{error:?}");
     }
 
