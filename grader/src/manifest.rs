@@ -333,6 +333,7 @@ impl Manifest {
                 .collect(),
             port_env: self.service.port_env.clone(),
             health_path: self.service.health_path.clone(),
+            protocol: Protocol::Http,
             startup_timeout: self.service.startup_timeout,
             postgres_env: self.postgres_env.clone(),
             redis_env: self.redis_env.clone(),
@@ -534,8 +535,11 @@ pub struct ServicePlan {
     pub env: Vec<(String, String)>,
     /// Name of the env var that carries the port the service must listen on.
     pub port_env: String,
-    /// Path polled with GET until it answers 2xx, e.g. `/healthz`.
+    /// Path polled with GET until it answers 2xx, e.g. `/healthz` (an HTTP service).
     pub health_path: String,
+    /// How readiness is asked: `health_path` over HTTP, or the gRPC health service. Set by the
+    /// run (`Grpc` when an exercise of the run is served over gRPC); `Http` from the manifest.
+    pub protocol: Protocol,
     pub startup_timeout: Duration,
     /// `Some(env var name)` when the service wants PostgreSQL, e.g. `DATABASE_URL`.
     pub postgres_env: Option<String>,
@@ -559,7 +563,26 @@ pub struct ServicePlan {
     pub before_service: Option<BeforeService>,
 }
 
+/// What a service speaks, as its exercise says (`protocol = "grpc"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// HTTP/1.1: ready once `health_path` answers 2xx.
+    #[default]
+    Http,
+    /// gRPC over h2c: ready once `grpc.health.v1.Health/Check` (service `""`) answers `SERVING`.
+    Grpc,
+}
+
 impl ServicePlan {
+    /// Where readiness is asked: the health path, or the gRPC health service.
+    pub fn readiness_target(&self) -> &str {
+        match self.protocol {
+            Protocol::Http => &self.health_path,
+            Protocol::Grpc => "grpc.health.v1.Health/Check",
+        }
+    }
+
     /// The variable a broker URL goes in: the manifest's `[rabbitmq] env` when it names one,
     /// otherwise the exercise's default (`AMQP_URL`).
     pub fn broker_env_name(&self, exercise_default: &str) -> String {

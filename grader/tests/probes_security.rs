@@ -56,6 +56,7 @@ async fn start() -> (tempfile::TempDir, RunningService) {
         env: vec![],
         port_env: "PORT".into(),
         health_path: "/healthz".into(),
+        protocol: grader::manifest::Protocol::Http,
         startup_timeout: Duration::from_secs(30),
         postgres_env: Some("DATABASE_URL".into()),
         redis_env: None,

@@ -202,6 +202,7 @@ async fn broker_container_link_and_restart_keep_the_port() {
         env: vec![],
         port_env: "PORT".into(),
         health_path: "/healthz".into(),
+        protocol: grader::manifest::Protocol::Http,
         startup_timeout: Duration::from_secs(60),
         postgres_env: None,
         redis_env: None,

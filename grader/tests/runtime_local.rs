@@ -85,6 +85,7 @@ fn plan(dirs: &Dirs, command: &str) -> ServicePlan {
         env: vec![("GRADER_TEST".to_string(), "1".to_string())],
         port_env: "PORT".to_string(),
         health_path: "/healthz".to_string(),
+        protocol: grader::manifest::Protocol::Http,
         startup_timeout: Duration::from_secs(30),
         postgres_env: None,
         redis_env: None,

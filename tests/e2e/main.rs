@@ -36,10 +36,11 @@ fn reference_service_scores_100_percent() {
 }
 
 /// Exercises whose runs mostly wait rather than compute: a breaker's cool-down, backoff, a hung
-/// database, a broker's redelivery (a resilience run takes about 50 s for 5 s of CPU). Their
+/// database, a broker's redelivery, a gRPC deadline, shutdown and paused stream (a resilience run
+/// takes about 50 s for 5 s of CPU, a grpc run 16 s for 3 s). Their
 /// variants are graded by a test of their own, beside the others instead of in their slots, which
 /// shortened CI's longest test by about a third.
-const WAITING_EXERCISES: &[&str] = &["integration-resilience", "event-driven"];
+const WAITING_EXERCISES: &[&str] = &["integration-resilience", "event-driven", "grpc"];
 
 #[test]
 fn every_variant_fails_exactly_its_checks() {
@@ -365,6 +366,10 @@ fn every_check_is_caught_by_some_variant() {
 /// least one of them in CI (a bug planted in an independent implementation stays proven there).
 #[test]
 fn soak_variants_add_no_check_ci_misses() {
+    // Services CI cannot run at all: python-grpc needs grpcio and protoc from Debian, and the
+    // gRPC issue keeps scripts/setup from installing anything new (its checks are proven in CI
+    // by the reference's variants; this service is graded by `grader prove` and scripts/soak).
+    const SOAK_ONLY_SERVICES: &[&str] = &["../independent/python-grpc"];
     use std::collections::BTreeMap;
     let mut all: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut in_ci: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -389,7 +394,7 @@ fn soak_variants_add_no_check_ci_misses() {
         }
     }
     for ((service, exercise), kept) in &services {
-        if *kept == 0 {
+        if *kept == 0 && !SOAK_ONLY_SERVICES.contains(&service.as_deref().unwrap_or("")) {
             missed.push(format!(
                 "{exercise}: every variant of service {service:?} is soak; keep one in CI"
             ));

@@ -351,6 +351,9 @@ pub fn redact(report: &Value) -> Value {
             if c["exercise"] == "graphql" {
                 redact_statement_counts(c);
             }
+            if c["exercise"] == "grpc" {
+                redact_grpc_timings(c);
+            }
             // A timeline's `settle` phase asks again until the answer comes, so how many
             // exchanges a failure quotes depends on the machine's speed; their presence is what
             // is asserted there.
@@ -504,6 +507,36 @@ fn redact_measured_times(check: &mut Value) {
     }
     if let Some(v) = check.get_mut("measurements") {
         rewrite_strings(v, &MEASURED);
+    }
+}
+
+/// The grpc exercise's measured times (when a call ended, when health turned, when the process
+/// exited), the rows a stream's reads returned and the health polls after a signal depend on the
+/// machine; the deadlines, bounds and verdicts do not, and stay.
+fn redact_grpc_timings(check: &mut Value) {
+    static RULES: LazyLock<Vec<(Regex, &str)>> = LazyLock::new(|| {
+        vec![
+            (
+                Regex::new(r"(?s)health after SIGTERM:\n.*").unwrap(),
+                "health after SIGTERM: [polls]",
+            ),
+            (Regex::new(r"\b\d+\.\d+ s\b").unwrap(), "[t] s"),
+            (Regex::new(r"\b\d+ ms\b").unwrap(), "[t] ms"),
+            (Regex::new(r"\b\d+ rows\b").unwrap(), "[n] rows"),
+            (
+                Regex::new(r"in \d+ statement\(s\)").unwrap(),
+                "in [n] statement(s)",
+            ),
+            (
+                Regex::new(r"\d+ rows in \d+ call\(s\)").unwrap(),
+                "[n] rows in [n] call(s)",
+            ),
+        ]
+    });
+    for key in ["message", "detail", "measurements"] {
+        if let Some(v) = check.get_mut(key) {
+            rewrite_strings(v, &RULES);
+        }
     }
 }
 

@@ -87,6 +87,8 @@ pub struct Exercise {
     /// `[broker]`: the run starts a RabbitMQ the service reaches through a link the grader can
     /// cut, and the checks read and publish on it.
     pub broker: Option<BrokerSpec>,
+    /// What the service speaks, and so how the runtime knows it is ready.
+    pub protocol: Protocol,
     pub file: SourceFile,
     /// The task statement (`README.md`), when there is one.
     pub readme: Option<SourceFile>,
@@ -95,6 +97,8 @@ pub struct Exercise {
     /// Requirements that could be checked but no check covers yet (`untested` in the file).
     pub untested: Vec<coverage::IdRef>,
 }
+
+pub use crate::manifest::Protocol;
 
 /// The variable a service finds the broker in unless the exercise names another.
 pub const DEFAULT_BROKER_ENV: &str = "AMQP_URL";

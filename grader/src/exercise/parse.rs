@@ -81,6 +81,10 @@ pub(crate) struct RawExercise {
     dataset: Option<toml::Value>,
     /// `[broker]`: the run starts a RabbitMQ for the service (see `BrokerSpec`).
     broker: Option<RawBroker>,
+    /// What the service speaks: `http` (the default; ready once `health_path` answers 2xx) or
+    /// `grpc` (h2c; ready once `grpc.health.v1.Health/Check` answers `SERVING`).
+    #[serde(default)]
+    protocol: super::Protocol,
     /// README requirement ids no check covers yet (see `exercise::coverage`).
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
@@ -532,6 +536,20 @@ fn load_exercise(
             checks.push(check);
         }
     }
+    // Files of the exercise's folder a probe reads (a `.proto`), read and checked now.
+    for check in &mut checks {
+        if let CheckBody::Probe(call) = &mut check.body {
+            let loaded = call
+                .load_exercise_files(|name| source.read(&format!("{dir}/{name}")).ok().flatten());
+            if let Err(msg) = loaded {
+                let span = find_span(&file, &format!("id = \"{}\"", check.id));
+                diags
+                    .push(Diagnostic::new(&file, span, msg).with_help(
+                        "the file sits in the exercise's folder, next to exercise.toml",
+                    ));
+            }
+        }
+    }
     if broker.is_none() {
         for check in &checks {
             if let CheckBody::Probe(call) = &check.body {
@@ -602,6 +620,7 @@ fn load_exercise(
         upstreams,
         dataset,
         broker,
+        protocol: raw.protocol,
         requirements: readme
             .as_ref()
             .map(|r| coverage::requirements(&r.text))

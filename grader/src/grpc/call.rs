@@ -139,7 +139,7 @@ pub async fn unary(
     let exchange = async {
         grpc.ready()
             .await
-            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            .map_err(|e| CallError::Transport(error_chain(&*e)))?;
         Ok::<_, CallError>(grpc.unary(request, path, DynamicCodec).await)
     };
     let result = match tokio::time::timeout(wait, exchange).await {
@@ -253,7 +253,7 @@ pub async fn paced_server_stream(
     let opened = async {
         grpc.ready()
             .await
-            .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            .map_err(|e| CallError::Transport(error_chain(&*e)))?;
         Ok::<_, CallError>(grpc.server_streaming(request, path, DynamicCodec).await)
     };
     let mut stream = match tokio::time::timeout(wait, opened).await {

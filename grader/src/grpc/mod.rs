@@ -16,26 +16,25 @@ pub mod codec;
 pub mod contract;
 pub mod health;
 pub mod reflection;
+pub mod transport;
 
 use std::time::Duration;
 
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+pub use transport::H2Service;
 
 /// The HTTP/2 stream window the grader's client advertises: HTTP/2's default, fixed (no adaptive
 /// window), so that a server streaming faster than the grader reads is held back after 64 KiB,
 /// as the gRPC exercise's README promises.
 pub const STREAM_WINDOW: u32 = 65_535;
 
-/// HTTP/2 without TLS (h2c with prior knowledge) to one service.
+/// HTTP/2 without TLS (h2c with prior knowledge) to one service ([`transport`]).
 ///
-/// A hyper client rather than tonic's `Channel`: that one enforces a request's `grpc-timeout`
-/// itself and cancels the call at the deadline, which would hide what the grader is there to
-/// see, a server that answers late because it ignored the deadline.
+/// Not tonic's `Channel`: that one enforces a request's `grpc-timeout` itself and cancels the
+/// call at the deadline, which would hide what the grader is there to see, a server that answers
+/// late because it ignored the deadline.
 #[derive(Clone)]
 pub struct Channel {
-    client: Client<HttpConnector, tonic::body::Body>,
+    service: H2Service,
     origin: http::Uri,
 }
 
@@ -47,41 +46,24 @@ impl std::fmt::Debug for Channel {
 
 impl Channel {
     /// A tonic client over this channel, for calls built by hand.
-    pub fn grpc(&self) -> tonic::client::Grpc<Client<HttpConnector, tonic::body::Body>> {
-        tonic::client::Grpc::with_origin(self.client.clone(), self.origin.clone())
+    pub fn grpc(&self) -> tonic::client::Grpc<H2Service> {
+        tonic::client::Grpc::with_origin(self.service.clone(), self.origin.clone())
     }
 
-    pub(crate) fn parts(&self) -> (Client<HttpConnector, tonic::body::Body>, http::Uri) {
-        (self.client.clone(), self.origin.clone())
+    pub(crate) fn parts(&self) -> (H2Service, http::Uri) {
+        (self.service.clone(), self.origin.clone())
     }
 }
 
-/// A channel to `address` (`127.0.0.1:port`), once a TCP connection to it has succeeded within
-/// `connect_timeout` (the client itself connects lazily, and again after a drop).
+/// A channel to `address` (`127.0.0.1:port`), once an HTTP/2 connection to it has been made
+/// within `connect_timeout` (a lost connection is made again when the next call needs it).
 pub async fn connect(address: &str, connect_timeout: Duration) -> Result<Channel, String> {
     let origin: http::Uri = format!("http://{address}")
         .parse()
         .map_err(|e| format!("{address} is not an address: {e}"))?;
-    match tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(address)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => return Err(format!("could not connect to {address}: {e}")),
-        Err(_) => {
-            return Err(format!(
-                "could not connect to {address} within {}",
-                humantime::format_duration(connect_timeout)
-            ))
-        }
-    }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(connect_timeout));
-    let client = Client::builder(TokioExecutor::new())
-        .http2_only(true)
-        .http2_initial_stream_window_size(STREAM_WINDOW)
-        .http2_initial_connection_window_size(STREAM_WINDOW)
-        .http2_adaptive_window(false)
-        .build(connector);
-    Ok(Channel { client, origin })
+    let service = H2Service::new(address, STREAM_WINDOW, connect_timeout);
+    service.prime().await?;
+    Ok(Channel { service, origin })
 }
 
 /// An error and its sources on one line: tonic's transport errors say little at the top.

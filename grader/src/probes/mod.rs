@@ -18,6 +18,11 @@ pub mod contract_diff;
 pub mod db;
 pub mod db_params;
 pub mod deep_pages;
+pub mod grpc_calls;
+pub mod grpc_contract;
+pub mod grpc_deadline;
+pub mod grpc_shutdown;
+pub mod grpc_stream;
 pub mod ledger;
 pub mod metrics;
 pub mod no_internals_leak;
@@ -32,6 +37,7 @@ pub mod redundant_indexes;
 pub mod request;
 pub mod request_log;
 pub mod revalidate;
+pub mod rpc;
 pub mod service_log;
 pub mod shutdown;
 pub mod stored_secrets;
@@ -71,6 +77,11 @@ pub enum ProbeCall {
     OpenapiDocument(Box<openapi_document::Params>),
     Contract(Box<contract::Params>),
     ContractDiff(Box<contract_diff::Params>),
+    GrpcCalls(Box<grpc_calls::Params>),
+    GrpcContract(Box<grpc_contract::Params>),
+    GrpcDeadline(Box<grpc_deadline::Params>),
+    GrpcShutdown(Box<grpc_shutdown::Params>),
+    GrpcStream(Box<grpc_stream::Params>),
 }
 
 /// Every probe name, for suggestions and documentation.
@@ -99,6 +110,11 @@ pub const PROBE_NAMES: &[&str] = &[
     "openapi_document",
     "contract",
     "contract_diff",
+    "grpc_calls",
+    "grpc_contract",
+    "grpc_deadline",
+    "grpc_shutdown",
+    "grpc_stream",
 ];
 
 /// Every probe's name with the JSON Schema of its `params` table: the raw struct its `params.rs`
@@ -182,6 +198,23 @@ pub fn params_schemas(
             "contract_diff",
             gen.subschema_for::<contract_diff::params::Raw>(),
         ),
+        ("grpc_calls", gen.subschema_for::<grpc_calls::params::Raw>()),
+        (
+            "grpc_contract",
+            gen.subschema_for::<grpc_contract::params::Raw>(),
+        ),
+        (
+            "grpc_deadline",
+            gen.subschema_for::<grpc_deadline::params::Raw>(),
+        ),
+        (
+            "grpc_shutdown",
+            gen.subschema_for::<grpc_shutdown::params::Raw>(),
+        ),
+        (
+            "grpc_stream",
+            gen.subschema_for::<grpc_stream::params::Raw>(),
+        ),
     ]
 }
 
@@ -225,6 +258,11 @@ pub fn parse(name: &str, params: Option<&toml::Value>) -> Result<ProbeCall, Stri
         }
         "contract" => ProbeCall::Contract(Box::new(contract::parse(params)?)),
         "contract_diff" => ProbeCall::ContractDiff(Box::new(contract_diff::parse(params)?)),
+        "grpc_calls" => ProbeCall::GrpcCalls(Box::new(grpc_calls::parse(params)?)),
+        "grpc_contract" => ProbeCall::GrpcContract(Box::new(grpc_contract::parse(params)?)),
+        "grpc_deadline" => ProbeCall::GrpcDeadline(Box::new(grpc_deadline::parse(params)?)),
+        "grpc_shutdown" => ProbeCall::GrpcShutdown(Box::new(grpc_shutdown::parse(params)?)),
+        "grpc_stream" => ProbeCall::GrpcStream(Box::new(grpc_stream::parse(params)?)),
         other => {
             return Err(
                 match crate::diagnostic::did_you_mean(other, PROBE_NAMES.iter().copied()) {
@@ -266,6 +304,11 @@ pub async fn run(call: &ProbeCall, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         ProbeCall::OpenapiDocument(p) => openapi_document::run(p, ctx).await,
         ProbeCall::Contract(p) => contract::run(p, ctx).await,
         ProbeCall::ContractDiff(p) => contract_diff::run(p, ctx).await,
+        ProbeCall::GrpcCalls(p) => grpc_calls::run(p, ctx).await,
+        ProbeCall::GrpcContract(p) => grpc_contract::run(p, ctx).await,
+        ProbeCall::GrpcDeadline(p) => grpc_deadline::run(p, ctx).await,
+        ProbeCall::GrpcShutdown(p) => grpc_shutdown::run(p, ctx).await,
+        ProbeCall::GrpcStream(p) => grpc_stream::run(p, ctx).await,
     }
 }
 
@@ -296,6 +339,11 @@ impl ProbeCall {
             ProbeCall::OpenapiDocument(_) => "openapi_document",
             ProbeCall::Contract(_) => "contract",
             ProbeCall::ContractDiff(_) => "contract_diff",
+            ProbeCall::GrpcCalls(_) => "grpc_calls",
+            ProbeCall::GrpcContract(_) => "grpc_contract",
+            ProbeCall::GrpcDeadline(_) => "grpc_deadline",
+            ProbeCall::GrpcShutdown(_) => "grpc_shutdown",
+            ProbeCall::GrpcStream(_) => "grpc_stream",
         }
     }
 
@@ -334,6 +382,11 @@ impl ProbeCall {
             ProbeCall::OpenapiDocument(p) => p.template_strings(),
             ProbeCall::Contract(p) => p.template_strings(),
             ProbeCall::ContractDiff(p) => p.template_strings(),
+            ProbeCall::GrpcCalls(p) => p.template_strings(),
+            ProbeCall::GrpcContract(_)
+            | ProbeCall::GrpcDeadline(_)
+            | ProbeCall::GrpcShutdown(_)
+            | ProbeCall::GrpcStream(_) => Vec::new(),
         }
     }
 
@@ -350,6 +403,7 @@ impl ProbeCall {
             ProbeCall::Metrics(p) => request::captured_names(&p.setup),
             ProbeCall::RequestLog(p) => request::captured_names(&p.setup),
             ProbeCall::Contract(p) => request::captured_names(&p.requests),
+            ProbeCall::GrpcCalls(p) => return p.captured_names(),
             ProbeCall::Timeline(p) => {
                 return p
                     .phases
@@ -369,6 +423,7 @@ impl ProbeCall {
             ProbeCall::Concurrent(p) => p.upstream.as_ref(),
             ProbeCall::UpstreamCalls(p) => Some(&p.upstream),
             ProbeCall::PublishedEvents(p) => p.upstream.as_ref(),
+            ProbeCall::GrpcCalls(p) => p.upstream.as_ref(),
             _ => None,
         }
     }
@@ -379,7 +434,10 @@ impl ProbeCall {
     pub fn reads_database_statistics(&self) -> bool {
         matches!(
             self,
-            ProbeCall::QueryPlan(_) | ProbeCall::DeepPages(_) | ProbeCall::RedundantIndexes(_)
+            ProbeCall::QueryPlan(_)
+                | ProbeCall::DeepPages(_)
+                | ProbeCall::RedundantIndexes(_)
+                | ProbeCall::GrpcStream(_)
         )
     }
 
@@ -420,6 +478,22 @@ impl ProbeCall {
         }
     }
 
+    /// Reads the files of the exercise's folder the probe names (a `.proto`) with `read`, and
+    /// checks them; `Err` says what is wrong, for a diagnostic at the check.
+    pub fn load_exercise_files(
+        &mut self,
+        read: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), String> {
+        match self {
+            ProbeCall::GrpcContract(p) => {
+                let text = read(&p.proto)
+                    .ok_or_else(|| format!("cannot read {} in the exercise's folder", p.proto))?;
+                p.load(&text)
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Whether the probe reads or writes the run's broker: its exercise must declare `[broker]`.
     pub fn uses_broker(&self) -> bool {
         matches!(
@@ -437,7 +511,7 @@ impl ProbeCall {
         match self {
             ProbeCall::PublishedEvents(p) => p.restarts_service(),
             ProbeCall::ConsumedPayments(p) => p.restarts_service(),
-            ProbeCall::Shutdown(_) => true,
+            ProbeCall::Shutdown(_) | ProbeCall::GrpcShutdown(_) => true,
             _ => false,
         }
     }

@@ -573,12 +573,13 @@ mod tests {
                 "database-indexing",
                 "event-driven",
                 "graphql",
+                "grpc",
                 "integration-resilience",
                 "observability"
             ]
         );
         let in_lanes: usize = plan.lanes.iter().map(Vec::len).sum();
-        assert_eq!(in_lanes, ids.len() - 5);
+        assert_eq!(in_lanes, ids.len() - 6);
 
         // A check whose SQL step keeps a count to compare after a request runs alone even
         // without a statistics probe; one with plain steps does not.

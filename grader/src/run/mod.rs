@@ -379,6 +379,14 @@ async fn execute_with(
         if let Some(broker) = plan.exercises.iter().find_map(|e| e.broker.as_ref()) {
             sp.broker_env = Some(sp.broker_env_name(&broker.env));
         }
+        // A gRPC exercise's service says it is ready through the gRPC health service.
+        if plan
+            .exercises
+            .iter()
+            .any(|e| e.protocol == crate::exercise::Protocol::Grpc)
+        {
+            sp.protocol = crate::exercise::Protocol::Grpc;
+        }
         // A check that makes the database fail needs the service to reach it through a link
         // the grader controls; other runs talk to PostgreSQL directly.
         sp.database_link =

@@ -39,6 +39,7 @@ use super::capped_log::{
     read_capped_line, CappedLog, BUILD_LOG_CAP, BUILD_LOG_TAIL, MAX_LOG_LINE, SERVICE_LOG_CAP,
 };
 use super::link::LinkServer;
+use super::readiness::Attempt;
 use super::*;
 
 /// Label naming one run; teardown removes everything carrying it.
@@ -680,7 +681,7 @@ impl DockerEnvironment {
             Phase::ServiceStart,
             &format!(
                 "starting the service container, waiting for {}",
-                plan.health_path
+                plan.readiness_target()
             ),
         );
         let started = Instant::now();
@@ -1279,16 +1280,8 @@ impl DockerEnvironment {
         plan: &ServicePlan,
         base_url: &url::Url,
     ) -> Result<(), StartError> {
-        let health = format!(
-            "{}{}",
-            base_url.as_str().trim_end_matches('/'),
-            plan.health_path
-        );
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| infra("your service", e.to_string()))?;
+        let readiness = super::readiness::Readiness::new(plan, base_url)
+            .map_err(|e| infra("your service", e))?;
         let deadline = Instant::now() + plan.startup_timeout;
         let mut last;
         loop {
@@ -1297,23 +1290,27 @@ impl DockerEnvironment {
                     message: format!(
                         "your service's container {} before it answered on {}",
                         self.describe_exit(code),
-                        plan.health_path
+                        readiness.target()
                     ),
                     log_tail: self.service_log_tail(LOG_TAIL),
                 });
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_request = remaining.clamp(Duration::from_millis(100), HEALTH_REQUEST_TIMEOUT);
-            match client.get(&health).timeout(per_request).send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                Ok(r) => last = format!("status {}", r.status()),
-                Err(e) if e.is_timeout() => last = "no answer".into(),
-                Err(_) => last = NO_CONNECTION.into(),
+            match readiness.attempt(per_request).await {
+                Attempt::Ready => return Ok(()),
+                Attempt::NotReady(why) => last = why,
+                // A mapped port accepts the connection and then drops it when nothing listens
+                // inside: either way, nothing inside answered.
+                Attempt::NoConnection(why) if why.starts_with("no answer") => {
+                    last = "no answer".into()
+                }
+                Attempt::NoConnection(_) => last = NO_CONNECTION.into(),
             }
             if Instant::now() >= deadline {
                 let mut message = format!(
-                    "your service did not answer 2xx on {} within {} (last attempt: {last})",
-                    plan.health_path,
+                    "your service did not answer {} within {} (last attempt: {last})",
+                    readiness.awaited(),
                     humantime::format_duration(plan.startup_timeout)
                 );
                 if last == NO_CONNECTION {

@@ -34,6 +34,7 @@ use self::rabbitmq::RabbitMq;
 use self::redis::Redis;
 use super::capped_log::{self, CappedLog, PipeDrain, SERVICE_LOG_CAP};
 use super::link::LinkServer;
+use super::readiness::{Attempt, Readiness};
 use super::*;
 pub use warm::{WarmDependencies, WarmRun};
 
@@ -321,7 +322,10 @@ impl LocalEnvironment {
 
         progress.phase_started(
             Phase::ServiceStart,
-            &format!("starting the service, waiting for {}", plan.health_path),
+            &format!(
+                "starting the service, waiting for {}",
+                plan.readiness_target()
+            ),
         );
         let started = Instant::now();
         let base_url = self.start_service(plan).await?;
@@ -405,46 +409,33 @@ impl LocalEnvironment {
         })
     }
 
-    /// Polls the health path until it answers 2xx, the service exits, or the plan's start-up
-    /// timeout passes.
+    /// Polls the service's readiness signal (see [`super::readiness`]) until it says ready, the
+    /// service exits, or the plan's start-up timeout passes.
     async fn wait_healthy(&self, plan: &ServicePlan, port: u16) -> Result<(), StartError> {
-        let infra = service_infra;
-        let health_path = if plan.health_path.starts_with('/') {
-            plan.health_path.clone()
-        } else {
-            format!("/{}", plan.health_path)
-        };
-        let health_url = format!("http://127.0.0.1:{port}{health_path}");
-        // The service is on loopback: a proxy from the environment must not get in the way, and
-        // a redirect is not a healthy answer.
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| infra(format!("could not build an HTTP client: {e}")))?;
-
+        let base_url = url::Url::parse(&format!("http://127.0.0.1:{port}"))
+            .map_err(|e| service_infra(format!("bad base URL: {e}")))?;
+        let readiness = Readiness::new(plan, &base_url).map_err(service_infra)?;
         let deadline = Instant::now() + plan.startup_timeout;
         let mut last: String;
         loop {
             if let Some(status) = self.service_exit() {
-                return Err(self.exited_early(status, &health_path));
+                return Err(self.exited_early(status, readiness.target()));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let per_request = remaining.clamp(Duration::from_millis(100), HEALTH_REQUEST_TIMEOUT);
-            match client.get(&health_url).timeout(per_request).send().await {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => last = format!("status {}", response.status()),
-                Err(error) => last = describe_request_error(&error, per_request),
+            match readiness.attempt(per_request).await {
+                Attempt::Ready => return Ok(()),
+                Attempt::NotReady(why) | Attempt::NoConnection(why) => last = why,
             }
             if Instant::now() >= deadline {
                 // It may have died while we waited for the last answer; its exit explains more.
                 if let Some(status) = self.service_exit() {
-                    return Err(self.exited_early(status, &health_path));
+                    return Err(self.exited_early(status, readiness.target()));
                 }
                 return Err(StartError::ServiceDidNotStart {
                     message: format!(
-                        "your service did not answer 2xx on {health_path} within {} (last \
-                         attempt: {last})",
+                        "your service did not answer {} within {} (last attempt: {last})",
+                        readiness.awaited(),
                         humantime::format_duration(plan.startup_timeout)
                     ),
                     log_tail: self.service_log_tail(LOG_TAIL),
@@ -801,28 +792,6 @@ async fn run_build(build: &str, plan: &ServicePlan) -> Result<(), StartError> {
     }
 }
 
-/// "connection refused", "no answer within 2.0 s", or the innermost cause.
-fn describe_request_error(error: &reqwest::Error, timeout: Duration) -> String {
-    if error.is_timeout() {
-        // Measured (what was left of the start-up timeout), so rounded for people.
-        return format!("no answer within {}", super::seconds(timeout));
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    let mut innermost = error.to_string();
-    while let Some(current) = source {
-        if let Some(io) = current.downcast_ref::<std::io::Error>() {
-            match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => return "connection refused".to_string(),
-                std::io::ErrorKind::ConnectionReset => return "connection reset".to_string(),
-                _ => {}
-            }
-        }
-        innermost = current.to_string();
-        source = current.source();
-    }
-    innermost
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -837,7 +806,7 @@ mod tests {
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let error = client.get(&url).timeout(timeout).send().await.unwrap_err();
         assert_eq!(
-            describe_request_error(&error, timeout),
+            super::readiness::describe_request_error(&error, timeout),
             "no answer within 123 ms"
         );
     }

@@ -13,6 +13,7 @@ pub mod capped_log;
 pub mod docker;
 mod link;
 pub mod local;
+pub mod readiness;
 
 pub use link::FaultLink;
 

@@ -185,6 +185,20 @@ struct State {
     in_flight: Vec<u32>,
     /// The most `in_flight` reached since [`Upstream::reset_peak`] (or the check began).
     peak_in_flight: Vec<u32>,
+    /// The last [`MAX_KEPT_CALLS`] calls that ended, oldest first.
+    ended: VecDeque<Ended>,
+}
+
+/// A call that ended: answered, or given up by the caller (its connection closed) while the
+/// mock was still waiting out the route's delay.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    route: usize,
+    pub arrived_at: Instant,
+    pub ended_at: Instant,
+    /// The route's delay had passed when the call ended (so the mock answered, or held a
+    /// `timeout` fault); `false`: the caller left during the delay.
+    pub waited_out: bool,
 }
 
 impl State {
@@ -433,6 +447,19 @@ impl Upstream {
         Ok((state.in_flight[i], state.peak_in_flight[i]))
     }
 
+    /// The calls to `route` that arrived at or after `since` and have ended, in the order they
+    /// ended.
+    pub fn ended_since(&self, route: &str, since: Instant) -> Result<Vec<Ended>, String> {
+        let i = self.route_index(route)?;
+        let state = self.lock();
+        Ok(state
+            .ended
+            .iter()
+            .filter(|e| e.route == i && e.arrived_at >= since)
+            .copied()
+            .collect())
+    }
+
     /// Starts measuring the peak of calls in flight on `route` afresh, from those in flight now.
     pub fn reset_peak(&self, route: &str) -> Result<(), String> {
         let i = self.route_index(route)?;
@@ -475,11 +502,26 @@ impl std::fmt::Debug for Upstreams {
 }
 
 impl Upstreams {
-    /// Starts one mock per spec (specs with the same name are started once) on free ports.
+    /// Starts one mock per spec on free ports. Specs with the same name (two exercises of a run
+    /// that share a dependency, such as graphql's and grpc's loyalty service) are started once,
+    /// as the first declares it, with every spec's `service_env` (the first's value wins).
     pub async fn start(specs: &[UpstreamSpec], options: &UpstreamOptions) -> Result<Self, String> {
+        let mut merged: Vec<UpstreamSpec> = Vec::new();
+        for spec in specs {
+            match merged.iter_mut().find(|m| m.name == spec.name) {
+                Some(first) => {
+                    for (key, value) in &spec.service_env {
+                        if !first.service_env.iter().any(|(k, _)| k == key) {
+                            first.service_env.push((key.clone(), value.clone()));
+                        }
+                    }
+                }
+                None => merged.push(spec.clone()),
+            }
+        }
         let mut upstreams = Vec::new();
         let mut tasks = Vec::new();
-        for spec in specs {
+        for spec in &merged {
             if upstreams
                 .iter()
                 .any(|u: &Arc<Upstream>| u.spec.name == spec.name)
@@ -633,16 +675,29 @@ async fn serve(
     while connections.join_next().await.is_some() {}
 }
 
-/// A call being answered; counted out of the route's calls in flight when dropped.
+/// A call being answered; counted out of the route's calls in flight, and recorded as ended,
+/// when dropped: hyper drops a call's handler when its caller closes the connection, so an
+/// abandoned call ends when its caller leaves.
 struct InFlight<'a> {
     upstream: &'a Upstream,
     route: usize,
+    arrived_at: Instant,
+    waited_out: bool,
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut state = self.upstream.lock();
         state.in_flight[self.route] = state.in_flight[self.route].saturating_sub(1);
+        if state.ended.len() >= MAX_KEPT_CALLS {
+            state.ended.pop_front();
+        }
+        state.ended.push_back(Ended {
+            route: self.route,
+            arrived_at: self.arrived_at,
+            ended_at: Instant::now(),
+            waited_out: self.waited_out,
+        });
     }
 }
 
@@ -771,13 +826,16 @@ async fn handle(
         (effective, seq, on_arrival, key)
     };
     // Counted out however the call ends: answered, dropped, or abandoned by the caller.
-    let _in_flight = InFlight {
+    let mut in_flight = InFlight {
         upstream: &upstream,
         route: index,
+        arrived_at: Instant::now(),
+        waited_out: false,
     };
     if !behaviour.delay.is_zero() {
         tokio::time::sleep(behaviour.delay).await;
     }
+    in_flight.waited_out = true;
     match behaviour.fault {
         Some(Fault::Timeout) => {
             // Held until the caller gives up or the run ends (shutdown aborts the connection).
@@ -935,6 +993,24 @@ mod tests {
         )
         .unwrap();
         spec::parse("payments", &v).unwrap()
+    }
+
+    /// Two exercises sharing a dependency: one mock, and the service gets both exercises'
+    /// settings for it.
+    #[tokio::test]
+    async fn upstreams_of_one_name_start_once_with_every_exercises_service_env() {
+        let mut first = spec();
+        first.env = "PAYMENTS_URL".into();
+        let mut second = spec();
+        second.service_env = vec![("API_TOKENS".into(), "t=7".into())];
+        let ups = Upstreams::start(&[first, second], &UpstreamOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(ups.iter().count(), 1);
+        let vars = ups.env_vars(&BTreeMap::new());
+        assert_eq!(vars.len(), 2, "{vars:?}");
+        assert_eq!(vars[0].0, "PAYMENTS_URL");
+        assert_eq!(vars[1], ("API_TOKENS".to_string(), "t=7".to_string()));
     }
 
     #[tokio::test]

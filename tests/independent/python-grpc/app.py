@@ -741,7 +741,10 @@ def main():
     health.set_serving(True)
     log.info("serving on port %s (bug=%s, style=%s)", port, BUG or "-", ",".join(sorted(STYLE)) or "-")
 
-    while not stop.wait(1.0):
+    # Short waits: the kernel may deliver SIGTERM to one of grpcio's threads, and CPython runs
+    # the Python handler only when the main thread wakes (the grader saw health turn NOT_SERVING
+    # about a second late with wait(1.0); FINDINGS.md).
+    while not stop.wait(0.05):
         pass
     t0 = time.monotonic()
     if BUG != "health-serving-during-shutdown":

@@ -611,10 +611,44 @@ pub enum Bug {
     GqlCustomerOrdersIgnoreStatus,
     /// The loyalty call has no timeout of its own: a stalled loyalty service stalls the query.
     GqlNoLoyaltyTimeout,
+    /// `GetOrder` and `GetCustomer` answer `UNKNOWN "no rows returned"` for an id no row has, instead of `NOT_FOUND`.
+    GrpcUnknownForMissing,
+    /// `GetCustomer` ignores the call's deadline: the loyalty request waits its full 2 s and the call answers `OK`, late.
+    GrpcDeadlineIgnored,
+    /// After SIGTERM the health service keeps answering `SERVING` (the drain is otherwise unchanged).
+    GrpcServingDuringShutdown,
+    /// `INVALID_ARGUMENT` is sent as a plain status: no `google.rpc.BadRequest` in `grpc-status-details-bin`.
+    GrpcNoBadRequestDetails,
+    /// Reflection describes a drifted contract: `Order.total_cents` is named `total` (same number).
+    GrpcContractDrift,
+    /// `ListOrders` reads every matching row with one query (no `LIMIT`) before it streams the first.
+    GrpcStreamUnbounded,
+    /// `ListOrders` streams oldest first (`created_at`, then `id`, ascending).
+    GrpcStreamOldestFirst,
+    /// `PlaceOrder` checks the token's customer before `total_cents`: both wrong answers `PERMISSION_DENIED`.
+    GrpcPermissionBeforeArgument,
+    /// `CreateCustomer` leaves duplicate emails to a unique index and answers its violation `INTERNAL`, with the database's words.
+    GrpcInternalOnDuplicate,
+    /// `CreateCustomer` compares emails case-sensitively: `X@Y.com` is new next to `x@y.com`.
+    GrpcCaseSensitiveEmail,
+    /// Only the exact scheme `Bearer` is accepted: `bearer <token>` answers `UNAUTHENTICATED`.
+    GrpcBearerCaseSensitive,
+    /// On SIGTERM, health turns `NOT_SERVING`, then the process exits 0.2 s later: no further serving, calls in flight dropped.
+    GrpcDropsInflight,
+    /// `GetCustomer` never asks the loyalty service: `loyalty_tier` is always empty.
+    GrpcNoTier,
+    /// The email's 254-character limit is counted in UTF-8 bytes.
+    GrpcEmailBytes,
+    /// A loyalty service answering 5xx fails `GetCustomer` with `UNAVAILABLE` (timeouts still give an empty tier).
+    GrpcLoyalty5xxFailsCall,
+    /// Without a deadline the loyalty request has no 2 s cap: `GetCustomer` waits as long as the loyalty service takes.
+    GrpcNoLoyaltyCap,
+    /// Health `Check` answers `SERVING` for a service name it does not know, instead of `NOT_FOUND`.
+    GrpcHealthUnknownServing,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 293] = [
+    pub const ALL: [Bug; 310] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -908,6 +942,23 @@ impl Bug {
         Bug::GqlMutationNotStored,
         Bug::GqlCustomerOrdersIgnoreStatus,
         Bug::GqlNoLoyaltyTimeout,
+        Bug::GrpcUnknownForMissing,
+        Bug::GrpcDeadlineIgnored,
+        Bug::GrpcServingDuringShutdown,
+        Bug::GrpcNoBadRequestDetails,
+        Bug::GrpcContractDrift,
+        Bug::GrpcStreamUnbounded,
+        Bug::GrpcStreamOldestFirst,
+        Bug::GrpcPermissionBeforeArgument,
+        Bug::GrpcInternalOnDuplicate,
+        Bug::GrpcCaseSensitiveEmail,
+        Bug::GrpcBearerCaseSensitive,
+        Bug::GrpcDropsInflight,
+        Bug::GrpcNoTier,
+        Bug::GrpcEmailBytes,
+        Bug::GrpcLoyalty5xxFailsCall,
+        Bug::GrpcNoLoyaltyCap,
+        Bug::GrpcHealthUnknownServing,
     ];
 
     /// The value of `REFSVC_BUG` that selects this bug.
@@ -1206,6 +1257,23 @@ impl Bug {
             Bug::GqlMutationNotStored => "gql-mutation-not-stored",
             Bug::GqlCustomerOrdersIgnoreStatus => "gql-customer-orders-ignore-status",
             Bug::GqlNoLoyaltyTimeout => "gql-no-loyalty-timeout",
+            Bug::GrpcUnknownForMissing => "grpc-unknown-for-missing",
+            Bug::GrpcDeadlineIgnored => "grpc-deadline-ignored",
+            Bug::GrpcServingDuringShutdown => "grpc-serving-during-shutdown",
+            Bug::GrpcNoBadRequestDetails => "grpc-no-bad-request-details",
+            Bug::GrpcContractDrift => "grpc-contract-drift",
+            Bug::GrpcStreamUnbounded => "grpc-stream-unbounded",
+            Bug::GrpcStreamOldestFirst => "grpc-stream-oldest-first",
+            Bug::GrpcPermissionBeforeArgument => "grpc-permission-before-argument",
+            Bug::GrpcInternalOnDuplicate => "grpc-internal-on-duplicate",
+            Bug::GrpcCaseSensitiveEmail => "grpc-case-sensitive-email",
+            Bug::GrpcBearerCaseSensitive => "grpc-bearer-case-sensitive",
+            Bug::GrpcDropsInflight => "grpc-drops-inflight",
+            Bug::GrpcNoTier => "grpc-no-tier",
+            Bug::GrpcEmailBytes => "grpc-email-bytes",
+            Bug::GrpcLoyalty5xxFailsCall => "grpc-loyalty-5xx-fails-call",
+            Bug::GrpcNoLoyaltyCap => "grpc-no-loyalty-cap",
+            Bug::GrpcHealthUnknownServing => "grpc-health-unknown-serving",
         }
     }
 

@@ -5,4 +5,4 @@ pub mod params;
 mod run;
 
 pub use params::{parse, NoInternalsLeak as Params};
-pub use run::run;
+pub use run::{reveals, run};

@@ -37,6 +37,19 @@ static SIGNATURES: LazyLock<Vec<(&'static str, Regex)>> = LazyLock::new(|| {
     .collect()
 });
 
+/// What `text` reveals of a service's insides (a stack trace, a database error, a source path),
+/// with the words around it; `None` for an honest message.
+pub fn reveals(text: &str) -> Option<(&'static str, String)> {
+    SIGNATURES.iter().find_map(|(what, re)| {
+        re.find(text).map(|m| {
+            (
+                *what,
+                shorten(&context_around(text, m.start(), m.end()), 160),
+            )
+        })
+    })
+}
+
 /// One awkward request.
 struct Case {
     label: String,

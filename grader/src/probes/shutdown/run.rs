@@ -32,7 +32,7 @@ use crate::runtime::{ServiceState, StartError};
 const REACH_UPSTREAM: Duration = Duration::from_secs(5);
 
 /// Why the check cannot run with `--runtime external`.
-const EXTERNAL: &str = "this check sends SIGTERM to your service and starts it again; with --runtime external the grader does not run your service, so it does not run this check";
+pub const EXTERNAL: &str = "this check sends SIGTERM to your service and starts it again; with --runtime external the grader does not run your service, so it does not run this check";
 
 /// What happened after the signal.
 struct AfterSignal {
@@ -54,16 +54,8 @@ pub async fn run(p: &Shutdown, ctx: &mut CheckContext<'_>) -> Result<(), Failure
     // bulkhead) must not keep the requests from reaching the upstream, or this check would
     // grade those instead of the shutdown.
     restart(ctx, "before the check").await?;
-    let upstream = ctx
-        .upstreams
-        .get(&p.upstream)
-        .map_err(Failure::Error)?
-        .clone();
-    let mut behaviour = upstream.behaviour(&p.route).map_err(Failure::Error)?;
-    behaviour.delay = p.delay;
-    upstream
-        .set_behaviour(&p.route, behaviour)
-        .map_err(Failure::Error)?;
+    let upstream =
+        crate::probes::upstream_calls::run::delay_route(ctx, &p.upstream, &p.route, p.delay)?;
     let count = p.requests.len();
     // "The answer it would have had without the signal", measured: the same requests (their own
     // keys: indexes after the shutdown round's) on the same slow upstream, with no signal.
@@ -369,7 +361,7 @@ fn judge_shutdown(
 /// Starts the service again (`when`: "before the check", "after SIGTERM"). A service that does
 /// not come back fails the check (it must start on the state it left); anything else is the
 /// grader's error.
-async fn restart(ctx: &CheckContext<'_>, when: &str) -> Result<Duration, Failure> {
+pub async fn restart(ctx: &CheckContext<'_>, when: &str) -> Result<Duration, Failure> {
     match ctx.service.restart_service().await {
         Ok(took) => Ok(took),
         Err(StartError::ServiceDidNotStart { message, log_tail }) => Err(Failure::Fail(FailInfo {

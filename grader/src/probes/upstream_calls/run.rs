@@ -142,6 +142,23 @@ pub(crate) fn apply_behaviour(
     Ok(upstream)
 }
 
+/// Slows `route` of the upstream `name` to `delay`, for this check only (as
+/// [`apply_behaviour`]); the probes that need a call held in flight use it.
+pub(crate) fn delay_route(
+    ctx: &CheckContext<'_>,
+    name: &str,
+    route: &str,
+    delay: std::time::Duration,
+) -> Result<Arc<Upstream>, Failure> {
+    let upstream = ctx.upstreams.get(name).map_err(Failure::Error)?.clone();
+    let mut behaviour = upstream.behaviour(route).map_err(Failure::Error)?;
+    behaviour.delay = delay;
+    upstream
+        .set_behaviour(route, behaviour)
+        .map_err(Failure::Error)?;
+    Ok(upstream)
+}
+
 /// The English plural of a noun phrase's last word: "charge" → "charges", "key-set fetch" →
 /// "key-set fetches", "retry" → "retries".
 pub(crate) fn plural(noun: &str) -> String {
