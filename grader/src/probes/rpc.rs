@@ -229,12 +229,17 @@ pub fn recorded_reply(reply: &Reply) -> RecordedResponse {
             serde_json::to_string_pretty(&details_json(details)).unwrap_or_default()
         }
     };
+    // A stream's messages can be many: shown as far as any response body is.
+    let shown: String = body
+        .chars()
+        .take(crate::engine::http::MAX_SHOWN_BODY_CHARS)
+        .collect();
     RecordedResponse {
         status: 200,
         headers,
         body_bytes: body.len() as u64,
-        body,
-        body_truncated: false,
+        body_truncated: shown.len() < body.len(),
+        body: shown,
     }
 }
 

@@ -288,7 +288,7 @@ async fn migrate(pool: &Pool) -> Result<(), String> {
     client
         .batch_execute(&grpc::schema())
         .await
-        .map_err(|error| format!("cannot create the grpc tables: {error}"))?;
+        .map_err(|error| format!("cannot index the grpc tables: {error}"))?;
     Ok(())
 }
 

@@ -41,8 +41,9 @@ pub async fn run(p: &GrpcDeadline, ctx: &mut CheckContext<'_>) -> Result<(), Fai
         };
         let recorded = rpc::record(ctx, &sent, &result);
         if round > 0 {
-            // The first round's exchange stands for the others.
-            ctx.exchanges.remove(recorded);
+            // One exchange in the report: the latest round's, which is the one that failed when
+            // one did (the earlier round's is the exchange just before it).
+            ctx.exchanges.remove(recorded - 1);
         }
         let bound = deadline + p.slack;
         let reply = match result {
