@@ -1626,6 +1626,55 @@ pub(crate) mod tests {
         assert!(diags.0[0].message.contains("needs an oidc-issuer upstream"));
     }
 
+    /// A `grpc_contract` check's `.proto` is read and compiled when the exercise loads: a file
+    /// that is missing, or defines no such service, is an error at the check.
+    #[test]
+    fn a_grpc_contracts_proto_is_read_and_checked_at_load() {
+        let check = |service: &str| {
+            format!(
+                "{SEC_HEAD}protocol = \"grpc\"\n[[check]]\nid = \"contract\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\nprobe = \"grpc_contract\"\nparams = {{ proto = \"shop.proto\", service = \"{service}\" }}\n"
+            )
+        };
+        let missing = catalog_with(&check("shop.v1.Shop")).unwrap_err();
+        assert!(
+            missing.0[0].location().contains("exercise.toml:8:")
+                && missing.0[0]
+                    .message
+                    .contains("cannot read shop.proto in the exercise's folder"),
+            "{}",
+            missing.render(false)
+        );
+
+        let with_proto = |service: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let skills = concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/skills.toml");
+            std::fs::copy(skills, dir.path().join("skills.toml")).unwrap();
+            std::fs::create_dir(dir.path().join("sec")).unwrap();
+            std::fs::write(dir.path().join("sec/README.md"), "# Sec\n### 1. Admin\n").unwrap();
+            std::fs::write(dir.path().join("sec/exercise.toml"), check(service)).unwrap();
+            let proto = concat!(env!("CARGO_MANIFEST_DIR"), "/../exercises/grpc/shop.proto");
+            std::fs::copy(proto, dir.path().join("sec/shop.proto")).unwrap();
+            load_catalog(&ExerciseSource::Dir(dir.path().to_path_buf()))
+        };
+        let catalog = with_proto("shop.v1.Shop").unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let ex = catalog.exercise("sec").unwrap();
+        assert_eq!(ex.protocol, super::super::Protocol::Grpc);
+        match &ex.checks[0].body {
+            CheckBody::Probe(crate::probes::ProbeCall::GrpcContract(p)) => {
+                assert!(p.contract.is_some())
+            }
+            other => panic!("{other:?}"),
+        }
+        let wrong = with_proto("shop.v1.Nope").unwrap_err();
+        assert!(
+            wrong.0[0]
+                .message
+                .contains("shop.proto defines no service shop.v1.Nope"),
+            "{}",
+            wrong.render(false)
+        );
+    }
+
     const SQL_CHECK: &str = "[[check]]\nid = \"db\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n[[check.step]]\nrequest.method = \"POST\"\nrequest.path = \"/accounts\"\ncapture.id = { json = \"$.id\" }\n";
 
     fn sql_errors(step: &str) -> Vec<String> {
