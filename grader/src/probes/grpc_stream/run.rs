@@ -7,7 +7,7 @@ use serde_json::Value;
 use super::params::{GrpcStream, Order, Pace};
 use crate::dataset::SERVICE_ROLE;
 use crate::engine::{CheckContext, FailInfo, Failure};
-use crate::grpc::call::{self, CallSpec, PacedStream, Reply};
+use crate::grpc::call::{self, CallError, CallSpec, PacedStream, Reply};
 use crate::pg::db_error;
 use crate::probes::db::{self, answers};
 use crate::probes::rpc::{self, Sent};
@@ -81,7 +81,7 @@ async fn read(
         metadata: &[],
         deadline: None,
     };
-    rpc::record(ctx, &sent, &as_reply.clone().map_err(|e| e.clone()));
+    rpc::record(ctx, &sent, &as_reply.map_err(CallError::clone));
     match result {
         Ok(stream) => Ok(stream),
         Err(e) => Err(rpc::call_failure(ctx, step, &p.method, e).await),
