@@ -143,9 +143,7 @@ async fn signalled(p: &GrpcShutdown, ctx: &mut CheckContext<'_>) -> Result<(), F
     };
 
     // 1. NOT_SERVING soon, for both names.
-    if let Some(poll) = polls.iter().find(|poll| {
-        poll.sent_after > p.not_serving_within && matches!(poll.answer, Ok(Health::Serving))
-    }) {
+    if let Some(poll) = first_still_serving(&polls, &p.service, p.not_serving_within) {
         return Err(fail(
             format!(
                 "Check({:?}) still answered SERVING {} after SIGTERM: a load balancer keeps sending calls to a server that is going away",
@@ -265,6 +263,20 @@ async fn signalled(p: &GrpcShutdown, ctx: &mut CheckContext<'_>) -> Result<(), F
     Ok(())
 }
 
+/// The first poll sent after `bound` that still got SERVING. The overall name is looked at
+/// before the service's, so a server serving both is reported by the same name whichever of a
+/// round's two polls happened to be the first past the bound.
+fn first_still_serving<'p>(polls: &'p [Poll], service: &str, bound: Duration) -> Option<&'p Poll> {
+    let for_name = |name: &str| {
+        polls.iter().find(|poll| {
+            poll.service == name
+                && poll.sent_after > bound
+                && matches!(poll.answer, Ok(Health::Serving))
+        })
+    };
+    for_name("").or_else(|| for_name(service))
+}
+
 fn describe(result: &Result<Reply, CallError>) -> String {
     match result {
         Ok(reply) => reply.status_line(),
@@ -330,4 +342,51 @@ async fn poll_health(
         tokio::time::sleep_until((round + POLL_INTERVAL).into()).await;
     }
     polls
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn poll(ms: u64, service: &str, answer: Health) -> Poll {
+        Poll {
+            sent_after: Duration::from_millis(ms),
+            service: service.into(),
+            answer: Ok(answer),
+        }
+    }
+
+    #[test]
+    fn a_server_serving_both_names_is_reported_by_the_overall_name() {
+        let bound = Duration::from_millis(500);
+        // The round's first poll went out just before the bound, its second just after.
+        let polls = [
+            poll(499, "", Health::Serving),
+            poll(501, "shop.v1.Shop", Health::Serving),
+            poll(550, "", Health::Serving),
+            poll(551, "shop.v1.Shop", Health::Serving),
+        ];
+        let found = first_still_serving(&polls, "shop.v1.Shop", bound).unwrap();
+        assert_eq!(
+            (found.service.as_str(), found.sent_after.as_millis()),
+            ("", 550)
+        );
+    }
+
+    #[test]
+    fn only_the_service_name_still_serving_is_caught() {
+        let bound = Duration::from_millis(500);
+        let polls = [
+            poll(550, "", Health::NotServing),
+            poll(551, "shop.v1.Shop", Health::Serving),
+        ];
+        let found = first_still_serving(&polls, "shop.v1.Shop", bound).unwrap();
+        assert_eq!(found.service, "shop.v1.Shop");
+        let drained = [
+            poll(450, "shop.v1.Shop", Health::Serving),
+            poll(550, "", Health::NotServing),
+            poll(551, "shop.v1.Shop", Health::NotServing),
+        ];
+        assert!(first_still_serving(&drained, "shop.v1.Shop", bound).is_none());
+    }
 }
