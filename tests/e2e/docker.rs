@@ -80,8 +80,9 @@ fn docker_runtime_matches_local_and_leaves_nothing() {
         // event-driven, whose broker container alone takes 16 s here: CI's time budget. Its
         // broker, link and restart under docker are runtime_docker's
         // `broker_container_link_and_restart_keep_the_port`; the whole exercise under docker is
-        // `SOAK_EXERCISE=event-driven SOAK_RUNTIME=docker scripts/soak`. Each variant on the
-        // exercise its bug belongs to.
+        // `SOAK_EXERCISE=event-driven SOAK_RUNTIME=docker scripts/soak`. grpc is here for its
+        // readiness by the health service and its SIGTERM through the container. Each variant
+        // on the exercise its bug belongs to.
         let args: &[&str] = if bug.is_empty() {
             &[
                 "--seed",
@@ -100,6 +101,8 @@ fn docker_runtime_matches_local_and_leaves_nothing() {
                 "security",
                 "-e",
                 "transactions",
+                "-e",
+                "grpc",
             ]
         } else {
             &["--exercise", "api-design", "--seed", "7"]

@@ -3,7 +3,8 @@
 //! - `customers (id, email, name, created_at)`: emails in mixed case (`Amber.Otter42@Example.com`),
 //!   so a case-insensitive lookup needs `lower(email)`.
 //! - `orders (id, customer_id, status, created_at, total_cents)`: ids grow with `created_at`
-//!   (rows are inserted in time order, as a live shop would); customers follow a power law (a
+//!   (rows are inserted in time order, as a live shop would), except a `backfilled` share
+//!   imported late, whose ids follow all the others'; customers follow a power law (a
 //!   few customers own thousands of orders, most own one or two); statuses depend on age (recent
 //!   orders are `pending` or `shipped`, old ones mostly `delivered`).
 //!
@@ -40,6 +41,13 @@ pub struct OrdersParams {
     /// two exercises with this generator can share one service's database.
     #[serde(default)]
     pub table_prefix: String,
+    /// The share of orders (0 to 0.5) imported late from an older system: their times are
+    /// spread over the whole history like the others', but their ids come after every other
+    /// order's. With it, ids no longer follow `created_at`, so a service that orders by `id`
+    /// where the task says `created_at` answers differently. 0 (the default) loads ids in time
+    /// order, and the same rows as before the option existed.
+    #[serde(default)]
+    pub backfilled: f64,
 }
 
 fn default_customers() -> u64 {
@@ -79,6 +87,12 @@ impl OrdersParams {
             return Err(
                 "[dataset.params]: `days` must be 1 to 36,500 and `skew` 1.0 to 10.0".into(),
             );
+        }
+        if !(0.0..=0.5).contains(&p.backfilled) {
+            return Err(format!(
+                "[dataset.params]: `backfilled` {} must be a share from 0 to 0.5 (0.05 imports one order in twenty late)",
+                p.backfilled
+            ));
         }
         Ok(p)
     }
@@ -196,6 +210,8 @@ pub async fn load(
     let mut times: Vec<u64> = (0..p.orders).map(|_| rng.gen_range(0..span)).collect();
     times.sort_unstable();
 
+    let ids = order_ids(p, rng);
+
     let mut i = 0usize;
     copy_rows(
         client,
@@ -223,8 +239,9 @@ pub async fn load(
             };
             let u2: f64 = rng.gen();
             let total = 500 + (u2 * u2 * 49_500.0) as u64;
+            let id = ids[i];
             i += 1;
-            let _ = write!(buf, "{i}\t{customer}\t{status}\t");
+            let _ = write!(buf, "{id}\t{customer}\t{status}\t");
             push_timestamp(buf, created);
             let _ = writeln!(buf, "\t{total}");
             i < times.len()
@@ -234,9 +251,87 @@ pub async fn load(
     Ok(vec![(customers, p.customers), (orders, p.orders)])
 }
 
+/// The id of each order, in time order: 1, 2, 3, ... unless some are `backfilled`, whose ids
+/// then follow all the others' (still in time order among themselves).
+fn order_ids(p: &OrdersParams, rng: &mut ChaCha8Rng) -> Vec<u64> {
+    let count = p.orders as usize;
+    if p.backfilled <= 0.0 {
+        // No draw at all: the rest of the data is what it always was.
+        return (1..=p.orders).collect();
+    }
+    let late: Vec<bool> = (0..count).map(|_| rng.gen_bool(p.backfilled)).collect();
+    let mut next_on_time = 1u64;
+    let mut next_late = 1 + late.iter().filter(|l| !**l).count() as u64;
+    late.iter()
+        .map(|&late| {
+            let counter = if late {
+                &mut next_late
+            } else {
+                &mut next_on_time
+            };
+            *counter += 1;
+            *counter - 1
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+
+    fn params(backfilled: f64) -> OrdersParams {
+        let raw: toml::Value = format!("orders = 1000\nbackfilled = {backfilled:?}")
+            .parse()
+            .unwrap();
+        OrdersParams::parse(raw).unwrap()
+    }
+
+    #[test]
+    fn without_backfill_ids_follow_time_and_take_no_draw() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let ids = order_ids(&params(0.0), &mut rng);
+        assert_eq!(ids, (1..=1000).collect::<Vec<_>>());
+        assert_eq!(rng, ChaCha8Rng::seed_from_u64(7));
+    }
+
+    #[test]
+    fn backfilled_orders_take_the_last_ids_in_time_order() {
+        let ids = order_ids(&params(0.1), &mut ChaCha8Rng::seed_from_u64(7));
+        let mut sorted = ids.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (1..=1000).collect::<Vec<_>>(), "every id once");
+        // The late ones are the ids after the last on-time one: one in ten, give or take.
+        let on_time: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id <= 1000 - 100 - 40)
+            .collect();
+        let late: Vec<u64> = ids
+            .iter()
+            .copied()
+            .filter(|&id| id > 1000 - 100 + 40)
+            .collect();
+        assert!(
+            on_time.windows(2).all(|w| w[0] < w[1]),
+            "on time: ids follow time"
+        );
+        assert!(
+            late.windows(2).all(|w| w[0] < w[1]),
+            "late: ids follow time among themselves"
+        );
+        let inversions = ids.windows(2).filter(|w| w[0] > w[1]).count();
+        assert!(
+            (50..=150).contains(&inversions),
+            "{inversions} orders followed by an older id"
+        );
+    }
+
+    #[test]
+    fn a_backfill_share_past_half_is_refused() {
+        let err = OrdersParams::parse("backfilled = 0.6".parse().unwrap()).unwrap_err();
+        assert!(err.contains("`backfilled` 0.6"), "{err}");
+    }
 
     #[test]
     fn timestamps_match_rfc3339() {
