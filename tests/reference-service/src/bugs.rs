@@ -641,6 +641,8 @@ pub enum Bug {
     GrpcEmailBytes,
     /// A loyalty service answering 5xx fails `GetCustomer` with `UNAVAILABLE` (timeouts still give an empty tier).
     GrpcLoyalty5xxFailsCall,
+    /// A loyalty request that fails in transport (a reset or closed connection, no response) fails `GetCustomer` with `UNAVAILABLE`; statuses and timeouts still give an empty tier.
+    GrpcLoyaltyTransportFailsCall,
     /// Without a deadline the loyalty request has no 2 s cap: `GetCustomer` waits as long as the loyalty service takes.
     GrpcNoLoyaltyCap,
     /// Health `Check` answers `SERVING` for a service name it does not know, instead of `NOT_FOUND`.
@@ -648,7 +650,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 310] = [
+    pub const ALL: [Bug; 311] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -957,6 +959,7 @@ impl Bug {
         Bug::GrpcNoTier,
         Bug::GrpcEmailBytes,
         Bug::GrpcLoyalty5xxFailsCall,
+        Bug::GrpcLoyaltyTransportFailsCall,
         Bug::GrpcNoLoyaltyCap,
         Bug::GrpcHealthUnknownServing,
     ];
@@ -1272,6 +1275,7 @@ impl Bug {
             Bug::GrpcNoTier => "grpc-no-tier",
             Bug::GrpcEmailBytes => "grpc-email-bytes",
             Bug::GrpcLoyalty5xxFailsCall => "grpc-loyalty-5xx-fails-call",
+            Bug::GrpcLoyaltyTransportFailsCall => "grpc-loyalty-transport-fails-call",
             Bug::GrpcNoLoyaltyCap => "grpc-no-loyalty-cap",
             Bug::GrpcHealthUnknownServing => "grpc-health-unknown-serving",
         }

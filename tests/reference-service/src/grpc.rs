@@ -627,14 +627,23 @@ async fn loyalty_tier(customer: i64, deadline: Option<Instant>) -> Result<String
     match tokio::time::timeout(budget, ask_loyalty(customer, budget)).await {
         Ok(Ok(tier)) => Ok(tier),
         // Planted bug grpc-loyalty-5xx-fails-call: "the loyalty service is down, so are we".
-        Ok(Err(reason))
+        Ok(Err(LoyaltyFailure::Answer(reason)))
             if bugs::is(Bug::GrpcLoyalty5xxFailsCall) && reason.contains("status 5") =>
         {
             eprintln!("error: loyalty tier of customer {customer}: {reason}");
             Err(Status::unavailable("the loyalty service is unavailable"))
         }
-        Ok(Err(reason)) => {
+        // Planted bug grpc-loyalty-transport-fails-call: statuses are handled, but an error from
+        // the request itself is passed up, as `resp, err := get(); if err != nil { return err }`
+        // does.
+        Ok(Err(LoyaltyFailure::Transport(reason)))
+            if bugs::is(Bug::GrpcLoyaltyTransportFailsCall) =>
+        {
             eprintln!("error: loyalty tier of customer {customer}: {reason}");
+            Err(Status::unavailable("the loyalty service is unavailable"))
+        }
+        Ok(Err(failure)) => {
+            eprintln!("error: loyalty tier of customer {customer}: {failure}");
             Ok(String::new())
         }
         Err(_) if cut_by_deadline => Err(deadline_exceeded()),
@@ -648,9 +657,27 @@ async fn loyalty_tier(customer: i64, deadline: Option<Instant>) -> Result<String
     }
 }
 
+/// Why the loyalty service gave no tier.
+enum LoyaltyFailure {
+    /// No response: the connection was refused, reset or closed.
+    Transport(String),
+    /// A response without a tier: a status other than 2xx, or a body without `tier`.
+    Answer(String),
+}
+
+impl std::fmt::Display for LoyaltyFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoyaltyFailure::Transport(reason) | LoyaltyFailure::Answer(reason) => {
+                f.write_str(reason)
+            }
+        }
+    }
+}
+
 /// `GET {LOYALTY_URL}/tiers/{id}`: the `tier` of a 2xx JSON object; anything else is an error.
-async fn ask_loyalty(customer: i64, budget: Duration) -> Result<String, String> {
-    let (client, base) = loyalty_service()?;
+async fn ask_loyalty(customer: i64, budget: Duration) -> Result<String, LoyaltyFailure> {
+    let (client, base) = loyalty_service().map_err(LoyaltyFailure::Transport)?;
     let url = format!("{base}/tiers/{customer}");
     let response = client
         .get(&url)
@@ -659,18 +686,21 @@ async fn ask_loyalty(customer: i64, budget: Duration) -> Result<String, String> 
         .timeout(budget + Duration::from_millis(250))
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| LoyaltyFailure::Transport(format!("GET {url}: {e}")))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(format!("GET {url}: status {status}"));
+        return Err(LoyaltyFailure::Answer(format!(
+            "GET {url}: status {status}"
+        )));
     }
-    let body: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("GET {url}: status {status}, body unreadable: {e}"))?;
+    let body: Value = response.json().await.map_err(|e| {
+        LoyaltyFailure::Answer(format!("GET {url}: status {status}, body unreadable: {e}"))
+    })?;
     match body.get("tier") {
         Some(Value::String(tier)) => Ok(tier.clone()),
-        _ => Err(format!("GET {url}: no \"tier\" string in {body}")),
+        _ => Err(LoyaltyFailure::Answer(format!(
+            "GET {url}: no \"tier\" string in {body}"
+        ))),
     }
 }
 

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::probes::db_params::{parse_answers, parse_sample, Answer};
 use crate::probes::request::{de, duration, query, upstream, UpstreamParams};
 use crate::spec::{predicate, template, JsonQuery, Predicate};
+use crate::upstream::Fault;
 
 #[derive(Debug, Clone)]
 pub struct GrpcCalls {
@@ -53,6 +54,9 @@ pub struct Call {
     pub captures: Vec<(String, JsonQuery)>,
     /// The status must come within this long (a dependency's timeout the README states).
     pub within: Option<Duration>,
+    /// The fault `upstream`'s route has from this call on (each kind of failure the README
+    /// names, one call each: a status, a connection reset, ...).
+    pub upstream_fault: Option<Fault>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -96,6 +100,9 @@ pub struct RawCall {
     #[serde(default)]
     capture: BTreeMap<String, String>,
     within: Option<String>,
+    /// `"500"`, `"reset"`, `"drop"` or `"timeout"`: the fault of the check's `upstream` route from
+    /// this call on.
+    upstream_fault: Option<String>,
 }
 
 pub fn parse(params: toml::Value) -> Result<GrpcCalls, String> {
@@ -121,6 +128,13 @@ pub fn parse(params: toml::Value) -> Result<GrpcCalls, String> {
         let head = sql.trim_start().to_ascii_lowercase();
         if !(head.starts_with("select") || head.starts_with("with")) {
             return Err(format!("`same_after` holds read-only SELECTs; got {sql:?}"));
+        }
+    }
+    if let Some(i) = calls.iter().position(|c| c.upstream_fault.is_some()) {
+        if raw.upstream.is_none() {
+            return Err(format!(
+                "calls[{i}]: `upstream_fault` changes the route of `upstream`; add `upstream = {{ name = \"...\", route = \"GET /...\" }}`"
+            ));
         }
     }
     Ok(GrpcCalls {
@@ -198,6 +212,12 @@ fn call(index: usize, v: toml::Value) -> Result<Call, String> {
             .within
             .map(|d| duration(&format!("{what}.within"), &d))
             .transpose()?,
+        upstream_fault: r
+            .upstream_fault
+            .as_deref()
+            .map(Fault::parse)
+            .transpose()
+            .map_err(|e| format!("{what}.upstream_fault: {e}"))?,
     })
 }
 
@@ -287,6 +307,27 @@ mod tests {
         assert!(wrong("method = \"GetOrder\"").contains("package.Service/Method"));
         assert!(
             wrong("method = \"s.S/M\"\nmetadata = { grpc-timeout = \"1S\" }").contains("deadline")
+        );
+        assert!(wrong("method = \"s.S/M\"\nupstream_fault = \"reset\"")
+            .contains("`upstream_fault` changes the route of `upstream`"));
+    }
+
+    #[test]
+    fn a_call_may_change_the_upstream_fault_from_its_turn_on() {
+        let text = |fault: &str| {
+            format!(
+                "service = \"s.S\"\nupstream = {{ name = \"loyalty\", route = \"GET /t\", fault = \"500\" }}\n\
+                 [[calls]]\nname = \"a\"\nmethod = \"s.S/M\"\njson = {{}}\n\
+                 [[calls]]\nname = \"b\"\nmethod = \"s.S/M\"\njson = {{}}\nupstream_fault = \"{fault}\"\n"
+            )
+        };
+        let p = parse_text(&text("reset")).unwrap();
+        assert_eq!(p.calls[0].upstream_fault, None);
+        assert_eq!(p.calls[1].upstream_fault, Some(Fault::Reset));
+        let err = parse_text(&text("broken")).unwrap_err();
+        assert!(
+            err.starts_with("calls[1].upstream_fault: fault \"broken\""),
+            "{err}"
         );
     }
 }

@@ -44,6 +44,14 @@ pub async fn run(p: &GrpcCalls, ctx: &mut CheckContext<'_>) -> Result<(), Failur
             }
             rpc::method(reflected.as_ref().expect("reflected above"), &c.method)?
         };
+        if let (Some(fault), Some(u), Some(upstream)) = (c.upstream_fault, &p.upstream, &upstream) {
+            let mut behaviour = upstream.behaviour(&u.route).map_err(Failure::Error)?;
+            behaviour.fault = Some(fault);
+            behaviour.fault_times = None;
+            upstream
+                .set_behaviour(&u.route, behaviour)
+                .map_err(Failure::Error)?;
+        }
         let request = template::render_json(&c.json, &ctx.scope).map_err(Failure::Error)?;
         let mut metadata = Vec::new();
         for (k, v) in &c.metadata {
