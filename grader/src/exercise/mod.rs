@@ -142,6 +142,9 @@ pub struct Check {
     /// this check, and the calls it must have received by the end (as a probe's
     /// `params.upstream`).
     pub upstream: Option<crate::probes::request::UpstreamParams>,
+    /// A step's `upstream_fault`: from the step at this index on, `upstream`'s route has this
+    /// fault (one step per kind of failure a README names).
+    pub upstream_faults: Vec<(usize, crate::upstream::Fault)>,
     /// The `gen = "jwt"` variables the check uses (names them in a template): the only ones
     /// minted when it runs, so a `rotate = true` token rotates the issuer only for its checks.
     pub tokens: Vec<String>,

@@ -182,6 +182,10 @@ struct RawStep {
     /// A white-box step on the service's database instead of a request. Not Spanned (dotted
     /// keys, `sql.query = ...`): located by its SQL text.
     sql: Option<RawSql>,
+    /// From this step on, the route of `[check.upstream]` has this fault: `"500"`, `"reset"`,
+    /// `"drop"` or `"timeout"`.
+    #[schemars(with = "Option<String>")]
+    upstream_fault: Option<Spanned<String>>,
 }
 
 /// SQL on the service's database: a `query` with expected columns, or a `statement` that must
@@ -745,6 +749,7 @@ fn parse_check(
         None => DEFAULT_CHECK_TIMEOUT,
     };
 
+    let mut step_faults = Vec::new();
     let body = match (c.step.is_empty(), &c.probe) {
         (false, Some(p)) => {
             diags.push(
@@ -799,7 +804,10 @@ fn parse_check(
             }
             let mut scope: BTreeSet<String> = vars.clone();
             let mut steps = Vec::new();
-            for (i, raw) in c.step.into_iter().enumerate() {
+            for (i, mut raw) in c.step.into_iter().enumerate() {
+                if let Some(fault) = raw.upstream_fault.take() {
+                    step_faults.push((i, fault));
+                }
                 if let Some(step) = parse_step(file, raw, i, &mut scope, diags) {
                     steps.push(step);
                 }
@@ -808,6 +816,7 @@ fn parse_check(
         }
     };
 
+    let upstream_faults = step_upstream_faults(file, step_faults, c.upstream.is_some(), diags);
     let upstream = match (c.upstream, &body) {
         (None, _) => None,
         (Some(_), Some(CheckBody::Probe(_))) => {
@@ -886,6 +895,7 @@ fn parse_check(
         timeout,
         body: body?,
         upstream,
+        upstream_faults,
         tokens: Vec::new(),
     })
 }
@@ -937,6 +947,38 @@ fn check_variables(body: &CheckBody) -> BTreeSet<String> {
         names.extend(template::variables_in_json(v).unwrap_or_default());
     }
     names
+}
+
+/// The steps' `upstream_fault`s, each located when it is not a fault or the check has no
+/// `[check.upstream]` route for it to change.
+fn step_upstream_faults(
+    file: &SourceFile,
+    raw: Vec<(usize, Spanned<String>)>,
+    has_upstream: bool,
+    diags: &mut Diagnostics,
+) -> Vec<(usize, crate::upstream::Fault)> {
+    let mut faults = Vec::new();
+    for (index, text) in raw {
+        if !has_upstream {
+            diags.push(
+                Diagnostic::new(
+                    file,
+                    text.span(),
+                    "`upstream_fault` changes the route of [check.upstream], which this check does not have",
+                )
+                .with_help("add [check.upstream] with the upstream's name and route (and the fault the first steps see)"),
+            );
+            continue;
+        }
+        match crate::upstream::Fault::parse(text.get_ref()) {
+            Ok(fault) => faults.push((index, fault)),
+            Err(msg) => diags.push(
+                Diagnostic::new(file, text.span(), msg)
+                    .with_help("a status such as \"500\", or \"reset\", \"drop\" or \"timeout\""),
+            ),
+        }
+    }
+    faults
 }
 
 fn parse_step(
@@ -1570,6 +1612,50 @@ pub(crate) mod tests {
         "id = \"sec\"\ntitle = \"t\"\nsummary = \"s\"\nskills = [\"security\"]\ndifficulty = 3\n";
     pub(crate) const SEC_CHECK: &str = "[[check]]\nid = \"admin\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n[[check.step]]\nrequest.method = \"GET\"\nrequest.path = \"/admin/stats\"\nrequest.headers.Authorization = \"Bearer {{admin}}\"\nexpect.status = 200\n";
     const ISSUER: &str = "[upstreams.issuer]\nkind = \"oidc-issuer\"\nenv = \"AUTH_ISSUER_URL\"\naudience = \"notes-api\"\nservice_env = { AUTH_AUDIENCE = \"notes-api\" }\n";
+
+    #[test]
+    fn a_step_may_change_the_upstream_fault_and_mistakes_are_located() {
+        let upstream = "[upstreams.loyalty]\nenv = \"LOYALTY_URL\"\n[[upstreams.loyalty.route]]\nmethod = \"GET\"\npath = \"/tiers/{customer}\"\nresponse.status = 200\n";
+        let check = |upstream_table: &str, fault: &str| {
+            format!(
+                "{SEC_HEAD}{upstream}[[check]]\nid = \"tiers\"\ntitle = \"t\"\ntask = 1\nwhy = \"w\"\nhint = \"h\"\n{upstream_table}\
+                 [[check.step]]\nrequest.method = \"GET\"\nrequest.path = \"/a\"\nexpect.status = 200\n\
+                 [[check.step]]\nupstream_fault = \"{fault}\"\nrequest.method = \"GET\"\nrequest.path = \"/b\"\nexpect.status = 200\n"
+            )
+        };
+        let with_route = "[check.upstream]\nname = \"loyalty\"\nroute = \"GET /tiers/{customer}\"\nfault = \"500\"\n";
+        let catalog = catalog_with(&check(with_route, "reset"))
+            .unwrap_or_else(|d| panic!("{}", d.render(false)));
+        let ex = catalog.exercise("sec").unwrap();
+        assert_eq!(
+            ex.checks[0].upstream_faults,
+            [(1, crate::upstream::Fault::Reset)]
+        );
+
+        let located = |text: String| -> Vec<(String, String)> {
+            catalog_with(&text)
+                .unwrap_err()
+                .0
+                .iter()
+                .map(|d| (d.location(), d.message.clone()))
+                .collect()
+        };
+        // Line 27: the second step's upstream_fault (23 without the 4 lines of [check.upstream]).
+        let bad = located(check(with_route, "broken"));
+        assert!(
+            bad.iter().any(|(loc, m)| loc.contains("exercise.toml:27:")
+                && m.contains("fault \"broken\" is not a status code")),
+            "{bad:?}"
+        );
+        let orphan = located(check("", "reset"));
+        assert!(
+            orphan
+                .iter()
+                .any(|(loc, m)| loc.contains("exercise.toml:23:")
+                    && m.contains("which this check does not have")),
+            "{orphan:?}"
+        );
+    }
 
     #[test]
     fn jwt_vars_need_an_issuer_and_are_minted_only_where_used() {

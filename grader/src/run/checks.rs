@@ -427,9 +427,18 @@ async fn run_one(exercise: &Exercise, check: &Check, shared: &Shared<'_>) -> Out
             CheckBody::Steps(steps) => match &check.upstream {
                 None => step::run_steps(&mut ctx, steps).await,
                 Some(u) => {
-                    use crate::probes::upstream_calls::run::{apply_behaviour, check_calls};
+                    use crate::probes::upstream_calls::run::{
+                        apply_behaviour, check_calls, set_fault,
+                    };
                     let upstream = apply_behaviour(&ctx, u)?;
-                    step::run_steps(&mut ctx, steps).await?;
+                    // The steps run in runs that each begin where a step changes the fault.
+                    let mut from = 0;
+                    for &(at, fault) in &check.upstream_faults {
+                        step::run_steps(&mut ctx, &steps[from..at]).await?;
+                        set_fault(&upstream, &u.route, fault)?;
+                        from = at;
+                    }
+                    step::run_steps(&mut ctx, &steps[from..]).await?;
                     check_calls(&ctx, u, &upstream)
                 }
             },

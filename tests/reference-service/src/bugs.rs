@@ -597,6 +597,8 @@ pub enum Bug {
     GqlUpstreamFailsQuery,
     /// The loyalty field error's message has the loyalty URL, the upstream's status and its body.
     GqlUpstreamLeak,
+    /// A loyalty request with no response (a reset or closed connection): the client library's error text, URL included, becomes the field error's message; statuses are answered as the README says.
+    GqlTransportErrorLeaks,
     /// Field errors' paths leave out the list indexes (`["orders", "edges", "node", …]`).
     GqlErrorPathWithoutIndex,
     /// Cursors are offsets: orders placed during a walk shift it (an order is listed twice).
@@ -650,7 +652,7 @@ pub enum Bug {
 }
 
 impl Bug {
-    pub const ALL: [Bug; 311] = [
+    pub const ALL: [Bug; 312] = [
         Bug::Create200NoLocation,
         Bug::PlainTextErrors,
         Bug::ProblemStatusString,
@@ -937,6 +939,7 @@ impl Bug {
         Bug::Gql405WithoutAllow,
         Bug::GqlUpstreamFailsQuery,
         Bug::GqlUpstreamLeak,
+        Bug::GqlTransportErrorLeaks,
         Bug::GqlErrorPathWithoutIndex,
         Bug::GqlOffsetCursor,
         Bug::GqlHasNextPageFull,
@@ -1253,6 +1256,7 @@ impl Bug {
             Bug::Gql405WithoutAllow => "gql-405-without-allow",
             Bug::GqlUpstreamFailsQuery => "gql-upstream-fails-query",
             Bug::GqlUpstreamLeak => "gql-upstream-leak",
+            Bug::GqlTransportErrorLeaks => "gql-transport-error-leaks",
             Bug::GqlErrorPathWithoutIndex => "gql-error-path-without-index",
             Bug::GqlOffsetCursor => "gql-offset-cursor",
             Bug::GqlHasNextPageFull => "gql-has-next-page-full",

@@ -11,7 +11,7 @@ use crate::grpc::code_name;
 use crate::probes::db::{self, answers};
 use crate::probes::no_internals_leak::reveals;
 use crate::probes::rpc::{self, Sent};
-use crate::probes::upstream_calls::run::{apply_behaviour, check_calls};
+use crate::probes::upstream_calls::run::{apply_behaviour, check_calls, set_fault};
 use crate::spec::template;
 
 pub async fn run(p: &GrpcCalls, ctx: &mut CheckContext<'_>) -> Result<(), Failure> {
@@ -45,12 +45,7 @@ pub async fn run(p: &GrpcCalls, ctx: &mut CheckContext<'_>) -> Result<(), Failur
             rpc::method(reflected.as_ref().expect("reflected above"), &c.method)?
         };
         if let (Some(fault), Some(u), Some(upstream)) = (c.upstream_fault, &p.upstream, &upstream) {
-            let mut behaviour = upstream.behaviour(&u.route).map_err(Failure::Error)?;
-            behaviour.fault = Some(fault);
-            behaviour.fault_times = None;
-            upstream
-                .set_behaviour(&u.route, behaviour)
-                .map_err(Failure::Error)?;
+            set_fault(upstream, &u.route, fault)?;
         }
         let request = template::render_json(&c.json, &ctx.scope).map_err(Failure::Error)?;
         let mut metadata = Vec::new();

@@ -17,7 +17,7 @@ use crate::engine::{CheckContext, FailInfo, Failure};
 use crate::probes::request::{ProbeRequest, UpstreamParams};
 use crate::spec::template;
 use crate::spec::JsonQuery;
-use crate::upstream::Upstream;
+use crate::upstream::{Fault, Upstream};
 
 /// Calls listed as evidence; more are summarised in one line.
 const MAX_EVIDENCE: usize = 5;
@@ -140,6 +140,17 @@ pub(crate) fn apply_behaviour(
         .set_behaviour(&u.route, behaviour)
         .map_err(Failure::Error)?;
     Ok(upstream)
+}
+
+/// Gives `route` this fault on every call from now until the check ends: a check that provokes
+/// each kind of failure in turn (a status, then a reset connection, ...) calls it between them.
+pub(crate) fn set_fault(upstream: &Upstream, route: &str, fault: Fault) -> Result<(), Failure> {
+    let mut behaviour = upstream.behaviour(route).map_err(Failure::Error)?;
+    behaviour.fault = Some(fault);
+    behaviour.fault_times = None;
+    upstream
+        .set_behaviour(route, behaviour)
+        .map_err(Failure::Error)
 }
 
 /// Slows `route` of the upstream `name` to `delay`, for this check only (as
