@@ -17,6 +17,9 @@ static SCAFFOLDS: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/../scaffolds"
 
 /// The next-steps text of a scaffold, printed instead of written.
 const NEXT_STEPS_FILE: &str = "INIT.txt";
+/// Printed before the next steps when an exercise asked for is served over gRPC, which the
+/// starters (HTTP servers) are not: what to replace, with which libraries (`{grpc}` filled in).
+const GRPC_NOTE_FILE: &str = "INIT-grpc.txt";
 
 /// What a build or a run leaves in a scaffold folder of a checkout (`grader check scaffolds/go`
 /// run in place): never part of a starter, even if it was embedded.
@@ -143,21 +146,32 @@ pub fn choose_exercises(requested: &[String], catalog: &Catalog) -> Result<Vec<S
 /// A file of a starter: its path relative to the starter's folder, and its bytes.
 type File = (PathBuf, Vec<u8>);
 
+/// What a scaffold says after writing its files (unfilled).
+struct Notes {
+    next_steps: String,
+    grpc: String,
+}
+
 /// The files of a scaffold (path relative to the scaffold, contents), `grader.toml` made for
-/// `exercises`, plus its next-steps text (unfilled).
-fn scaffold_files(lang: Lang, exercises: &[String]) -> Result<(Vec<File>, String), InitError> {
+/// `exercises`, plus its notes.
+fn scaffold_files(lang: Lang, exercises: &[String]) -> Result<(Vec<File>, Notes), InitError> {
     let root = SCAFFOLDS
         .get_dir(lang.folder())
         .ok_or_else(|| InitError::Usage(format!("no scaffold for {}", lang.folder())))?;
     let mut files = Vec::new();
     collect(root, Path::new(root.path()), &mut files);
     files.sort();
-    let mut next_steps = String::new();
+    let mut notes = Notes {
+        next_steps: String::new(),
+        grpc: String::new(),
+    };
     let mut manifest_found = false;
     let mut out = Vec::new();
     for (rel, contents) in files {
         if rel == Path::new(NEXT_STEPS_FILE) {
-            next_steps = String::from_utf8_lossy(&contents).into_owned();
+            notes.next_steps = String::from_utf8_lossy(&contents).into_owned();
+        } else if rel == Path::new(GRPC_NOTE_FILE) {
+            notes.grpc = String::from_utf8_lossy(&contents).into_owned();
         } else if rel == Path::new(MANIFEST_FILE) {
             manifest_found = true;
             let text = String::from_utf8_lossy(&contents);
@@ -172,7 +186,7 @@ fn scaffold_files(lang: Lang, exercises: &[String]) -> Result<(Vec<File>, String
             lang.folder()
         )));
     }
-    Ok((out, next_steps))
+    Ok((out, notes))
 }
 
 fn collect(dir: &Dir<'static>, root: &Path, out: &mut Vec<File>) {
@@ -217,9 +231,21 @@ fn with_exercises(template: &str, exercises: &[String]) -> Result<String, InitEr
 }
 
 /// Writes the `lang` starter into `dir` (created when missing) for `exercises` (already checked
-/// against the catalogue). Refuses, writing nothing, when any file it would write exists.
-pub fn write(dir: &Path, lang: Lang, exercises: &[String]) -> Result<Written, InitError> {
-    let (files, next_steps) = scaffold_files(lang, exercises)?;
+/// against the catalogue), of which `grpc` are served over gRPC. Refuses, writing nothing, when
+/// any file it would write exists.
+pub fn write(
+    dir: &Path,
+    lang: Lang,
+    exercises: &[String],
+    grpc: &[String],
+) -> Result<Written, InitError> {
+    let (files, notes) = scaffold_files(lang, exercises)?;
+    let next_steps = if grpc.is_empty() {
+        notes.next_steps
+    } else {
+        let grpc_note = notes.grpc.replace("{grpc}", &grpc.join(", "));
+        format!("{}\n\n{}", grpc_note.trim_end(), notes.next_steps)
+    };
     let mut conflicts = Vec::new();
     for (rel, _) in &files {
         let target = dir.join(rel);
@@ -291,7 +317,18 @@ pub fn write(dir: &Path, lang: Lang, exercises: &[String]) -> Result<Written, In
 /// exit code.
 pub fn run(dir: &Path, lang: Lang, requested: &[String], catalog: &Catalog) -> i32 {
     use crate::scoring::exit;
-    let result = choose_exercises(requested, catalog).and_then(|ex| write(dir, lang, &ex));
+    let result = choose_exercises(requested, catalog).and_then(|chosen| {
+        let grpc: Vec<String> = chosen
+            .iter()
+            .filter(|id| {
+                catalog
+                    .exercise(id)
+                    .is_some_and(|e| e.protocol == crate::exercise::Protocol::Grpc)
+            })
+            .cloned()
+            .collect();
+        write(dir, lang, &chosen, &grpc)
+    });
     match result {
         Ok(written) => {
             println!(
@@ -334,7 +371,7 @@ mod tests {
             let tmp = tempfile::tempdir().unwrap();
             let dir = tmp.path().join("svc");
             let exercises = ids(&["api-design", "pagination"]);
-            let written = write(&dir, lang, &exercises).unwrap();
+            let written = write(&dir, lang, &exercises, &[]).unwrap();
             let manifest =
                 Manifest::load(&dir).unwrap_or_else(|d| panic!("{lang:?}: {}", d.render(false)));
             assert_eq!(manifest.exercise_ids(), exercises, "{lang:?}");
@@ -375,7 +412,7 @@ mod tests {
         ];
         for (lang, file, needle) in cases {
             let tmp = tempfile::tempdir().unwrap();
-            write(tmp.path(), lang, &ids(&["api-design"])).unwrap();
+            write(tmp.path(), lang, &ids(&["api-design"]), &[]).unwrap();
             let text = std::fs::read_to_string(tmp.path().join(file)).unwrap();
             assert!(text.contains(needle), "{lang:?}: {file} lacks {needle}");
         }
@@ -385,7 +422,7 @@ mod tests {
     fn refuses_to_overwrite_and_writes_nothing() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("app.py"), "mine").unwrap();
-        let err = write(tmp.path(), Lang::Python, &ids(&["api-design"])).unwrap_err();
+        let err = write(tmp.path(), Lang::Python, &ids(&["api-design"]), &[]).unwrap_err();
         let message = err.to_string();
         assert!(
             matches!(err, InitError::Exists(ref p) if p.len() == 1),
@@ -405,7 +442,7 @@ mod tests {
     fn a_file_where_a_folder_goes_is_a_conflict_too() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("src"), "not a folder").unwrap();
-        let err = write(tmp.path(), Lang::Rust, &ids(&["api-design"])).unwrap_err();
+        let err = write(tmp.path(), Lang::Rust, &ids(&["api-design"]), &[]).unwrap_err();
         assert!(err.to_string().contains("src already exists"), "{err}");
         assert!(!tmp.path().join("Cargo.toml").exists());
     }
@@ -413,8 +450,8 @@ mod tests {
     #[test]
     fn a_second_init_refuses_naming_every_file() {
         let tmp = tempfile::tempdir().unwrap();
-        let first = write(tmp.path(), Lang::Go, &ids(&["api-design"])).unwrap();
-        let err = write(tmp.path(), Lang::Go, &ids(&["pagination"])).unwrap_err();
+        let first = write(tmp.path(), Lang::Go, &ids(&["api-design"]), &[]).unwrap();
+        let err = write(tmp.path(), Lang::Go, &ids(&["pagination"]), &[]).unwrap_err();
         let InitError::Exists(paths) = &err else {
             panic!("{err}")
         };
@@ -428,7 +465,7 @@ mod tests {
     fn another_language_in_a_non_empty_folder_is_fine() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::write(tmp.path().join("notes.txt"), "mine").unwrap();
-        write(tmp.path(), Lang::Java, &ids(&["api-design"])).unwrap();
+        write(tmp.path(), Lang::Java, &ids(&["api-design"]), &[]).unwrap();
         assert!(tmp.path().join("src/main/java/service/Main.java").is_file());
     }
 
@@ -466,6 +503,35 @@ mod tests {
     }
 
     #[test]
+    fn a_grpc_exercise_gets_each_starters_grpc_note_first() {
+        for lang in Lang::ALL {
+            let tmp = tempfile::tempdir().unwrap();
+            let written = write(
+                tmp.path(),
+                lang,
+                &ids(&["api-design", "grpc"]),
+                &ids(&["grpc"]),
+            )
+            .unwrap();
+            assert!(
+                written
+                    .next_steps
+                    .starts_with("grpc is served over gRPC, and this starter answers HTTP only."),
+                "{lang:?}: {}",
+                written.next_steps
+            );
+            assert!(written.next_steps.contains("Next:"), "{lang:?}");
+            assert!(
+                !written.files.iter().any(|f| f.ends_with(GRPC_NOTE_FILE)),
+                "{lang:?}: the note is printed, not written"
+            );
+            let http = tempfile::tempdir().unwrap();
+            let plain = write(http.path(), lang, &ids(&["api-design"]), &[]).unwrap();
+            assert!(!plain.next_steps.contains("gRPC"), "{lang:?}");
+        }
+    }
+
+    #[test]
     fn unknown_language_is_a_usage_error() {
         use clap::Parser;
         let err = crate::cli::Cli::try_parse_from(["grader", "init", "x", "--lang", "cobol"])
@@ -479,7 +545,7 @@ mod tests {
     fn next_steps_quote_the_folder_and_name_the_exercise() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("my service");
-        let written = write(&dir, Lang::Node, &ids(&["caching"])).unwrap();
+        let written = write(&dir, Lang::Node, &ids(&["caching"]), &[]).unwrap();
         assert!(
             written.next_steps.contains("cd '"),
             "{}",

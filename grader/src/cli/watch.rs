@@ -202,7 +202,7 @@ async fn grade_once(
         match WarmDependencies::start(&logs, postgres, redis).await {
             Ok(w) => *warm = Some(w),
             Err(e) => {
-                let problem = run::start_problem(e, &logs);
+                let problem = run::start_problem(e, &logs, Default::default());
                 say!("grader: {}", problem.message);
                 if let Some(fix) = problem.fix {
                     say!("  fix: {fix}");

@@ -456,7 +456,7 @@ async fn execute_with(
                 r = start => match r {
                     Ok(s) => Some(s),
                     Err(e) => {
-                        problem = Some(start::problem(e, &artifacts_dir));
+                        problem = Some(start::problem(e, &artifacts_dir, sp.protocol));
                         None
                     }
                 },

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use super::{selects, Plan, RunEvents};
 use crate::dataset::{self, LoadStats};
 use crate::diagnostic::display_path;
-use crate::exercise::Exercise;
+use crate::exercise::{Exercise, Protocol};
 use crate::outcome::{CheckResult, ProblemKind, RunProblem, Status};
 use crate::runtime::{BeforeService, ServicePlan, StartError};
 use crate::upstream::{UpstreamOptions, Upstreams};
@@ -128,7 +128,9 @@ pub fn prepare_artifacts(dir: &Path, is_default: bool) -> std::io::Result<()> {
     Ok(())
 }
 
-pub fn problem(e: StartError, artifacts_dir: &Path) -> RunProblem {
+/// What went wrong before any check ran, and its fix. `protocol` says how the service tells it
+/// is ready, for the fix of a service that never did.
+pub fn problem(e: StartError, artifacts_dir: &Path, protocol: Protocol) -> RunProblem {
     let log = |name: &str| display_path(&artifacts_dir.join(name));
     match e {
         StartError::BuildFailed { reason, log_tail } => RunProblem {
@@ -150,7 +152,11 @@ pub fn problem(e: StartError, artifacts_dir: &Path) -> RunProblem {
             kind: ProblemKind::ServiceStart,
             message,
             fix: Some(format!(
-                "start the service yourself with the command from grader.toml and PORT set, and make sure the health path answers 200; its output is in {}",
+                "start the service yourself with the command from grader.toml and PORT set, and make sure {}; its output is in {}",
+                match protocol {
+                    Protocol::Http => "the health path answers 200",
+                    Protocol::Grpc => "it serves gRPC and grpc.health.v1.Health/Check answers SERVING (grpcurl -plaintext 127.0.0.1:$PORT grpc.health.v1.Health/Check)",
+                },
                 log("service.log")
             )),
             log_tail,
@@ -242,5 +248,30 @@ pub fn fill_unrun(
                 detail: None,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_that_never_got_ready_is_told_how_its_protocol_says_ready() {
+        let never_ready = || StartError::ServiceDidNotStart {
+            message: "your service did not get ready".into(),
+            log_tail: vec![],
+        };
+        let fix = |protocol| {
+            problem(never_ready(), Path::new(".grader/last-run"), protocol)
+                .fix
+                .unwrap()
+        };
+        assert!(fix(Protocol::Http).contains("the health path answers 200"));
+        let grpc = fix(Protocol::Grpc);
+        assert!(
+            grpc.contains("grpc.health.v1.Health/Check answers SERVING")
+                && !grpc.contains("health path"),
+            "{grpc}"
+        );
     }
 }
